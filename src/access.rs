@@ -1,0 +1,114 @@
+//! Access decisions for an authenticated key: may it be used now, and which public models may
+//! it reach. Pure: the caller passes the key's record, the model map and the time.
+
+use crate::config::{KeyGrant, KeyStatus, ModelMap, ModelTarget, Status};
+use crate::error::RelayError;
+
+/// Is this key usable at `now_ms`? Checked on every request, also when the record is cached,
+/// so an expiry takes effect on the millisecond.
+pub fn check_key(grant: &KeyGrant, now_ms: i64) -> Result<(), RelayError> {
+    if grant.key_status == KeyStatus::Revoked {
+        return Err(RelayError::KeyRevoked);
+    }
+    if grant.expires_at.is_some_and(|at| now_ms >= at) {
+        return Err(RelayError::KeyExpired);
+    }
+    if grant.tenant_status == Status::Disabled {
+        return Err(RelayError::TenantDisabled);
+    }
+    Ok(())
+}
+
+/// May this key use `model`? Both the tenant's and the key's allowlists must admit it
+/// (`None` admits everything).
+pub fn model_allowed(grant: &KeyGrant, model: &str) -> bool {
+    let admits =
+        |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(|m| m == model));
+    admits(&grant.tenant_models) && admits(&grant.key_models)
+}
+
+/// The target of a public model this key may use. An unknown model and a forbidden one get the
+/// same 404, so a key cannot probe which models exist beyond its own.
+pub fn resolve<'a>(
+    map: &'a ModelMap,
+    grant: &KeyGrant,
+    model: &str,
+) -> Result<&'a ModelTarget, RelayError> {
+    map.get(model)
+        .filter(|_| model_allowed(grant, model))
+        .ok_or_else(|| RelayError::ModelNotFound {
+            model: model.to_string(),
+        })
+}
+
+/// The public models this key may use, sorted.
+pub fn visible_models<'a>(map: &'a ModelMap, grant: &KeyGrant) -> Vec<(&'a str, &'a ModelTarget)> {
+    map.iter()
+        .filter(|(m, _)| model_allowed(grant, m))
+        .map(|(m, t)| (m.as_str(), t))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> KeyGrant {
+        KeyGrant {
+            key_id: "k".into(),
+            tenant_id: "t".into(),
+            key_status: KeyStatus::Active,
+            tenant_status: Status::Active,
+            key_models: None,
+            tenant_models: None,
+            expires_at: None,
+        }
+    }
+
+    fn map(models: &[&str]) -> ModelMap {
+        models
+            .iter()
+            .map(|m| {
+                (
+                    m.to_string(),
+                    ModelTarget {
+                        channel_id: "c".into(),
+                        upstream_model: format!("up-{m}"),
+                        created: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_state_checks_in_order() {
+        let mut g = grant();
+        assert_eq!(check_key(&g, 0), Ok(()));
+        g.expires_at = Some(100);
+        assert_eq!(check_key(&g, 99), Ok(()));
+        assert_eq!(check_key(&g, 100), Err(RelayError::KeyExpired));
+        g.tenant_status = Status::Disabled;
+        g.expires_at = None;
+        assert_eq!(check_key(&g, 0), Err(RelayError::TenantDisabled));
+        g.key_status = KeyStatus::Revoked;
+        assert_eq!(check_key(&g, 0), Err(RelayError::KeyRevoked));
+    }
+
+    #[test]
+    fn allowlists_intersect() {
+        let m = map(&["a", "b", "c"]);
+        let mut g = grant();
+        assert_eq!(visible_models(&m, &g).len(), 3);
+        g.tenant_models = Some(vec!["a".into(), "b".into()]);
+        g.key_models = Some(vec!["b".into(), "c".into()]);
+        let names: Vec<_> = visible_models(&m, &g).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["b"]);
+        assert_eq!(resolve(&m, &g, "b").unwrap().upstream_model, "up-b");
+        assert_eq!(resolve(&m, &g, "a").unwrap_err().code(), "model_not_found");
+        assert_eq!(
+            resolve(&m, &g, "zzz").unwrap_err().code(),
+            "model_not_found"
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! The relay's configuration objects — tenants, keys, channels and the model map — as stored,
+//! as shown by the admin API (never with a secret in them), and the validation of admin input.
+//!
+//! Admin bodies are checked field by field so a mistake comes back as a 400 naming the field;
+//! unknown fields are refused, because a misspelt limit silently ignored is worse than an error.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::RelayError;
+use crate::providers::ProviderKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Disabled,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub status: Status,
+    pub models: Option<Vec<String>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A relay key as listed: everything but the plaintext and the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub status: KeyStatus,
+    pub models: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+/// What authenticating a request needs about its key and tenant, read in one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub key_status: KeyStatus,
+    pub tenant_status: Status,
+    pub key_models: Option<Vec<String>>,
+    pub tenant_models: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: String,
+    /// Secret: never serialised into a reply.
+    pub api_keys: Vec<String>,
+    pub models: Vec<String>,
+    pub status: Status,
+    pub timeout_ms: Option<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A channel as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelView {
+    pub id: String,
+    pub name: String,
+    pub provider: &'static str,
+    pub base_url: String,
+    pub api_key_count: usize,
+    pub models: Vec<String>,
+    pub status: Status,
+    pub timeout_ms: Option<u64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Channel {
+    pub fn view(&self) -> ChannelView {
+        ChannelView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            provider: self.provider.as_str(),
+            base_url: self.base_url.clone(),
+            api_key_count: self.api_keys.len(),
+            models: self.models.clone(),
+            status: self.status,
+            timeout_ms: self.timeout_ms,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    pub fn serves(&self, upstream_model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == upstream_model)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelTarget {
+    pub channel_id: String,
+    pub upstream_model: String,
+    /// When the entry was written (Unix seconds): `/v1/models` reports it as `created`.
+    #[serde(default)]
+    pub created: i64,
+}
+
+/// Public model name → target. A BTreeMap, so listings come out sorted.
+pub type ModelMap = BTreeMap<String, ModelTarget>;
+
+pub fn parse_model_map(text: &str) -> Result<ModelMap, String> {
+    serde_json::from_str(text).map_err(|e| format!("model map in KV is not valid: {e}"))
+}
+
+// ---- admin input ----------------------------------------------------------------------------
+
+/// Field access over a JSON object with errors that name the field.
+struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Fields, RelayError> {
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| RelayError::InvalidJson {
+                detail: e.to_string(),
+            })?
+        };
+        let Value::Object(map) = value else {
+            return Err(RelayError::InvalidJson {
+                detail: "the body must be a JSON object".into(),
+            });
+        };
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(RelayError::InvalidValue {
+                param: unknown.clone(),
+                message: format!("unknown field; expected one of {}", allowed.join(", ")),
+            });
+        }
+        Ok(Fields { map })
+    }
+
+    fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, RelayError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(_) => Err(bad_type(field, "a string")),
+        }
+    }
+
+    fn required_name(&self, field: &str) -> Result<String, RelayError> {
+        let name = self
+            .string(field)?
+            .ok_or_else(|| RelayError::MissingParameter {
+                param: field.into(),
+            })?;
+        check_name(field, &name)?;
+        Ok(name)
+    }
+
+    fn string_list(&self, field: &str) -> Result<Option<Vec<String>>, RelayError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) if !s.trim().is_empty() && s.len() <= 256 => {
+                            out.push(s.trim().to_string())
+                        }
+                        Value::String(_) => {
+                            return Err(bad_value(
+                                &format!("{field}[{i}]"),
+                                "must be 1 to 256 characters",
+                            ))
+                        }
+                        _ => return Err(bad_type(&format!("{field}[{i}]"), "a string")),
+                    }
+                }
+                out.dedup();
+                Ok(Some(out))
+            }
+            Some(_) => Err(bad_type(field, "an array of strings")),
+        }
+    }
+
+    fn integer(&self, field: &str) -> Result<Option<i64>, RelayError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| bad_type(field, "an integer")),
+            Some(_) => Err(bad_type(field, "an integer")),
+        }
+    }
+
+    fn status(&self, field: &str) -> Result<Option<Status>, RelayError> {
+        match self.string(field)?.as_deref() {
+            None => Ok(None),
+            Some("active") => Ok(Some(Status::Active)),
+            Some("disabled") => Ok(Some(Status::Disabled)),
+            Some(_) => Err(bad_value(field, "must be 'active' or 'disabled'")),
+        }
+    }
+}
+
+fn bad_type(param: &str, expected: &'static str) -> RelayError {
+    RelayError::InvalidType {
+        param: param.into(),
+        expected,
+    }
+}
+
+fn bad_value(param: &str, message: &str) -> RelayError {
+    RelayError::InvalidValue {
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), RelayError> {
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(bad_value(field, "must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    pub name: String,
+    pub models: Option<Vec<String>>,
+}
+
+pub fn parse_new_tenant(bytes: &[u8]) -> Result<NewTenant, RelayError> {
+    let f = Fields::parse(bytes, &["name", "models"])?;
+    Ok(NewTenant {
+        name: f.required_name("name")?,
+        models: f.string_list("models")?,
+    })
+}
+
+/// A partial update: `None` leaves a field alone; `models: Some(None)` clears the allowlist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub models: Option<Option<Vec<String>>>,
+    pub status: Option<Status>,
+}
+
+pub fn parse_tenant_patch(bytes: &[u8]) -> Result<TenantPatch, RelayError> {
+    let f = Fields::parse(bytes, &["name", "models", "status"])?;
+    let name = match f.string("name")? {
+        Some(n) => {
+            check_name("name", &n)?;
+            Some(n)
+        }
+        None => None,
+    };
+    Ok(TenantPatch {
+        name,
+        models: if f.has("models") {
+            Some(f.string_list("models")?)
+        } else {
+            None
+        },
+        status: f.status("status")?,
+    })
+}
+
+impl TenantPatch {
+    pub fn apply(&self, tenant: &mut Tenant, now_ms: i64) {
+        if let Some(name) = &self.name {
+            tenant.name = name.clone();
+        }
+        if let Some(models) = &self.models {
+            tenant.models = models.clone();
+        }
+        if let Some(status) = self.status {
+            tenant.status = status;
+        }
+        tenant.updated_at = now_ms;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    pub name: String,
+    pub models: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+}
+
+pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
+    let f = Fields::parse(bytes, &["name", "models", "expires_at"])?;
+    let name = f.string("name")?.unwrap_or_default();
+    if name.chars().count() > 200 {
+        return Err(bad_value("name", "must be at most 200 characters"));
+    }
+    let expires_at = f.integer("expires_at")?;
+    if let Some(at) = expires_at {
+        if at <= now_ms {
+            return Err(bad_value(
+                "expires_at",
+                "must be in the future (Unix milliseconds)",
+            ));
+        }
+    }
+    Ok(NewKey {
+        name,
+        models: f.string_list("models")?,
+        expires_at,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChannel {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub api_keys: Vec<String>,
+    pub models: Vec<String>,
+    pub status: Status,
+    pub timeout_ms: Option<u64>,
+}
+
+const CHANNEL_FIELDS: &[&str] = &[
+    "name",
+    "provider",
+    "base_url",
+    "api_keys",
+    "models",
+    "status",
+    "timeout_ms",
+];
+
+pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
+    let f = Fields::parse(bytes, CHANNEL_FIELDS)?;
+    let name = f.required_name("name")?;
+    let provider = parse_provider(&f)?.ok_or_else(|| RelayError::MissingParameter {
+        param: "provider".into(),
+    })?;
+    let base_url = check_base_url(provider, f.string("base_url")?.unwrap_or_default())?;
+    let api_keys = check_api_keys(f.string_list("api_keys")?.unwrap_or_default())?;
+    Ok(NewChannel {
+        name,
+        provider,
+        base_url,
+        api_keys,
+        models: f.string_list("models")?.unwrap_or_default(),
+        status: f.status("status")?.unwrap_or(Status::Active),
+        timeout_ms: check_timeout(f.integer("timeout_ms")?)?,
+    })
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelPatch {
+    pub name: Option<String>,
+    pub provider: Option<ProviderKind>,
+    pub base_url: Option<String>,
+    pub api_keys: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+    pub status: Option<Status>,
+    pub timeout_ms: Option<Option<u64>>,
+}
+
+pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
+    let f = Fields::parse(bytes, CHANNEL_FIELDS)?;
+    let name = match f.string("name")? {
+        Some(n) => {
+            check_name("name", &n)?;
+            Some(n)
+        }
+        None => None,
+    };
+    Ok(ChannelPatch {
+        name,
+        provider: parse_provider(&f)?,
+        base_url: f.string("base_url")?,
+        api_keys: f.string_list("api_keys")?.map(check_api_keys).transpose()?,
+        models: f.string_list("models")?,
+        status: f.status("status")?,
+        timeout_ms: if f.has("timeout_ms") {
+            Some(check_timeout(f.integer("timeout_ms")?)?)
+        } else {
+            None
+        },
+    })
+}
+
+impl ChannelPatch {
+    /// Apply to a channel, re-checking what depends on several fields (a base URL must suit the
+    /// provider, whichever of the two changed).
+    pub fn apply(&self, channel: &mut Channel, now_ms: i64) -> Result<(), RelayError> {
+        if let Some(name) = &self.name {
+            channel.name = name.clone();
+        }
+        if let Some(provider) = self.provider {
+            channel.provider = provider;
+        }
+        if let Some(url) = &self.base_url {
+            channel.base_url = url.clone();
+        }
+        if self.provider.is_some() || self.base_url.is_some() {
+            channel.base_url =
+                check_base_url(channel.provider, std::mem::take(&mut channel.base_url))?;
+        }
+        if let Some(keys) = &self.api_keys {
+            channel.api_keys = keys.clone();
+        }
+        if let Some(models) = &self.models {
+            channel.models = models.clone();
+        }
+        if let Some(status) = self.status {
+            channel.status = status;
+        }
+        if let Some(timeout) = self.timeout_ms {
+            channel.timeout_ms = timeout;
+        }
+        channel.updated_at = now_ms;
+        Ok(())
+    }
+}
+
+fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
+    match f.string("provider")? {
+        None => Ok(None),
+        Some(p) => ProviderKind::parse(&p).map(Some).ok_or_else(|| {
+            bad_value(
+                "provider",
+                &format!(
+                    "unknown provider; expected one of {}",
+                    ProviderKind::names().join(", ")
+                ),
+            )
+        }),
+    }
+}
+
+fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayError> {
+    let url = url.trim().trim_end_matches('/').to_string();
+    if !provider.needs_network() {
+        return Ok(url);
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad_value("base_url", "must be an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || url.contains(char::is_whitespace) || url.contains(['?', '#']) {
+        return Err(bad_value(
+            "base_url",
+            "must be an http(s) URL with a host and no query",
+        ));
+    }
+    Ok(url)
+}
+
+/// Upstream keys end up in a header: refuse anything that could split it.
+fn check_api_keys(keys: Vec<String>) -> Result<Vec<String>, RelayError> {
+    for (i, key) in keys.iter().enumerate() {
+        if key.len() > 4096 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad_value(
+                &format!("api_keys[{i}]"),
+                "must be at most 4096 characters with no spaces or control characters",
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
+    match ms {
+        None => Ok(None),
+        Some(ms) if (1..=600_000).contains(&ms) => Ok(Some(ms as u64)),
+        Some(_) => Err(bad_value("timeout_ms", "must be between 1 and 600000")),
+    }
+}
+
+/// One model-map entry from the admin API (`created` is stamped by the relay).
+pub fn parse_model_target(
+    bytes: &[u8],
+    param_prefix: &str,
+    now_s: i64,
+) -> Result<ModelTarget, RelayError> {
+    let f = Fields::parse(bytes, &["channel_id", "upstream_model"])?;
+    target_from_fields(&f, param_prefix, now_s)
+}
+
+fn target_from_fields(f: &Fields, prefix: &str, now_s: i64) -> Result<ModelTarget, RelayError> {
+    let get = |field: &str| -> Result<String, RelayError> {
+        let param = format!("{prefix}{field}");
+        match f.string(field) {
+            Ok(Some(s)) if !s.is_empty() => Ok(s),
+            Ok(_) => Err(RelayError::MissingParameter { param }),
+            Err(_) => Err(bad_type(&param, "a string")),
+        }
+    };
+    Ok(ModelTarget {
+        channel_id: get("channel_id")?,
+        upstream_model: get("upstream_model")?,
+        created: now_s,
+    })
+}
+
+/// A whole model map from the admin API. Entries keep their `created` stamp when unchanged.
+pub fn parse_model_map_body(
+    bytes: &[u8],
+    previous: &ModelMap,
+    now_s: i64,
+) -> Result<ModelMap, RelayError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| RelayError::InvalidJson {
+        detail: e.to_string(),
+    })?;
+    let Value::Object(entries) = value else {
+        return Err(RelayError::InvalidJson {
+            detail: "the model map must be a JSON object".into(),
+        });
+    };
+    let mut map = ModelMap::new();
+    for (model, entry) in entries {
+        check_public_model_name(&model)?;
+        let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+        let mut target = parse_model_target(&bytes, &format!("{model}."), now_s)?;
+        if let Some(old) = previous.get(&model) {
+            if old.channel_id == target.channel_id && old.upstream_model == target.upstream_model {
+                target.created = old.created;
+            }
+        }
+        map.insert(model, target);
+    }
+    Ok(map)
+}
+
+pub fn check_public_model_name(model: &str) -> Result<(), RelayError> {
+    if model.is_empty()
+        || model.len() > 256
+        || model.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(bad_value(
+            "model",
+            "a model name is 1 to 256 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// Every entry must point at an existing channel that serves its upstream model.
+pub fn check_model_map(map: &ModelMap, channels: &[Channel]) -> Result<(), RelayError> {
+    for (model, target) in map {
+        let channel = channels
+            .iter()
+            .find(|c| c.id == target.channel_id)
+            .ok_or_else(|| {
+                bad_value(
+                    &format!("{model}.channel_id"),
+                    &format!("no channel '{}'", target.channel_id),
+                )
+            })?;
+        if !channel.serves(&target.upstream_model) {
+            return Err(bad_value(
+                &format!("{model}.upstream_model"),
+                &format!(
+                    "channel '{}' does not list model '{}'",
+                    channel.id, target.upstream_model
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Narrowing a channel's model list must not strand a model-map entry that uses it.
+pub fn check_channel_keeps_its_models(map: &ModelMap, channel: &Channel) -> Result<(), RelayError> {
+    let stranded: Vec<&str> = map
+        .iter()
+        .filter(|(_, t)| t.channel_id == channel.id && !channel.serves(&t.upstream_model))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if stranded.is_empty() {
+        return Ok(());
+    }
+    Err(RelayError::Conflict {
+        message: format!(
+            "Channel '{}' would no longer serve the upstream models of: {}. Update the model map first.",
+            channel.id,
+            stranded.join(", ")
+        ),
+    })
+}
+
+/// Public models that would be left pointing at nothing if this channel went away.
+pub fn models_using_channel<'a>(map: &'a ModelMap, channel_id: &str) -> Vec<&'a str> {
+    map.iter()
+        .filter(|(_, t)| t.channel_id == channel_id)
+        .map(|(m, _)| m.as_str())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str, models: &[&str]) -> Channel {
+        Channel {
+            id: id.into(),
+            name: id.into(),
+            provider: ProviderKind::OpenAi,
+            base_url: "https://api.example.com/v1".into(),
+            api_keys: vec!["sk-secret".into()],
+            models: models.iter().map(|m| m.to_string()).collect(),
+            status: Status::Active,
+            timeout_ms: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn tenant_input() {
+        let t = parse_new_tenant(br#"{"name":" acme ","models":["a","a","b"]}"#).unwrap();
+        assert_eq!(
+            t,
+            NewTenant {
+                name: "acme".into(),
+                models: Some(vec!["a".into(), "b".into()])
+            }
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{}"#).unwrap_err().param(),
+            Some("name")
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{"name":""}"#).unwrap_err().param(),
+            Some("name")
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{"name":"a","modles":[]}"#)
+                .unwrap_err()
+                .param(),
+            Some("modles")
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{"name":"a","models":[1]}"#)
+                .unwrap_err()
+                .param(),
+            Some("models[0]")
+        );
+        let p = parse_tenant_patch(br#"{"models":null,"status":"disabled"}"#).unwrap();
+        assert_eq!(p.models, Some(None));
+        assert_eq!(p.status, Some(Status::Disabled));
+        assert_eq!(
+            parse_tenant_patch(br#"{"status":"gone"}"#)
+                .unwrap_err()
+                .param(),
+            Some("status")
+        );
+        assert_eq!(parse_tenant_patch(b"").unwrap(), TenantPatch::default());
+    }
+
+    #[test]
+    fn key_input() {
+        let k = parse_new_key(br#"{"name":"ci","expires_at":2000}"#, 1000).unwrap();
+        assert_eq!(k.expires_at, Some(2000));
+        assert_eq!(
+            parse_new_key(br#"{"expires_at":999}"#, 1000)
+                .unwrap_err()
+                .param(),
+            Some("expires_at")
+        );
+        assert_eq!(
+            parse_new_key(br#"{"expires_at":"soon"}"#, 1000)
+                .unwrap_err()
+                .param(),
+            Some("expires_at")
+        );
+        assert_eq!(parse_new_key(b"", 0).unwrap().name, "");
+    }
+
+    #[test]
+    fn channel_input() {
+        let c = parse_new_channel(br#"{"name":"o","provider":"openai","base_url":"https://api.openai.com/v1/","api_keys":["sk-1"],"models":["gpt"]}"#).unwrap();
+        assert_eq!(c.base_url, "https://api.openai.com/v1");
+        assert_eq!(c.status, Status::Active);
+        let err = |b: &[u8]| {
+            parse_new_channel(b)
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            err(br#"{"name":"o","provider":"nope"}"#),
+            Some("provider".into())
+        );
+        assert_eq!(err(br#"{"name":"o"}"#), Some("provider".into()));
+        assert_eq!(
+            err(br#"{"name":"o","provider":"openai","base_url":"ftp://x"}"#),
+            Some("base_url".into())
+        );
+        assert_eq!(
+            err(br#"{"name":"o","provider":"openai","base_url":"https://"}"#),
+            Some("base_url".into())
+        );
+        assert_eq!(
+            err(br#"{"name":"o","provider":"openai","base_url":"https://x","api_keys":["a\nb"]}"#),
+            Some("api_keys[0]".into())
+        );
+        assert_eq!(
+            err(br#"{"name":"o","provider":"openai","base_url":"https://x","timeout_ms":0}"#),
+            Some("timeout_ms".into())
+        );
+        parse_new_channel(br#"{"name":"m","provider":"mock"}"#).unwrap();
+    }
+
+    #[test]
+    fn channel_patch_rechecks_the_url_against_the_provider() {
+        let mut c = channel("c", &[]);
+        c.provider = ProviderKind::Mock;
+        c.base_url = String::new();
+        let patch = parse_channel_patch(br#"{"provider":"openai"}"#).unwrap();
+        assert_eq!(
+            patch.apply(&mut c, 5).unwrap_err().param(),
+            Some("base_url")
+        );
+        let patch = parse_channel_patch(br#"{"timeout_ms":null,"api_keys":["k2"]}"#).unwrap();
+        let mut c = channel("c", &[]);
+        c.timeout_ms = Some(5);
+        patch.apply(&mut c, 9).unwrap();
+        assert_eq!(
+            (c.timeout_ms, c.api_keys.clone(), c.updated_at),
+            (None, vec!["k2".to_string()], 9)
+        );
+    }
+
+    #[test]
+    fn views_hide_upstream_keys() {
+        let v = serde_json::to_string(&channel("c", &[]).view()).unwrap();
+        assert!(!v.contains("sk-secret"));
+        assert!(v.contains("\"api_key_count\":1"));
+    }
+
+    #[test]
+    fn model_map_checks_channels_and_models() {
+        let channels = vec![channel("c1", &["gpt"]), channel("c2", &[])];
+        let map = parse_model_map_body(br#"{"a":{"channel_id":"c1","upstream_model":"gpt"},"b":{"channel_id":"c2","upstream_model":"any"}}"#, &ModelMap::new(), 7).unwrap();
+        check_model_map(&map, &channels).unwrap();
+        assert_eq!(map["a"].created, 7);
+        let bad = parse_model_map_body(
+            br#"{"a":{"channel_id":"c1","upstream_model":"other"}}"#,
+            &ModelMap::new(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            check_model_map(&bad, &channels).unwrap_err().param(),
+            Some("a.upstream_model")
+        );
+        let bad = parse_model_map_body(
+            br#"{"a":{"channel_id":"zz","upstream_model":"gpt"}}"#,
+            &ModelMap::new(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            check_model_map(&bad, &channels).unwrap_err().param(),
+            Some("a.channel_id")
+        );
+        assert_eq!(
+            parse_model_map_body(br#"{"a":{"channel_id":"c1"}}"#, &ModelMap::new(), 7)
+                .unwrap_err()
+                .param(),
+            Some("a.upstream_model")
+        );
+        // an unchanged entry keeps its creation time
+        let again = parse_model_map_body(
+            br#"{"a":{"channel_id":"c1","upstream_model":"gpt"}}"#,
+            &map,
+            99,
+        )
+        .unwrap();
+        assert_eq!(again["a"].created, 7);
+        assert_eq!(models_using_channel(&map, "c2"), vec!["b"]);
+        let mut narrowed = channel("c1", &["other"]);
+        assert_eq!(
+            check_channel_keeps_its_models(&map, &narrowed)
+                .unwrap_err()
+                .status(),
+            409
+        );
+        narrowed.models = vec!["gpt".into(), "other".into()];
+        assert_eq!(check_channel_keeps_its_models(&map, &narrowed), Ok(()));
+    }
+}

@@ -1,0 +1,312 @@
+//! [edge] The admin API: thin handlers over the store and the pure validation in `config`.
+//! Every change invalidates this isolate's caches so it is visible at once here, and within
+//! `CONFIG_CACHE_TTL_MS` on other isolates.
+
+use serde_json::json;
+use worker::Request;
+
+use super::http::{header, read_body};
+use super::state::{invalidate_all, now_ms, random_bytes, Settings};
+use super::store::{Store, UsageQuery};
+use crate::auth;
+use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
+use crate::error::RelayError;
+use crate::routes::{query_pairs, Resource};
+
+/// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
+const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;
+
+pub fn check_admin(req: &Request, settings: &Settings) -> Result<(), RelayError> {
+    let presented = auth::credential_from_headers(header(req, "authorization").as_deref(), None);
+    match (presented, settings.admin_token.as_deref()) {
+        (Some(presented), Some(expected))
+            if auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
+        {
+            Ok(())
+        }
+        (_, None) => {
+            worker::console_error!("ADMIN_TOKEN is not set: the admin API refuses every request");
+            Err(RelayError::InvalidAdminToken)
+        }
+        _ => Err(RelayError::InvalidAdminToken),
+    }
+}
+
+fn list(data: impl serde::Serialize) -> serde_json::Value {
+    json!({"object": "list", "data": data})
+}
+
+fn not_found(what: &str, id: &str) -> RelayError {
+    RelayError::NotFound {
+        what: format!("{what} '{id}'"),
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    auth::new_id(prefix, &random_bytes::<10>())
+}
+
+pub async fn handle(
+    mut req: Request,
+    resource: Resource,
+    store: &Store,
+) -> Result<(u16, serde_json::Value), RelayError> {
+    let method = req.method().to_string();
+    let now = now_ms();
+    let query = req
+        .url()
+        .map(|u| u.query().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let body = if method == "GET" || method == "HEAD" {
+        Vec::new()
+    } else {
+        read_body(&mut req, ADMIN_BODY_LIMIT).await?
+    };
+    let result = match (resource, method.as_str()) {
+        (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
+        (Resource::Tenants, "POST") => {
+            let input = config::parse_new_tenant(&body)?;
+            let tenant = Tenant {
+                id: new_id("ten"),
+                name: input.name,
+                status: config::Status::Active,
+                models: input.models,
+                created_at: now,
+                updated_at: now,
+            };
+            store.insert_tenant(&tenant).await?;
+            (201, json!(tenant))
+        }
+        (Resource::Tenant(id), "GET") => (200, json!(tenant(store, &id).await?)),
+        (Resource::Tenant(id), _) => {
+            let patch = config::parse_tenant_patch(&body)?;
+            let mut tenant = tenant(store, &id).await?;
+            patch.apply(&mut tenant, now);
+            store.update_tenant(&tenant).await?;
+            (200, json!(tenant))
+        }
+        (Resource::TenantDisable(id), _) => (
+            200,
+            json!(set_tenant_status(store, &id, config::Status::Disabled, now).await?),
+        ),
+        (Resource::TenantEnable(id), _) => (
+            200,
+            json!(set_tenant_status(store, &id, config::Status::Active, now).await?),
+        ),
+        (Resource::TenantKeys(id), "GET") => {
+            tenant(store, &id).await?;
+            (200, list(store.keys_of(&id).await?))
+        }
+        (Resource::TenantKeys(id), _) => {
+            let input = config::parse_new_key(&body, now)?;
+            tenant(store, &id).await?;
+            let plaintext = auth::generate_key(&random_bytes::<32>());
+            let key = KeyView {
+                id: new_id("key"),
+                tenant_id: id,
+                name: input.name,
+                prefix: auth::key_prefix(&plaintext),
+                status: KeyStatus::Active,
+                models: input.models,
+                expires_at: input.expires_at,
+                created_at: now,
+                revoked_at: None,
+            };
+            store.insert_key(&key, &auth::hash_key(&plaintext)).await?;
+            let mut shown = json!(key);
+            // The only time the plaintext leaves the relay.
+            shown["key"] = json!(plaintext);
+            (201, shown)
+        }
+        (Resource::Key(id), _) => (
+            200,
+            json!(store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?),
+        ),
+        (Resource::KeyRevoke(id), _) => {
+            store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?;
+            store.revoke_key(&id, now).await?;
+            (
+                200,
+                json!(store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?),
+            )
+        }
+        (Resource::Channels, "GET") => {
+            let views: Vec<_> = store.channels().await?.iter().map(Channel::view).collect();
+            (200, list(views))
+        }
+        (Resource::Channels, _) => {
+            let input = config::parse_new_channel(&body)?;
+            let channel = Channel {
+                id: new_id("ch"),
+                name: input.name,
+                provider: input.provider,
+                base_url: input.base_url,
+                api_keys: input.api_keys,
+                models: input.models,
+                status: input.status,
+                timeout_ms: input.timeout_ms,
+                created_at: now,
+                updated_at: now,
+            };
+            store.insert_channel(&channel).await?;
+            (201, json!(channel.view()))
+        }
+        (Resource::Channel(id), "GET") => (200, json!(channel(store, &id).await?.view())),
+        (Resource::Channel(id), "PATCH") => {
+            let patch = config::parse_channel_patch(&body)?;
+            let mut channel = channel(store, &id).await?;
+            patch.apply(&mut channel, now)?;
+            if patch.models.is_some() {
+                config::check_channel_keeps_its_models(&store.model_map().await?, &channel)?;
+            }
+            store.update_channel(&channel).await?;
+            (200, json!(channel.view()))
+        }
+        (Resource::Channel(id), _) => {
+            let map = store.model_map().await?;
+            let users = config::models_using_channel(&map, &id);
+            if !users.is_empty() {
+                return Err(RelayError::Conflict {
+                    message: format!("Channel '{id}' is used by the model map for: {}. Remap those models first.", users.join(", ")),
+                });
+            }
+            if !store.delete_channel(&id).await? {
+                return Err(not_found("Channel", &id));
+            }
+            (200, json!({"id": id, "deleted": true}))
+        }
+        (Resource::ModelMap, "GET") => (200, json!(store.model_map().await?)),
+        (Resource::ModelMap, _) => {
+            let previous = store.model_map().await?;
+            let map = config::parse_model_map_body(&body, &previous, now / 1000)?;
+            config::check_model_map(&map, &store.channels().await?)?;
+            store.put_model_map(&map).await?;
+            (200, json!(map))
+        }
+        (Resource::ModelMapEntry(model), "GET") => {
+            let map = store.model_map().await?;
+            (
+                200,
+                json!(map.get(&model).ok_or_else(|| not_found("Model", &model))?),
+            )
+        }
+        (Resource::ModelMapEntry(model), "PUT") => {
+            config::check_public_model_name(&model)?;
+            let mut map = store.model_map().await?;
+            let mut target = config::parse_model_target(&body, "", now / 1000)?;
+            if let Some(old) = map.get(&model) {
+                if old.channel_id == target.channel_id
+                    && old.upstream_model == target.upstream_model
+                {
+                    target.created = old.created;
+                }
+            }
+            map.insert(model.clone(), target.clone());
+            config::check_model_map(&map, &store.channels().await?)
+                .map_err(|e| unprefix(e, &model))?;
+            store.put_model_map(&map).await?;
+            (200, json!(target))
+        }
+        (Resource::ModelMapEntry(model), _) => {
+            let mut map = store.model_map().await?;
+            map.remove(&model)
+                .ok_or_else(|| not_found("Model", &model))?;
+            store.put_model_map(&map).await?;
+            (200, json!({"model": model, "deleted": true}))
+        }
+        (Resource::Usage, _) => {
+            let query = usage_query(&query)?;
+            (200, list(store.usage(&query).await?))
+        }
+        (resource, method) => {
+            return Err(RelayError::Internal {
+                detail: format!("no admin handler for {method} {resource:?}"),
+            })
+        }
+    };
+    if method != "GET" {
+        invalidate_all();
+    }
+    Ok(result)
+}
+
+/// Errors of a single-entry PUT name the entry's field, not `model.field`.
+fn unprefix(err: RelayError, model: &str) -> RelayError {
+    match err {
+        RelayError::InvalidValue { param, message } => RelayError::InvalidValue {
+            param: param
+                .strip_prefix(&format!("{model}."))
+                .unwrap_or(&param)
+                .to_string(),
+            message,
+        },
+        other => other,
+    }
+}
+
+async fn tenant(store: &Store, id: &str) -> Result<Tenant, RelayError> {
+    store
+        .tenant(id)
+        .await?
+        .ok_or_else(|| not_found("Tenant", id))
+}
+
+async fn channel(store: &Store, id: &str) -> Result<Channel, RelayError> {
+    store
+        .channel(id)
+        .await?
+        .ok_or_else(|| not_found("Channel", id))
+}
+
+async fn set_tenant_status(
+    store: &Store,
+    id: &str,
+    status: config::Status,
+    now: i64,
+) -> Result<Tenant, RelayError> {
+    let mut t = tenant(store, id).await?;
+    t.status = status;
+    t.updated_at = now;
+    store.update_tenant(&t).await?;
+    Ok(t)
+}
+
+fn usage_query(query: &str) -> Result<UsageQuery, RelayError> {
+    let mut q = UsageQuery {
+        tenant_id: None,
+        key_id: None,
+        before: None,
+        limit: 100,
+    };
+    for (name, value) in query_pairs(query) {
+        let bad = |param: &str, message: &str| RelayError::InvalidValue {
+            param: param.into(),
+            message: message.into(),
+        };
+        match name.as_str() {
+            "tenant_id" => q.tenant_id = Some(value),
+            "key_id" => q.key_id = Some(value),
+            "before" => {
+                q.before = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("before", "must be Unix milliseconds"))?,
+                )
+            }
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad("limit", "must be between 1 and 1000"))?
+            }
+            _ => {
+                return Err(bad(
+                    &name,
+                    "unknown filter; expected tenant_id, key_id, before, limit",
+                ))
+            }
+        }
+    }
+    Ok(q)
+}

@@ -1,0 +1,108 @@
+//! [edge] The Worker's fetch entry point: request id, routing, CORS, and turning every failure
+//! into an OpenAI-shaped error response.
+
+use serde_json::json;
+use worker::{event, Context, Env, Request, Response};
+
+use super::admin;
+use super::http::{error_response, header, json_value};
+use super::relay::{self, RelayCtx};
+use super::state::{now_ms, random_bytes, Settings};
+use super::store::Store;
+use crate::auth;
+use crate::error::RelayError;
+use crate::routes::{self, Resource};
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started_ms = now_ms();
+    let request_id = auth::new_id("req", &random_bytes::<12>());
+    let path = req.path();
+    let browser_facing = path.starts_with("/v1/") || path == "/health";
+    let mut response = if req.method().to_string() == "OPTIONS" && browser_facing {
+        preflight(&req)
+    } else {
+        dispatch(req, &env, &ctx, &request_id, started_ms).await
+    };
+    let headers = response.headers_mut();
+    let _ = headers.set("x-request-id", &request_id);
+    if browser_facing {
+        // Browser apps may call the relay directly; keys are bearer tokens, never cookies.
+        let _ = headers.set("access-control-allow-origin", "*");
+        let _ = headers.set("access-control-expose-headers", "x-request-id, retry-after");
+    }
+    Ok(response)
+}
+
+fn preflight(req: &Request) -> Response {
+    let response = json_value(204, &json!(null));
+    let headers = response.headers();
+    let _ = headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
+    let requested = header(req, "access-control-request-headers");
+    let _ = headers.set(
+        "access-control-allow-headers",
+        requested
+            .as_deref()
+            .unwrap_or("authorization, content-type, x-api-key"),
+    );
+    let _ = headers.set("access-control-max-age", "86400");
+    let _ = headers.delete("content-type");
+    response
+}
+
+async fn dispatch(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    request_id: &str,
+    started_ms: i64,
+) -> Response {
+    let method = req.method().to_string();
+    let resource = match routes::route(&method, &req.path()) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    if resource == Resource::Health {
+        return json_value(
+            200,
+            &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+        );
+    }
+    let settings = Settings::from_env(env);
+    let result = match Store::new(env) {
+        Err(e) => Err(e),
+        Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings) {
+            Ok(()) => admin::handle(req, resource, &store)
+                .await
+                .map(|(status, body)| json_value(status, &body)),
+            Err(e) => Err(e),
+        },
+        Ok(store) => {
+            let rc = RelayCtx {
+                env,
+                ctx,
+                settings: &settings,
+                store: &store,
+                request_id,
+                started_ms,
+            };
+            match relay::authenticate(&req, &rc).await {
+                Err(e) => Err(e),
+                Ok(grant) => match resource {
+                    Resource::Models => relay::models(&rc, &grant, None).await,
+                    Resource::Model(model) => relay::models(&rc, &grant, Some(&model)).await,
+                    Resource::Relay(endpoint) => Ok(relay::relay(req, endpoint, &grant, &rc).await),
+                    other => Err(RelayError::Internal {
+                        detail: format!("no handler for {other:?}"),
+                    }),
+                },
+            }
+        }
+    };
+    result.unwrap_or_else(|e| {
+        if let RelayError::Internal { detail } = &e {
+            worker::console_error!("request {}: {}", request_id, detail);
+        }
+        error_response(&e)
+    })
+}

@@ -1,0 +1,10 @@
+//! [edge] Everything that touches the Workers runtime: the fetch entry point, the router,
+//! D1/KV access, upstream fetches and stream piping. Decisions are delegated to the pure
+//! modules of the crate; this code moves bytes and reads the clock and the random source.
+
+mod admin;
+mod entry;
+mod http;
+mod relay;
+mod state;
+mod store;

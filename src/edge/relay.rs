@@ -1,0 +1,594 @@
+//! [edge] The relay path: authenticate the key, resolve the model to a channel, send the
+//! request upstream (or to the built-in mock), pipe the reply back, and record usage after the
+//! response is under way.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use futures::stream::LocalBoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use serde_json::json;
+use worker::{
+    AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
+};
+
+use super::http::{error_response, header, json_response, json_value, read_body};
+use super::state::{now_ms, random_bytes, with_caches, Settings};
+use super::store::Store;
+use crate::access;
+use crate::auth;
+use crate::config::{Channel, KeyGrant, ModelMap, Status};
+use crate::error::RelayError;
+use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
+use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
+use crate::usage::{self, Usage, UsageRow};
+
+/// What every handler on the relay path shares.
+pub struct RelayCtx<'a> {
+    pub env: &'a Env,
+    pub ctx: &'a Context,
+    pub settings: &'a Settings,
+    pub store: &'a Store,
+    pub request_id: &'a str,
+    pub started_ms: i64,
+}
+
+pub async fn authenticate(req: &Request, rc: &RelayCtx<'_>) -> Result<KeyGrant, RelayError> {
+    let credential = auth::credential_from_headers(
+        header(req, "authorization").as_deref(),
+        header(req, "x-api-key").as_deref(),
+    )
+    .ok_or(RelayError::MissingApiKey)?;
+    let hash = auth::hash_key(&credential);
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    let grant = match with_caches(ttl, |c| c.grants.get(&hash, now)) {
+        Some(grant) => grant,
+        None => {
+            let grant = rc
+                .store
+                .key_grant(&hash)
+                .await?
+                .ok_or(RelayError::InvalidApiKey)?;
+            with_caches(ttl, |c| c.grants.insert(hash, grant.clone(), now));
+            grant
+        }
+    };
+    access::check_key(&grant, now)?;
+    Ok(grant)
+}
+
+async fn model_map(rc: &RelayCtx<'_>) -> Result<Rc<ModelMap>, RelayError> {
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    if let Some(map) = with_caches(ttl, |c| c.model_map.get(&(), now)) {
+        return Ok(map);
+    }
+    let map = Rc::new(rc.store.model_map().await?);
+    with_caches(ttl, |c| c.model_map.insert((), map.clone(), now));
+    Ok(map)
+}
+
+async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, RelayError> {
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    if let Some(channel) = with_caches(ttl, |c| c.channels.get(&id.to_string(), now)) {
+        return Ok(Some(channel));
+    }
+    let Some(channel) = rc.store.channel(id).await? else {
+        return Ok(None);
+    };
+    let channel = Rc::new(channel);
+    with_caches(ttl, |c| {
+        c.channels.insert(id.to_string(), channel.clone(), now)
+    });
+    Ok(Some(channel))
+}
+
+/// `GET /v1/models` and `GET /v1/models/{model}`: only what this key may use.
+pub async fn models(
+    rc: &RelayCtx<'_>,
+    grant: &KeyGrant,
+    one: Option<&str>,
+) -> Result<Response, RelayError> {
+    let map = model_map(rc).await?;
+    let entry = |id: &str, created: i64| json!({"id": id, "object": "model", "created": created, "owned_by": "edgerelay"});
+    match one {
+        Some(model) => {
+            let target = access::resolve(&map, grant, model)?;
+            Ok(json_value(200, &entry(model, target.created)))
+        }
+        None => {
+            let data: Vec<_> = access::visible_models(&map, grant)
+                .into_iter()
+                .map(|(id, t)| entry(id, t.created))
+                .collect();
+            Ok(json_value(200, &json!({"object": "list", "data": data})))
+        }
+    }
+}
+
+/// What is known about a request for its usage row, filled in as the request progresses.
+#[derive(Clone)]
+struct Ledger {
+    request_id: String,
+    started_ms: i64,
+    tenant_id: String,
+    key_id: String,
+    endpoint: &'static str,
+    model: Option<String>,
+    upstream_model: Option<String>,
+    channel_id: Option<String>,
+    stream: bool,
+}
+
+impl Ledger {
+    fn row(
+        &self,
+        status: u16,
+        error: Option<&RelayError>,
+        usage: Usage,
+        source: usage::UsageSource,
+        ttfb_ms: Option<i64>,
+    ) -> UsageRow {
+        let now = now_ms();
+        UsageRow {
+            request_id: self.request_id.clone(),
+            created_at: self.started_ms,
+            tenant_id: self.tenant_id.clone(),
+            key_id: self.key_id.clone(),
+            endpoint: self.endpoint.to_string(),
+            model: self.model.clone(),
+            upstream_model: self.upstream_model.clone(),
+            channel_id: self.channel_id.clone(),
+            stream: self.stream,
+            status,
+            error_code: error.map(|e| e.code().to_string()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens(),
+            usage_source: source.as_str().to_string(),
+            latency_ms: (now - self.started_ms).max(0),
+            ttfb_ms,
+        }
+    }
+}
+
+/// Write a usage row after the response: never delays it, and is retried a few times because
+/// a lost row is a request nobody pays for.
+fn record_later(
+    env: &Env,
+    ctx: &Context,
+    row: impl std::future::Future<Output = Option<UsageRow>> + 'static,
+) {
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let Some(row) = row.await else { return };
+        let store = match Store::new(&env) {
+            Ok(s) => s,
+            Err(e) => return worker::console_error!("usage {}: {}", row.request_id, e),
+        };
+        for attempt in 1..=3 {
+            match store.insert_usage(&row).await {
+                Ok(()) => return,
+                Err(RelayError::Internal { detail }) if attempt < 3 => {
+                    worker::console_warn!(
+                        "usage {} write failed (attempt {}): {}",
+                        row.request_id,
+                        attempt,
+                        detail
+                    )
+                }
+                Err(e) => return worker::console_error!("usage {} lost: {:?}", row.request_id, e),
+            }
+        }
+    });
+}
+
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+pub async fn relay(
+    mut req: Request,
+    endpoint: Endpoint,
+    grant: &KeyGrant,
+    rc: &RelayCtx<'_>,
+) -> Response {
+    let mut ledger = Ledger {
+        request_id: rc.request_id.to_string(),
+        started_ms: rc.started_ms,
+        tenant_id: grant.tenant_id.clone(),
+        key_id: grant.key_id.clone(),
+        endpoint: endpoint.name(),
+        model: None,
+        upstream_model: None,
+        channel_id: None,
+        stream: false,
+    };
+    match relay_inner(&mut req, endpoint, grant, rc, &mut ledger).await {
+        Ok(response) => response,
+        Err(err) => {
+            if let RelayError::Internal { detail } = &err {
+                worker::console_error!("request {}: {}", rc.request_id, detail);
+            }
+            let row = ledger.row(
+                err.status(),
+                Some(&err),
+                Usage::default(),
+                usage::UsageSource::None,
+                None,
+            );
+            record_later(rc.env, rc.ctx, async move { Some(row) });
+            error_response(&err)
+        }
+    }
+}
+
+async fn relay_inner(
+    req: &mut Request,
+    endpoint: Endpoint,
+    grant: &KeyGrant,
+    rc: &RelayCtx<'_>,
+    ledger: &mut Ledger,
+) -> Result<Response, RelayError> {
+    let body = read_body(req, rc.settings.max_body_bytes).await?;
+    let inbound = openai::parse_request(endpoint, &body)?;
+    drop(body);
+    ledger.model = Some(inbound.model.clone());
+    ledger.stream = inbound.stream;
+
+    let map = model_map(rc).await?;
+    let target = access::resolve(&map, grant, &inbound.model)?;
+    ledger.upstream_model = Some(target.upstream_model.clone());
+    ledger.channel_id = Some(target.channel_id.clone());
+    let channel =
+        channel(rc, &target.channel_id)
+            .await?
+            .ok_or_else(|| RelayError::ChannelUnavailable {
+                reason: "its channel no longer exists".into(),
+            })?;
+    if channel.status == Status::Disabled {
+        return Err(RelayError::ChannelUnavailable {
+            reason: "its channel is disabled".into(),
+        });
+    }
+    if !channel.provider.supports(endpoint) {
+        return Err(RelayError::UnsupportedEndpoint {
+            endpoint: endpoint.name(),
+            provider: channel.provider.as_str(),
+        });
+    }
+    let upstream_model = target.upstream_model.clone();
+    let created_s = rc.started_ms / 1000;
+
+    match channel.provider {
+        ProviderKind::Mock => {
+            let reply_id = &rc.request_id[rc.request_id.len().saturating_sub(24)..];
+            if inbound.stream {
+                let chunks = mock::stream_chunks(&inbound, &upstream_model, reply_id, created_s);
+                let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
+                Ok(stream_response(
+                    upstream,
+                    &inbound,
+                    None,
+                    rc,
+                    ledger.clone(),
+                ))
+            } else {
+                let bytes = mock::reply(&inbound, &upstream_model, reply_id, created_s);
+                Ok(finish_reply(
+                    bytes,
+                    "application/json",
+                    &inbound,
+                    rc,
+                    ledger,
+                ))
+            }
+        }
+        ProviderKind::OpenAi => {
+            let spread = u32::from_le_bytes(random_bytes::<4>());
+            let api_key = providers::pick_key(&channel.api_keys, spread).ok_or_else(|| {
+                RelayError::ChannelUnavailable {
+                    reason: "its channel has no upstream key".into(),
+                }
+            })?;
+            let plan = providers::openai_request(
+                &channel.base_url,
+                Some(api_key),
+                &inbound,
+                &upstream_model,
+            );
+            let timeout_ms = channel
+                .timeout_ms
+                .unwrap_or(rc.settings.upstream_timeout_ms);
+            let (mut response, controller) = send(&plan, timeout_ms).await.map_err(|e| {
+                worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
+                e
+            })?;
+            let status = response.status_code();
+            if !(200..300).contains(&status) {
+                let retry_after = response.headers().get("retry-after").ok().flatten();
+                let body = read_with_deadline(&mut response, timeout_ms)
+                    .await
+                    .unwrap_or_default();
+                let (err, detail) =
+                    providers::upstream_failure(status, &body, retry_after, &channel.api_keys);
+                worker::console_warn!(
+                    "request {} channel {}: {}",
+                    rc.request_id,
+                    channel.id,
+                    detail
+                );
+                return Err(err);
+            }
+            if inbound.stream {
+                let upstream = response
+                    .stream()
+                    .map_err(|_| RelayError::UpstreamStreamBroken)?
+                    .boxed_local();
+                Ok(stream_response(
+                    upstream,
+                    &inbound,
+                    Some((controller, timeout_ms)),
+                    rc,
+                    ledger.clone(),
+                ))
+            } else {
+                let content_type = response.headers().get("content-type").ok().flatten();
+                let bytes = read_with_deadline(&mut response, timeout_ms).await?;
+                let content_type = content_type.unwrap_or_else(|| "application/json".into());
+                Ok(finish_reply(bytes, &content_type, &inbound, rc, ledger))
+            }
+        }
+    }
+}
+
+/// Fetch with a deadline on the response headers. Returns the controller so a later stage can
+/// abort the upstream (an idle stream) and so the request is not cancelled when it drops.
+async fn send(
+    plan: &UpstreamRequest,
+    timeout_ms: u64,
+) -> Result<(Response, AbortController), RelayError> {
+    let headers = Headers::new();
+    for (name, value) in &plan.headers {
+        headers.set(name, value).map_err(|_| RelayError::Internal {
+            detail: format!("bad upstream header {name}"),
+        })?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(
+            worker::js_sys::Uint8Array::from(plan.body.as_slice()).into(),
+        ));
+    let request = Request::new_with_init(&plan.url, &init).map_err(|e| RelayError::Internal {
+        detail: format!("upstream request: {e}"),
+    })?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    match select(fetch, timer).await {
+        Either::Left((Ok(response), _)) => Ok((response, controller)),
+        Either::Left((Err(e), _)) => {
+            worker::console_warn!("upstream fetch failed: {}", e);
+            Err(RelayError::UpstreamUnreachable)
+        }
+        Either::Right(_) => {
+            controller.abort();
+            Err(RelayError::UpstreamTimeout {
+                after_ms: timeout_ms,
+            })
+        }
+    }
+}
+
+async fn read_with_deadline(
+    response: &mut Response,
+    timeout_ms: u64,
+) -> Result<Vec<u8>, RelayError> {
+    let timer = Delay::from(Duration::from_millis(timeout_ms));
+    let read = Box::pin(response.bytes());
+    match select(read, timer).await {
+        Either::Left((Ok(bytes), _)) => Ok(bytes),
+        Either::Left((Err(_), _)) => Err(RelayError::UpstreamStreamBroken),
+        Either::Right(_) => Err(RelayError::UpstreamTimeout {
+            after_ms: timeout_ms,
+        }),
+    }
+}
+
+fn finish_reply(
+    bytes: Vec<u8>,
+    content_type: &str,
+    inbound: &InboundRequest,
+    rc: &RelayCtx<'_>,
+    ledger: &Ledger,
+) -> Response {
+    let summary = openai::summarize_reply(&bytes);
+    let (usage, source) = usage::settle(
+        summary.usage,
+        inbound.prompt_bytes,
+        summary.completion_bytes,
+        true,
+    );
+    let ttfb = Some((now_ms() - rc.started_ms).max(0));
+    let row = ledger.row(200, None, usage, source, ttfb);
+    record_later(rc.env, rc.ctx, async move { Some(row) });
+    let response = json_response(200, bytes);
+    let _ = response.headers().set("content-type", content_type);
+    response
+}
+
+/// How a relayed stream ended, reported once to the usage writer.
+struct StreamReport {
+    usage: Option<Usage>,
+    completion_bytes: usize,
+    produced: bool,
+    first_byte_ms: Option<i64>,
+    broken: bool,
+}
+
+fn stream_response(
+    upstream: LocalBoxStream<'static, Result<Vec<u8>, worker::Error>>,
+    inbound: &InboundRequest,
+    abort: Option<(AbortController, u64)>,
+    rc: &RelayCtx<'_>,
+    ledger: Ledger,
+) -> Response {
+    let (report_tx, report_rx) = oneshot::channel::<StreamReport>();
+    let idle_ms = abort.as_ref().map(|(_, ms)| *ms);
+    let relayed = Relayed {
+        upstream,
+        pass: StreamPassThrough::new(!inbound.include_usage),
+        report: Some(report_tx),
+        first_byte_ms: None,
+        ended: false,
+        broken: false,
+        idle_ms,
+        idle: idle_ms.map(|ms| Box::pin(Delay::from(Duration::from_millis(ms)))),
+        abort: abort.map(|(c, _)| c),
+    };
+    let prompt_bytes = inbound.prompt_bytes;
+    record_later(rc.env, rc.ctx, async move {
+        let report = report_rx.await.ok()?;
+        let (usage, source) = usage::settle(
+            report.usage,
+            prompt_bytes,
+            report.completion_bytes,
+            report.produced,
+        );
+        let ttfb = report.first_byte_ms.map(|t| (t - ledger.started_ms).max(0));
+        let (status, err) = if report.broken {
+            (502, Some(RelayError::UpstreamStreamBroken))
+        } else {
+            (200, None)
+        };
+        Some(ledger.row(status, err.as_ref(), usage, source, ttfb))
+    });
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
+    let _ = headers.set("cache-control", "no-cache");
+    match Response::from_stream(relayed) {
+        Ok(r) => r.with_headers(headers),
+        Err(e) => error_response(&RelayError::Internal {
+            detail: format!("stream response: {e}"),
+        }),
+    }
+}
+
+/// The upstream stream as the client receives it: passed through `StreamPassThrough`, with an
+/// idle deadline between chunks, ended with an error event if the upstream breaks, and reporting
+/// what it carried exactly once — at the end, or when dropped because the client went away.
+struct Relayed {
+    upstream: LocalBoxStream<'static, Result<Vec<u8>, worker::Error>>,
+    pass: StreamPassThrough,
+    report: Option<oneshot::Sender<StreamReport>>,
+    first_byte_ms: Option<i64>,
+    ended: bool,
+    broken: bool,
+    idle_ms: Option<u64>,
+    idle: Option<Pin<Box<Delay>>>,
+    abort: Option<AbortController>,
+}
+
+impl Relayed {
+    fn send_report(&mut self) {
+        if let Some(tx) = self.report.take() {
+            let _ = tx.send(StreamReport {
+                usage: self.pass.usage(),
+                completion_bytes: self.pass.completion_bytes(),
+                produced: self.first_byte_ms.is_some(),
+                first_byte_ms: self.first_byte_ms,
+                broken: self.broken,
+            });
+        }
+    }
+
+    /// End the client's stream with an OpenAI-shaped error event, the way OpenAI reports a
+    /// failure after a stream has started.
+    fn break_off(&mut self, why: &str) -> Vec<u8> {
+        worker::console_warn!("stream broke: {}", why);
+        self.broken = true;
+        self.ended = true;
+        if let Some(controller) = self.abort.take() {
+            controller.abort();
+        }
+        let mut out = Vec::new();
+        let _ = self.pass.finish(&mut out);
+        crate::formats::sse::encode_event(None, &RelayError::UpstreamStreamBroken.body(), &mut out);
+        self.send_report();
+        out
+    }
+}
+
+impl Stream for Relayed {
+    type Item = Result<Vec<u8>, worker::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                this.send_report();
+                return Poll::Ready(None);
+            }
+            match this.upstream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    if this.first_byte_ms.is_none() {
+                        this.first_byte_ms = Some(now_ms());
+                    }
+                    if let Some(ms) = this.idle_ms {
+                        this.idle = Some(Box::pin(Delay::from(Duration::from_millis(ms))));
+                    }
+                    let mut out = Vec::new();
+                    if let Err(e) = this.pass.push(&bytes, &mut out) {
+                        return Poll::Ready(Some(Ok(this.break_off(&e.to_string()))));
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Ok(this.break_off(&e.to_string()))))
+                }
+                Poll::Ready(None) => {
+                    let mut out = Vec::new();
+                    let finished = this.pass.finish(&mut out);
+                    if finished.is_err() || !this.pass.saw_done() {
+                        // The upstream closed without `[DONE]`: it broke off, whatever it sent.
+                        let mut tail = this.break_off("upstream closed the stream early");
+                        out.append(&mut tail);
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                    this.ended = true;
+                    this.send_report();
+                    return Poll::Ready(if out.is_empty() { None } else { Some(Ok(out)) });
+                }
+                Poll::Pending => {
+                    if let Some(idle) = this.idle.as_mut() {
+                        if idle.poll_unpin(cx).is_ready() {
+                            return Poll::Ready(Some(Ok(this.break_off(
+                                "no data from the upstream within the channel timeout",
+                            ))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // The client went away mid-stream: still record what was produced.
+        if let Some(controller) = self.abort.take() {
+            if !self.ended {
+                controller.abort();
+            }
+        }
+        self.send_report();
+    }
+}

@@ -1,0 +1,88 @@
+//! [edge] What an isolate keeps between requests: settings read from the environment, and
+//! short-lived caches of key grants, channels and the model map. Also the clock and the random
+//! source, the only places pure code's `now_ms` and random inputs come from.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use worker::{Date, Env};
+
+use crate::cache::TtlCache;
+use crate::config::{Channel, KeyGrant, ModelMap};
+
+pub fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // The Workers runtime always has crypto.getRandomValues; failing here would be a runtime bug.
+    if getrandom::fill(&mut buf).is_err() {
+        worker::console_error!("getrandom failed");
+    }
+    buf
+}
+
+pub struct Settings {
+    pub max_body_bytes: u64,
+    pub cache_ttl_ms: i64,
+    pub upstream_timeout_ms: u64,
+    pub admin_token: Option<String>,
+}
+
+fn var<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
+    env.var(name)
+        .ok()
+        .and_then(|v| v.to_string().trim().parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Settings {
+        Settings {
+            max_body_bytes: var(env, "MAX_BODY_BYTES", 4 * 1024 * 1024),
+            cache_ttl_ms: var(env, "CONFIG_CACHE_TTL_MS", 2000),
+            upstream_timeout_ms: var(env, "UPSTREAM_TIMEOUT_MS", 60_000),
+            admin_token: env
+                .secret("ADMIN_TOKEN")
+                .map(|s| s.to_string())
+                .or_else(|_| env.var("ADMIN_TOKEN").map(|v| v.to_string()))
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+pub struct Caches {
+    pub grants: TtlCache<String, KeyGrant>,
+    pub channels: TtlCache<String, Rc<Channel>>,
+    pub model_map: TtlCache<(), Rc<ModelMap>>,
+}
+
+thread_local! {
+    static CACHES: RefCell<Caches> = RefCell::new(Caches {
+        grants: TtlCache::new(2000, 10_000),
+        channels: TtlCache::new(2000, 1_000),
+        model_map: TtlCache::new(2000, 1),
+    });
+}
+
+pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
+    CACHES.with(|c| {
+        let mut c = c.borrow_mut();
+        c.grants.set_ttl(ttl_ms);
+        c.channels.set_ttl(ttl_ms);
+        c.model_map.set_ttl(ttl_ms);
+        f(&mut c)
+    })
+}
+
+/// After an admin change: this isolate sees it at once; others within their cache TTL.
+pub fn invalidate_all() {
+    CACHES.with(|c| {
+        let mut c = c.borrow_mut();
+        c.grants.clear();
+        c.channels.clear();
+        c.model_map.clear();
+    });
+}

@@ -1,0 +1,540 @@
+//! [edge] D1 and KV access: typed rows in and out, bound parameters only, no decisions.
+//! The schema lives in migrations/; JSON columns are decoded into the pure types here.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env, KvStore};
+
+use crate::config::{Channel, KeyGrant, KeyStatus, KeyView, ModelMap, Status, Tenant};
+use crate::error::RelayError;
+use crate::providers::ProviderKind;
+use crate::usage::UsageRow;
+
+/// The KV key holding the whole model map.
+pub const MODEL_MAP_KEY: &str = "model_map";
+
+pub struct Store {
+    db: D1Database,
+    kv: KvStore,
+}
+
+/// Storage failures are internal errors: the detail goes to the log, never to the client.
+fn internal(what: &str, e: impl std::fmt::Display) -> RelayError {
+    RelayError::Internal {
+        detail: format!("{what}: {e}"),
+    }
+}
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn opt_text(s: Option<&str>) -> JsValue {
+    s.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+fn int(n: i64) -> JsValue {
+    // D1 numbers are JS numbers; every value stored here (ms times, counts) is far below 2^53.
+    JsValue::from_f64(n as f64)
+}
+
+fn opt_int(n: Option<i64>) -> JsValue {
+    n.map_or(JsValue::NULL, int)
+}
+
+fn json_list(list: &Option<Vec<String>>) -> JsValue {
+    match list {
+        Some(l) => text(&serde_json::to_string(l).unwrap_or_else(|_| "[]".into())),
+        None => JsValue::NULL,
+    }
+}
+
+fn parse_list(column: Option<String>) -> Option<Vec<String>> {
+    column.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn parse_status(s: &str) -> Status {
+    if s == "disabled" {
+        Status::Disabled
+    } else {
+        Status::Active
+    }
+}
+
+fn parse_key_status(s: &str) -> KeyStatus {
+    if s == "revoked" {
+        KeyStatus::Revoked
+    } else {
+        KeyStatus::Active
+    }
+}
+
+#[derive(Deserialize)]
+struct TenantRow {
+    id: String,
+    name: String,
+    status: String,
+    models: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Tenant {
+        Tenant {
+            id: r.id,
+            name: r.name,
+            status: parse_status(&r.status),
+            models: parse_list(r.models),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    prefix: String,
+    status: String,
+    models: Option<String>,
+    expires_at: Option<i64>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl From<KeyRow> for KeyView {
+    fn from(r: KeyRow) -> KeyView {
+        KeyView {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            name: r.name,
+            prefix: r.prefix,
+            status: parse_key_status(&r.status),
+            models: parse_list(r.models),
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantRow {
+    key_id: String,
+    tenant_id: String,
+    key_status: String,
+    key_models: Option<String>,
+    expires_at: Option<i64>,
+    tenant_status: String,
+    tenant_models: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelRow {
+    id: String,
+    name: String,
+    provider: String,
+    base_url: String,
+    api_keys: String,
+    models: String,
+    status: String,
+    timeout_ms: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl ChannelRow {
+    fn into_channel(self) -> Result<Channel, RelayError> {
+        let provider = ProviderKind::parse(&self.provider).ok_or_else(|| {
+            internal(
+                "channel row",
+                format!("unknown provider '{}'", self.provider),
+            )
+        })?;
+        Ok(Channel {
+            id: self.id,
+            name: self.name,
+            provider,
+            base_url: self.base_url,
+            api_keys: serde_json::from_str(&self.api_keys).unwrap_or_default(),
+            models: serde_json::from_str(&self.models).unwrap_or_default(),
+            status: parse_status(&self.status),
+            timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageDbRow {
+    request_id: String,
+    created_at: i64,
+    tenant_id: String,
+    key_id: String,
+    endpoint: String,
+    model: Option<String>,
+    upstream_model: Option<String>,
+    channel_id: Option<String>,
+    stream: i64,
+    status: i64,
+    error_code: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+    usage_source: String,
+    latency_ms: i64,
+    ttfb_ms: Option<i64>,
+}
+
+impl From<UsageDbRow> for UsageRow {
+    fn from(r: UsageDbRow) -> UsageRow {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        UsageRow {
+            request_id: r.request_id,
+            created_at: r.created_at,
+            tenant_id: r.tenant_id,
+            key_id: r.key_id,
+            endpoint: r.endpoint,
+            model: r.model,
+            upstream_model: r.upstream_model,
+            channel_id: r.channel_id,
+            stream: r.stream != 0,
+            status: u16::try_from(r.status).unwrap_or(0),
+            error_code: r.error_code,
+            prompt_tokens: count(r.prompt_tokens),
+            completion_tokens: count(r.completion_tokens),
+            total_tokens: count(r.total_tokens),
+            usage_source: r.usage_source,
+            latency_ms: r.latency_ms,
+            ttfb_ms: r.ttfb_ms,
+        }
+    }
+}
+
+/// Filters of the usage listing.
+pub struct UsageQuery {
+    pub tenant_id: Option<String>,
+    pub key_id: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+const TENANT_COLUMNS: &str = "id, name, status, models, created_at, updated_at";
+const KEY_COLUMNS: &str =
+    "id, tenant_id, name, prefix, status, models, expires_at, created_at, revoked_at";
+const CHANNEL_COLUMNS: &str =
+    "id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, updated_at";
+
+impl Store {
+    pub fn new(env: &Env) -> Result<Store, RelayError> {
+        Ok(Store {
+            db: env.d1("DB").map_err(|e| internal("D1 binding DB", e))?,
+            kv: env
+                .kv("MODEL_MAP")
+                .map_err(|e| internal("KV binding MODEL_MAP", e))?,
+        })
+    }
+
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, RelayError> {
+        self.db
+            .prepare(sql)
+            .bind(params)
+            .map_err(|e| internal("D1 bind", e))
+    }
+
+    async fn first<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[JsValue],
+    ) -> Result<Option<T>, RelayError> {
+        self.statement(sql, params)?
+            .first::<T>(None)
+            .await
+            .map_err(|e| internal("D1 query", e))
+    }
+
+    async fn all<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: &[JsValue],
+    ) -> Result<Vec<T>, RelayError> {
+        let result = self
+            .statement(sql, params)?
+            .all()
+            .await
+            .map_err(|e| internal("D1 query", e))?;
+        result.results::<T>().map_err(|e| internal("D1 rows", e))
+    }
+
+    /// Runs a write; returns how many rows it changed.
+    async fn run(&self, sql: &str, params: &[JsValue]) -> Result<usize, RelayError> {
+        let result = self
+            .statement(sql, params)?
+            .run()
+            .await
+            .map_err(|e| internal("D1 write", e))?;
+        let meta = result.meta().map_err(|e| internal("D1 meta", e))?;
+        Ok(meta.and_then(|m| m.changes).unwrap_or(0))
+    }
+
+    // ---- keys, as the relay path sees them ----
+
+    pub async fn key_grant(&self, key_hash: &str) -> Result<Option<KeyGrant>, RelayError> {
+        let row: Option<GrantRow> = self
+            .first(
+                "SELECT k.id AS key_id, k.tenant_id, k.status AS key_status, k.models AS key_models, \
+                 k.expires_at, t.status AS tenant_status, t.models AS tenant_models \
+                 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?1",
+                &[text(key_hash)],
+            )
+            .await?;
+        Ok(row.map(|r| KeyGrant {
+            key_id: r.key_id,
+            tenant_id: r.tenant_id,
+            key_status: parse_key_status(&r.key_status),
+            tenant_status: parse_status(&r.tenant_status),
+            key_models: parse_list(r.key_models),
+            tenant_models: parse_list(r.tenant_models),
+            expires_at: r.expires_at,
+        }))
+    }
+
+    // ---- tenants ----
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, RelayError> {
+        let rows: Vec<TenantRow> = self
+            .all(
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"),
+                &[],
+            )
+            .await?;
+        Ok(rows.into_iter().map(Tenant::from).collect())
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>, RelayError> {
+        let row: Option<TenantRow> = self
+            .first(
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
+                &[text(id)],
+            )
+            .await?;
+        Ok(row.map(Tenant::from))
+    }
+
+    pub async fn insert_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
+        self.run(
+            "INSERT INTO tenants (id, name, status, models, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[text(&t.id), text(&t.name), text(t.status.as_str()), json_list(&t.models), int(t.created_at), int(t.updated_at)],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn update_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
+        self.run(
+            "UPDATE tenants SET name = ?2, status = ?3, models = ?4, updated_at = ?5 WHERE id = ?1",
+            &[
+                text(&t.id),
+                text(&t.name),
+                text(t.status.as_str()),
+                json_list(&t.models),
+                int(t.updated_at),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    // ---- keys ----
+
+    pub async fn insert_key(&self, k: &KeyView, key_hash: &str) -> Result<(), RelayError> {
+        self.run(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, status, models, expires_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8)",
+            &[
+                text(&k.id),
+                text(&k.tenant_id),
+                text(&k.name),
+                text(key_hash),
+                text(&k.prefix),
+                json_list(&k.models),
+                opt_int(k.expires_at),
+                int(k.created_at),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn keys_of(&self, tenant_id: &str) -> Result<Vec<KeyView>, RelayError> {
+        let rows: Vec<KeyRow> = self
+            .all(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY created_at, id"), &[text(tenant_id)])
+            .await?;
+        Ok(rows.into_iter().map(KeyView::from).collect())
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<KeyView>, RelayError> {
+        let row: Option<KeyRow> = self
+            .first(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                &[text(id)],
+            )
+            .await?;
+        Ok(row.map(KeyView::from))
+    }
+
+    /// Revokes an active key; a second revoke changes nothing and keeps the first time.
+    pub async fn revoke_key(&self, id: &str, now_ms: i64) -> Result<(), RelayError> {
+        self.run(
+            "UPDATE api_keys SET status = 'revoked', revoked_at = ?2 WHERE id = ?1 AND status = 'active'",
+            &[text(id), int(now_ms)],
+        )
+        .await
+        .map(drop)
+    }
+
+    // ---- channels ----
+
+    pub async fn channels(&self) -> Result<Vec<Channel>, RelayError> {
+        let rows: Vec<ChannelRow> = self
+            .all(
+                &format!("SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY created_at, id"),
+                &[],
+            )
+            .await?;
+        rows.into_iter().map(ChannelRow::into_channel).collect()
+    }
+
+    pub async fn channel(&self, id: &str) -> Result<Option<Channel>, RelayError> {
+        let row: Option<ChannelRow> = self
+            .first(
+                &format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?1"),
+                &[text(id)],
+            )
+            .await?;
+        row.map(ChannelRow::into_channel).transpose()
+    }
+
+    fn channel_params(c: &Channel) -> Vec<JsValue> {
+        vec![
+            text(&c.id),
+            text(&c.name),
+            text(c.provider.as_str()),
+            text(&c.base_url),
+            text(&serde_json::to_string(&c.api_keys).unwrap_or_else(|_| "[]".into())),
+            text(&serde_json::to_string(&c.models).unwrap_or_else(|_| "[]".into())),
+            text(c.status.as_str()),
+            opt_int(c.timeout_ms.map(|t| t as i64)),
+            int(c.created_at),
+            int(c.updated_at),
+        ]
+    }
+
+    pub async fn insert_channel(&self, c: &Channel) -> Result<(), RelayError> {
+        self.run(
+            "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &Self::channel_params(c),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn update_channel(&self, c: &Channel) -> Result<(), RelayError> {
+        self.run(
+            "UPDATE channels SET name = ?2, provider = ?3, base_url = ?4, api_keys = ?5, models = ?6, status = ?7, \
+             timeout_ms = ?8, updated_at = ?10 WHERE id = ?1 AND created_at = ?9",
+            &Self::channel_params(c),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete_channel(&self, id: &str) -> Result<bool, RelayError> {
+        Ok(self
+            .run("DELETE FROM channels WHERE id = ?1", &[text(id)])
+            .await?
+            > 0)
+    }
+
+    // ---- model map (KV) ----
+
+    pub async fn model_map(&self) -> Result<ModelMap, RelayError> {
+        let raw = self
+            .kv
+            .get(MODEL_MAP_KEY)
+            .text()
+            .await
+            .map_err(|e| internal("KV get", e))?;
+        match raw {
+            None => Ok(ModelMap::new()),
+            Some(text) => {
+                crate::config::parse_model_map(&text).map_err(|e| internal("KV model map", e))
+            }
+        }
+    }
+
+    pub async fn put_model_map(&self, map: &ModelMap) -> Result<(), RelayError> {
+        let json = serde_json::to_string(map).map_err(|e| internal("model map", e))?;
+        self.kv
+            .put(MODEL_MAP_KEY, json)
+            .map_err(|e| internal("KV put", e))?
+            .execute()
+            .await
+            .map_err(|e| internal("KV put", e))
+    }
+
+    // ---- usage ----
+
+    /// Idempotent on `request_id`: a retried write never counts a request twice.
+    pub async fn insert_usage(&self, u: &UsageRow) -> Result<(), RelayError> {
+        let count = |n: u64| int(i64::try_from(n).unwrap_or(i64::MAX));
+        self.run(
+            "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
+             channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
+             latency_ms, ttfb_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            &[
+                text(&u.request_id),
+                int(u.created_at),
+                text(&u.tenant_id),
+                text(&u.key_id),
+                text(&u.endpoint),
+                opt_text(u.model.as_deref()),
+                opt_text(u.upstream_model.as_deref()),
+                opt_text(u.channel_id.as_deref()),
+                int(i64::from(u.stream)),
+                int(i64::from(u.status)),
+                opt_text(u.error_code.as_deref()),
+                count(u.prompt_tokens),
+                count(u.completion_tokens),
+                count(u.total_tokens),
+                text(&u.usage_source),
+                int(u.latency_ms),
+                opt_int(u.ttfb_ms),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, RelayError> {
+        let rows: Vec<UsageDbRow> = self
+            .all(
+                "SELECT * FROM usage WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR key_id = ?2) \
+                 AND (?3 IS NULL OR created_at < ?3) ORDER BY created_at DESC, request_id DESC LIMIT ?4",
+                &[
+                    opt_text(q.tenant_id.as_deref()),
+                    opt_text(q.key_id.as_deref()),
+                    opt_int(q.before),
+                    int(i64::from(q.limit)),
+                ],
+            )
+            .await?;
+        Ok(rows.into_iter().map(UsageRow::from).collect())
+    }
+}

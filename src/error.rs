@@ -1,0 +1,374 @@
+//! The one error type of the relay: every failure a client can see, its HTTP status, and the
+//! OpenAI-shaped body `{"error":{"message","type","param","code"}}` it is answered with.
+//!
+//! The status mapping is an exhaustive match with no catch-all arm, so a new variant cannot
+//! ship without a decided status. Upstream detail that could carry secrets (bodies of upstream
+//! auth failures, internal errors) is held for the server log and never put in the body.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayError {
+    /// The body is not JSON, or not a JSON object.
+    InvalidJson {
+        detail: String,
+    },
+    MissingParameter {
+        param: String,
+    },
+    InvalidType {
+        param: String,
+        expected: &'static str,
+    },
+    InvalidValue {
+        param: String,
+        message: String,
+    },
+    MissingApiKey,
+    InvalidApiKey,
+    KeyRevoked,
+    KeyExpired,
+    InvalidAdminToken,
+    TenantDisabled,
+    ModelNotFound {
+        model: String,
+    },
+    /// A route, or an admin resource, that does not exist.
+    NotFound {
+        what: String,
+    },
+    MethodNotAllowed {
+        allowed: &'static [&'static str],
+    },
+    RequestTooLarge {
+        limit: u64,
+    },
+    /// An admin change that would break something else (e.g. deleting a channel in use).
+    Conflict {
+        message: String,
+    },
+    /// The chosen channel cannot serve this endpoint (e.g. embeddings on a chat-only upstream).
+    UnsupportedEndpoint {
+        endpoint: &'static str,
+        provider: &'static str,
+    },
+    ChannelUnavailable {
+        reason: String,
+    },
+    /// The upstream refused the request as the caller's fault; its status and message are kept.
+    UpstreamInvalidRequest {
+        status: u16,
+        message: String,
+        param: Option<String>,
+    },
+    UpstreamRateLimited {
+        retry_after: Option<String>,
+    },
+    /// The upstream rejected the channel's credentials: an operator problem, not the client's.
+    UpstreamAuthFailed,
+    UpstreamError {
+        status: u16,
+    },
+    UpstreamUnreachable,
+    UpstreamTimeout {
+        after_ms: u64,
+    },
+    /// The upstream's stream broke after it had started.
+    UpstreamStreamBroken,
+    /// A bug or a storage failure; `detail` goes to the log only.
+    Internal {
+        detail: String,
+    },
+}
+
+impl RelayError {
+    pub fn status(&self) -> u16 {
+        use RelayError::*;
+        match self {
+            InvalidJson { .. }
+            | MissingParameter { .. }
+            | InvalidType { .. }
+            | InvalidValue { .. } => 400,
+            UnsupportedEndpoint { .. } => 400,
+            MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
+            TenantDisabled => 403,
+            ModelNotFound { .. } | NotFound { .. } => 404,
+            MethodNotAllowed { .. } => 405,
+            Conflict { .. } => 409,
+            RequestTooLarge { .. } => 413,
+            UpstreamInvalidRequest { status, .. } => *status,
+            UpstreamRateLimited { .. } => 429,
+            Internal { .. } => 500,
+            UpstreamAuthFailed
+            | UpstreamError { .. }
+            | UpstreamUnreachable
+            | UpstreamStreamBroken => 502,
+            ChannelUnavailable { .. } => 503,
+            UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// OpenAI's `type` field: the family of the error.
+    pub fn error_type(&self) -> &'static str {
+        use RelayError::*;
+        match self {
+            InvalidJson { .. }
+            | MissingParameter { .. }
+            | InvalidType { .. }
+            | InvalidValue { .. }
+            | UnsupportedEndpoint { .. }
+            | ModelNotFound { .. }
+            | NotFound { .. }
+            | MethodNotAllowed { .. }
+            | Conflict { .. }
+            | RequestTooLarge { .. }
+            | UpstreamInvalidRequest { .. }
+            // OpenAI itself answers a bad key with invalid_request_error; SDKs key off the status.
+            | MissingApiKey
+            | InvalidApiKey
+            | KeyRevoked
+            | KeyExpired
+            | InvalidAdminToken => "invalid_request_error",
+            TenantDisabled => "permission_error",
+            UpstreamRateLimited { .. } => "rate_limit_error",
+            ChannelUnavailable { .. }
+            | UpstreamAuthFailed
+            | UpstreamError { .. }
+            | UpstreamUnreachable
+            | UpstreamTimeout { .. }
+            | UpstreamStreamBroken => "upstream_error",
+            Internal { .. } => "server_error",
+        }
+    }
+
+    /// A stable machine-readable `code`; the README lists them.
+    pub fn code(&self) -> &'static str {
+        use RelayError::*;
+        match self {
+            InvalidJson { .. } => "invalid_json",
+            MissingParameter { .. } => "missing_required_parameter",
+            InvalidType { .. } => "invalid_type",
+            InvalidValue { .. } => "invalid_value",
+            MissingApiKey => "missing_api_key",
+            InvalidApiKey => "invalid_api_key",
+            KeyRevoked => "key_revoked",
+            KeyExpired => "key_expired",
+            InvalidAdminToken => "invalid_admin_token",
+            TenantDisabled => "tenant_disabled",
+            ModelNotFound { .. } => "model_not_found",
+            NotFound { .. } => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            RequestTooLarge { .. } => "request_too_large",
+            Conflict { .. } => "conflict",
+            UnsupportedEndpoint { .. } => "unsupported_endpoint",
+            ChannelUnavailable { .. } => "channel_unavailable",
+            UpstreamInvalidRequest { .. } => "upstream_invalid_request",
+            UpstreamRateLimited { .. } => "upstream_rate_limited",
+            UpstreamAuthFailed => "upstream_auth_failed",
+            UpstreamError { .. } => "upstream_error",
+            UpstreamUnreachable => "upstream_unreachable",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            UpstreamStreamBroken => "upstream_stream_broken",
+            Internal { .. } => "internal_error",
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        use RelayError::*;
+        match self {
+            MissingParameter { param } | InvalidType { param, .. } | InvalidValue { param, .. } => {
+                Some(param)
+            }
+            ModelNotFound { .. } | UnsupportedEndpoint { .. } => Some("model"),
+            UpstreamInvalidRequest { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The human-readable message. Never contains upstream secrets or internal detail.
+    pub fn message(&self) -> String {
+        use RelayError::*;
+        match self {
+            InvalidJson { detail } => format!("We could not parse the JSON body of your request: {detail}"),
+            MissingParameter { param } => format!("Missing required parameter: '{param}'."),
+            InvalidType { param, expected } => format!("Invalid type for '{param}': expected {expected}."),
+            InvalidValue { param, message } => format!("Invalid value for '{param}': {message}"),
+            MissingApiKey => "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.".into(),
+            InvalidApiKey => "Incorrect API key provided.".into(),
+            KeyRevoked => "This API key has been revoked.".into(),
+            KeyExpired => "This API key has expired.".into(),
+            InvalidAdminToken => "Missing or incorrect admin token.".into(),
+            TenantDisabled => "The tenant this key belongs to is disabled.".into(),
+            ModelNotFound { model } => {
+                format!("The model '{model}' does not exist or you do not have access to it.")
+            }
+            NotFound { what } => format!("{what} not found."),
+            MethodNotAllowed { allowed } => {
+                format!("Method not allowed. Allowed: {}.", allowed.join(", "))
+            }
+            RequestTooLarge { limit } => format!("Request body is larger than the limit of {limit} bytes."),
+            Conflict { message } => message.clone(),
+            UnsupportedEndpoint { endpoint, provider } => {
+                format!("The model's channel ({provider}) does not support {endpoint}.")
+            }
+            ChannelUnavailable { reason } => format!("The model is temporarily unavailable: {reason}."),
+            UpstreamInvalidRequest { message, .. } => message.clone(),
+            UpstreamRateLimited { .. } => "The upstream provider is rate limiting requests; retry later.".into(),
+            UpstreamAuthFailed => {
+                "The upstream provider rejected the relay's credentials for this model. This is not a problem with your key; the operator has been told.".into()
+            }
+            UpstreamError { status } => format!("The upstream provider failed (status {status})."),
+            UpstreamUnreachable => "The upstream provider could not be reached.".into(),
+            UpstreamTimeout { after_ms } => {
+                format!("The upstream provider did not respond within {after_ms} ms.")
+            }
+            UpstreamStreamBroken => "The upstream provider's stream broke off.".into(),
+            Internal { .. } => "The relay hit an internal error.".into(),
+        }
+    }
+
+    /// Extra response headers the error implies.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RelayError::MethodNotAllowed { allowed } => vec![("allow", allowed.join(", "))],
+            RelayError::UpstreamRateLimited {
+                retry_after: Some(after),
+            } => vec![("retry-after", after.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON value of the body (the SSE error event of a broken stream reuses it).
+    pub fn body_value(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
+
+    pub fn body(&self) -> String {
+        self.body_value().to_string()
+    }
+}
+
+impl std::fmt::Display for RelayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status(), self.code(), self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<RelayError> {
+        use RelayError::*;
+        vec![
+            InvalidJson { detail: "x".into() },
+            MissingParameter {
+                param: "model".into(),
+            },
+            InvalidType {
+                param: "messages".into(),
+                expected: "an array",
+            },
+            InvalidValue {
+                param: "n".into(),
+                message: "bad".into(),
+            },
+            MissingApiKey,
+            InvalidApiKey,
+            KeyRevoked,
+            KeyExpired,
+            InvalidAdminToken,
+            TenantDisabled,
+            ModelNotFound { model: "m".into() },
+            NotFound {
+                what: "Route".into(),
+            },
+            MethodNotAllowed { allowed: &["POST"] },
+            RequestTooLarge { limit: 10 },
+            Conflict {
+                message: "in use".into(),
+            },
+            UnsupportedEndpoint {
+                endpoint: "embeddings",
+                provider: "mock",
+            },
+            ChannelUnavailable {
+                reason: "disabled".into(),
+            },
+            UpstreamInvalidRequest {
+                status: 422,
+                message: "bad".into(),
+                param: None,
+            },
+            UpstreamRateLimited {
+                retry_after: Some("3".into()),
+            },
+            UpstreamAuthFailed,
+            UpstreamError { status: 500 },
+            UpstreamUnreachable,
+            UpstreamTimeout { after_ms: 5 },
+            UpstreamStreamBroken,
+            Internal {
+                detail: "secret detail".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_body_has_the_four_openai_fields() {
+        for e in all() {
+            let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+            let err = v.get("error").and_then(|e| e.as_object()).unwrap();
+            for k in ["message", "type", "param", "code"] {
+                assert!(err.contains_key(k), "{e:?} lacks {k}");
+            }
+            assert_eq!(err["code"], e.code());
+            assert!((400..600).contains(&e.status()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use RelayError::*;
+        assert_eq!(MissingApiKey.status(), 401);
+        assert_eq!(TenantDisabled.status(), 403);
+        assert_eq!(ModelNotFound { model: "x".into() }.status(), 404);
+        assert_eq!(RequestTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(UpstreamAuthFailed.status(), 502);
+        assert_eq!(UpstreamTimeout { after_ms: 1 }.status(), 504);
+        let e = UpstreamInvalidRequest {
+            status: 422,
+            message: "m".into(),
+            param: Some("x".into()),
+        };
+        assert_eq!((e.status(), e.param()), (422, Some("x")));
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_body() {
+        let body = RelayError::Internal {
+            detail: "secret detail".into(),
+        }
+        .body();
+        assert!(!body.contains("secret"));
+    }
+
+    #[test]
+    fn headers_carry_allow_and_retry_after() {
+        let e = RelayError::MethodNotAllowed {
+            allowed: &["GET", "POST"],
+        };
+        assert_eq!(e.headers(), vec![("allow", "GET, POST".to_string())]);
+        let e = RelayError::UpstreamRateLimited {
+            retry_after: Some("7".into()),
+        };
+        assert_eq!(e.headers(), vec![("retry-after", "7".to_string())]);
+    }
+}

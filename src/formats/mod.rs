@@ -1,0 +1,5 @@
+//! Wire formats: one file per format, each with private serde shapes and conversions to and
+//! from what the relay needs, plus the SSE framing they share.
+
+pub mod openai;
+pub mod sse;

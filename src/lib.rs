@@ -1,0 +1,19 @@
+//! edgerelay: an AI API relay that runs as a Cloudflare Worker.
+//!
+//! Everything that decides something lives in plain modules that never name `worker::` and are
+//! tested on the host with `cargo test`. The `edge` module is the only code that touches the
+//! Workers runtime (D1, KV, Durable Objects, fetch, streams); it is compiled for wasm32 only, so
+//! a host build refuses any pure module that slips and reaches for the runtime.
+
+pub mod access;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod formats;
+pub mod providers;
+pub mod routes;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

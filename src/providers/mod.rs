@@ -1,0 +1,267 @@
+//! The closed set of upstream providers, and what the relay does per provider: the HTTP
+//! request to send, and how an upstream failure becomes a client-facing error. Adding a
+//! provider is one variant here plus its wire-format file; the compiler lists every match.
+
+pub mod mock;
+
+use crate::error::RelayError;
+use crate::formats::openai::{self, Endpoint, InboundRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// OpenAI, or any upstream speaking its API at a base URL ending in `/v1`.
+    OpenAi,
+    /// Built in: answers inside the Worker with a deterministic reply, for demos and tests.
+    Mock,
+}
+
+impl ProviderKind {
+    pub const ALL: &'static [ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Mock];
+
+    pub fn parse(name: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL
+            .iter()
+            .copied()
+            .find(|p| p.as_str() == name)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        ProviderKind::ALL.iter().map(ProviderKind::as_str).collect()
+    }
+
+    /// Whether requests leave the Worker (and so need a base URL).
+    pub fn needs_network(&self) -> bool {
+        match self {
+            ProviderKind::OpenAi => true,
+            ProviderKind::Mock => false,
+        }
+    }
+
+    /// Whether it needs an upstream API key to be usable.
+    pub fn needs_api_key(&self) -> bool {
+        self.needs_network()
+    }
+
+    pub fn supports(&self, endpoint: Endpoint) -> bool {
+        match (self, endpoint) {
+            (ProviderKind::OpenAi, _) | (ProviderKind::Mock, _) => true,
+        }
+    }
+}
+
+/// An HTTP request ready for `fetch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The request to an OpenAI-format upstream. Streams ask for the usage chunk so the relay can
+/// count exactly; the pass-through hides it again from a client that did not ask.
+pub fn openai_request(
+    base_url: &str,
+    api_key: Option<&str>,
+    req: &InboundRequest,
+    upstream_model: &str,
+) -> UpstreamRequest {
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        (
+            "accept",
+            if req.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            }
+            .to_string(),
+        ),
+    ];
+    if let Some(key) = api_key {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    UpstreamRequest {
+        url: format!("{}{}", base_url.trim_end_matches('/'), req.endpoint.path()),
+        headers,
+        body: openai::upstream_body(req, upstream_model, true),
+    }
+}
+
+/// Pick one key of a channel's pool; `spread` is any per-request number (the request id's
+/// randomness), so load spreads evenly without shared state.
+pub fn pick_key(keys: &[String], spread: u32) -> Option<&str> {
+    if keys.is_empty() {
+        return None;
+    }
+    keys.get(spread as usize % keys.len()).map(String::as_str)
+}
+
+/// An upstream's non-2xx reply as the client's error, plus the detail for the server log.
+/// Secrets (the channel's keys, and anything shaped like an API key) are scrubbed from both.
+pub fn upstream_failure(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<String>,
+    secrets: &[String],
+) -> (RelayError, String) {
+    let parsed = openai::parse_error_body(body);
+    let raw = parsed
+        .message
+        .clone()
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+    let message = scrub_secrets(&raw, secrets);
+    let log = format!("upstream status {status}: {message}");
+    let error = match status {
+        // The caller's request was at fault: keep the upstream's words so the caller can fix it.
+        400 | 409 | 413 | 415 | 422 => RelayError::UpstreamInvalidRequest {
+            status,
+            message: if message.is_empty() {
+                format!("The upstream provider rejected the request (status {status}).")
+            } else {
+                message
+            },
+            param: parsed.param,
+        },
+        // The channel's key or permissions: the operator's problem; the client's key was fine.
+        401 | 403 => RelayError::UpstreamAuthFailed,
+        408 => RelayError::UpstreamTimeout { after_ms: 0 },
+        429 => RelayError::UpstreamRateLimited {
+            retry_after: retry_after.filter(|v| is_retry_after(v)),
+        },
+        // 404 means a wrong base URL or upstream model name in the channel: also the operator's.
+        _ => RelayError::UpstreamError { status },
+    };
+    (error, log)
+}
+
+/// `Retry-After` is either delta-seconds or an HTTP date; anything else is not passed on.
+fn is_retry_after(v: &str) -> bool {
+    let v = v.trim();
+    !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " ,:-".contains(c))
+}
+
+/// Replace the channel's keys, and any token that looks like an API key (`sk-…`, even masked
+/// as OpenAI does in "Incorrect API key provided: sk-abc*****wxyz"), with `[redacted]`.
+pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret.as_str(), "[redacted]");
+    }
+    out.split_inclusive(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+        .map(|word| {
+            let trimmed = word.trim_end_matches(|c: char| {
+                c.is_whitespace() || c == '"' || c == '\'' || c == ',' || c == '.'
+            });
+            let looks_like_key = trimmed.len() >= 8
+                && (trimmed.starts_with("sk-")
+                    || trimmed.starts_with("sk_")
+                    || trimmed.starts_with("key-"))
+                && trimmed
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_*.".contains(c));
+            if looks_like_key {
+                format!("[redacted]{}", &word[trimmed.len()..])
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(stream: bool) -> InboundRequest {
+        let body = format!(
+            r#"{{"model":"pub","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"user_field":1}}"#
+        );
+        openai::parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in ProviderKind::ALL {
+            assert_eq!(ProviderKind::parse(p.as_str()), Some(*p));
+        }
+        assert_eq!(ProviderKind::parse("OpenAI"), None);
+    }
+
+    #[test]
+    fn openai_request_shape() {
+        let r = openai_request(
+            "https://up.example/v1/",
+            Some("sk-up"),
+            &chat(true),
+            "gpt-x",
+        );
+        assert_eq!(r.url, "https://up.example/v1/chat/completions");
+        assert!(r
+            .headers
+            .contains(&("authorization", "Bearer sk-up".into())));
+        assert!(r.headers.contains(&("accept", "text/event-stream".into())));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["model"], "gpt-x");
+        assert_eq!(body["user_field"], 1);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn keys_spread_over_the_pool() {
+        let keys = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(pick_key(&keys, 0), Some("a"));
+        assert_eq!(pick_key(&keys, 3), Some("b"));
+        assert_eq!(pick_key(&[], 3), None);
+    }
+
+    #[test]
+    fn failures_map_to_client_errors() {
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-up-se*****cret. You can find your API key at x.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        let (e, log) = upstream_failure(401, body, None, &["sk-up-secret".into()]);
+        assert_eq!((e.status(), e.code()), (502, "upstream_auth_failed"));
+        assert!(!e.body().contains("sk-up"));
+        assert!(!log.contains("sk-up-se"), "{log}");
+        let (e, _) = upstream_failure(
+            400,
+            br#"{"error":{"message":"bad max_tokens","param":"max_tokens"}}"#,
+            None,
+            &[],
+        );
+        assert_eq!(
+            (e.status(), e.param(), e.message()),
+            (400, Some("max_tokens"), "bad max_tokens".to_string())
+        );
+        let (e, _) = upstream_failure(429, b"{}", Some("7".into()), &[]);
+        assert_eq!(
+            (e.status(), e.headers()),
+            (429, vec![("retry-after", "7".to_string())])
+        );
+        let (e, _) = upstream_failure(429, b"{}", Some("7\r\nx: y".into()), &[]);
+        assert!(e.headers().is_empty());
+        assert_eq!(upstream_failure(503, b"<html>", None, &[]).0.status(), 502);
+        assert_eq!(
+            upstream_failure(404, b"", None, &[]).0.code(),
+            "upstream_error"
+        );
+    }
+
+    #[test]
+    fn scrubbing_catches_exact_and_key_shaped_tokens() {
+        let s = scrub_secrets(
+            "key sk-proj-AbC123xyz, and MYSECRETVALUE here",
+            &["MYSECRETVALUE".into()],
+        );
+        assert_eq!(s, "key [redacted], and [redacted] here");
+        assert_eq!(scrub_secrets("no secrets here", &[]), "no secrets here");
+    }
+}

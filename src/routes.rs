@@ -1,0 +1,221 @@
+//! Path and method → what the request is for. A path that exists with the wrong method is a
+//! 405 naming the allowed methods, a path that does not exist a 404; both decided here, so the
+//! router in the edge only dispatches.
+
+use crate::error::RelayError;
+use crate::formats::openai::Endpoint;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Health,
+    Models,
+    Model(String),
+    Relay(Endpoint),
+    Tenants,
+    Tenant(String),
+    TenantDisable(String),
+    TenantEnable(String),
+    TenantKeys(String),
+    Key(String),
+    KeyRevoke(String),
+    Channels,
+    Channel(String),
+    ModelMap,
+    ModelMapEntry(String),
+    Usage,
+}
+
+impl Resource {
+    /// The resource a path names, or `None` for an unknown path. Path segments taken as ids are
+    /// percent-decoded; a model name may contain `/` (`meta-llama/Llama-3-8b`), so it takes the
+    /// rest of the path.
+    pub fn parse(path: &str) -> Option<Resource> {
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let rest_from = |n: usize| -> Option<String> {
+            let rest = segments.get(n..)?.join("/");
+            (!rest.is_empty()).then(|| percent_decode(&rest))
+        };
+        let id = |s: &str| -> Option<String> { (!s.is_empty()).then(|| percent_decode(s)) };
+        Some(match segments.as_slice() {
+            ["health"] => Resource::Health,
+            ["v1", "models"] => Resource::Models,
+            ["v1", "models", _, ..] => Resource::Model(rest_from(2)?),
+            ["v1", "chat", "completions"] => Resource::Relay(Endpoint::ChatCompletions),
+            ["v1", "completions"] => Resource::Relay(Endpoint::Completions),
+            ["v1", "embeddings"] => Resource::Relay(Endpoint::Embeddings),
+            ["admin", "tenants"] => Resource::Tenants,
+            ["admin", "tenants", t] => Resource::Tenant(id(t)?),
+            ["admin", "tenants", t, "disable"] => Resource::TenantDisable(id(t)?),
+            ["admin", "tenants", t, "enable"] => Resource::TenantEnable(id(t)?),
+            ["admin", "tenants", t, "keys"] => Resource::TenantKeys(id(t)?),
+            ["admin", "keys", k] => Resource::Key(id(k)?),
+            ["admin", "keys", k, "revoke"] => Resource::KeyRevoke(id(k)?),
+            ["admin", "channels"] => Resource::Channels,
+            ["admin", "channels", c] => Resource::Channel(id(c)?),
+            ["admin", "model-map"] => Resource::ModelMap,
+            ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
+            ["admin", "usage"] => Resource::Usage,
+            _ => return None,
+        })
+    }
+
+    pub fn allowed_methods(&self) -> &'static [&'static str] {
+        use Resource::*;
+        match self {
+            Health | Models | Model(_) | Key(_) | Usage => &["GET"],
+            Relay(_) | TenantDisable(_) | TenantEnable(_) | KeyRevoke(_) => &["POST"],
+            Tenants | Channels | TenantKeys(_) => &["GET", "POST"],
+            Tenant(_) => &["GET", "PATCH"],
+            Channel(_) => &["GET", "PATCH", "DELETE"],
+            ModelMap => &["GET", "PUT"],
+            ModelMapEntry(_) => &["GET", "PUT", "DELETE"],
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        use Resource::*;
+        match self {
+            Health | Models | Model(_) | Relay(_) => false,
+            Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
+            | KeyRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_) | Usage => true,
+        }
+    }
+}
+
+/// Resolve a request to a resource, checking the method. `HEAD` is served wherever `GET` is.
+pub fn route(method: &str, path: &str) -> Result<Resource, RelayError> {
+    let resource = Resource::parse(path).ok_or_else(|| RelayError::NotFound {
+        what: format!("Route {method} {path}"),
+    })?;
+    let allowed = resource.allowed_methods();
+    let method_ok = allowed.contains(&method) || (method == "HEAD" && allowed.contains(&"GET"));
+    if method_ok {
+        Ok(resource)
+    } else {
+        Err(RelayError::MethodNotAllowed { allowed })
+    }
+}
+
+/// Decode `%XX` escapes; malformed escapes are kept literally rather than rejected, because an
+/// id containing a stray `%` is simply an id that will not be found.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Split a query string into decoded `(name, value)` pairs (`+` is a space, as forms send it).
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_routes() {
+        assert_eq!(
+            route("POST", "/v1/chat/completions"),
+            Ok(Resource::Relay(Endpoint::ChatCompletions))
+        );
+        assert_eq!(route("GET", "/v1/models/"), Ok(Resource::Models));
+        assert_eq!(
+            route("GET", "/v1/models/meta-llama/Llama-3-8b"),
+            Ok(Resource::Model("meta-llama/Llama-3-8b".into()))
+        );
+        assert_eq!(route("HEAD", "/health"), Ok(Resource::Health));
+    }
+
+    #[test]
+    fn wrong_method_names_the_allowed_ones() {
+        let err = route("GET", "/v1/chat/completions").unwrap_err();
+        assert_eq!(err.status(), 405);
+        assert_eq!(err.headers(), vec![("allow", "POST".to_string())]);
+        assert_eq!(
+            route("DELETE", "/admin/tenants/t1").unwrap_err().status(),
+            405
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        for p in [
+            "/",
+            "/v1",
+            "/v2/chat/completions",
+            "/admin",
+            "/admin/tenants/t/x",
+            "/v1/models//",
+        ] {
+            let r = route("GET", p);
+            assert_eq!(r.clone().map_err(|e| e.status()), Err(404), "{p}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn admin_routes_decode_ids() {
+        assert_eq!(
+            route("POST", "/admin/tenants/ten_1/keys"),
+            Ok(Resource::TenantKeys("ten_1".into()))
+        );
+        assert_eq!(
+            route("POST", "/admin/keys/k%201/revoke"),
+            Ok(Resource::KeyRevoke("k 1".into()))
+        );
+        assert_eq!(
+            route("PUT", "/admin/model-map/org/model%2Fx"),
+            Ok(Resource::ModelMapEntry("org/model/x".into()))
+        );
+        assert!(route("GET", "/admin/usage").unwrap().is_admin());
+        assert!(!route("GET", "/health").unwrap().is_admin());
+    }
+
+    #[test]
+    fn percent_decoding_is_lenient() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn query_pairs_decode() {
+        assert_eq!(
+            query_pairs("tenant_id=t%201&limit=5&flag&x=a+b"),
+            vec![
+                ("tenant_id".into(), "t 1".into()),
+                ("limit".into(), "5".into()),
+                ("flag".into(), "".into()),
+                ("x".into(), "a b".into())
+            ]
+        );
+    }
+}
