@@ -7,9 +7,13 @@
 //! and names the offending field.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::RelayError;
+use crate::formats::neutral::{
+    ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
+    ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
+};
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
 use crate::usage::Usage;
 
@@ -324,6 +328,22 @@ struct UsageWire {
     completion_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetailsWire>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetailsWire>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetailsWire {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetailsWire {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 impl UsageWire {
@@ -333,10 +353,15 @@ impl UsageWire {
         let completion = self
             .completion_tokens
             .unwrap_or_else(|| self.total_tokens.unwrap_or(prompt).saturating_sub(prompt));
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-        }
+        let cached = self
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0);
+        let reasoning = self
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0);
+        Usage::from_inclusive(prompt, completion, cached, 0, reasoning)
     }
 }
 
@@ -553,6 +578,740 @@ fn without_usage(data: &str) -> String {
     }
 }
 
+// ---- translation to and from the neutral model ---------------------------------------------
+//
+// Used when the other side of the relay speaks another format: an OpenAI client served by an
+// Anthropic or Gemini channel, or an Anthropic client served by an OpenAI-format channel.
+// OpenAI-to-OpenAI traffic never comes through here: it is passed through (see above).
+
+/// An OpenAI chat request (already validated by `parse_request`) in the neutral model, with
+/// what the neutral model cannot hold reported as drops.
+pub fn to_neutral(req: &InboundRequest) -> (ChatRequest, Vec<Drop>) {
+    let body = &req.body;
+    let mut drops = Vec::new();
+    let mut out = ChatRequest {
+        model: req.model.clone(),
+        stream: req.stream,
+        ..ChatRequest::default()
+    };
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for m in messages {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let content = m.get("content");
+        match role {
+            "system" | "developer" => out.system.push(text_of(content)),
+            "user" => out
+                .messages
+                .push(Message::new(Role::User, parts_of(content, &mut drops))),
+            "assistant" => {
+                let mut message = Message::new(Role::Assistant, parts_of(content, &mut drops));
+                message.reasoning = m
+                    .get("reasoning_content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                for call in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    let function = call.get("function");
+                    message.tool_calls.push(ToolCall {
+                        id: str_field(call, "id"),
+                        name: function.map(|f| str_field(f, "name")).unwrap_or_default(),
+                        arguments: function
+                            .map(|f| str_field(f, "arguments"))
+                            .unwrap_or_default(),
+                    });
+                }
+                if m.get("function_call").is_some() {
+                    drops.push(Drop::dropped("messages.function_call"));
+                }
+                out.messages.push(message);
+            }
+            "tool" => {
+                let mut message = Message::text(Role::Tool, &text_of(content));
+                message.tool_call_id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                out.messages.push(message);
+            }
+            // Legacy `function` results carry a name, not a call id.
+            _ => drops.push(Drop::dropped("messages.function")),
+        }
+    }
+    for tool in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(function) = tool.get("function") else {
+            drops.push(Drop::dropped("tools"));
+            continue;
+        };
+        out.tools.push(Tool {
+            name: str_field(function, "name"),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            parameters: function
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+    }
+    out.tool_choice = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "auto" => Some(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "none" => Some(ToolChoice::None),
+        Some(Value::String(s)) if s == "required" => Some(ToolChoice::Required),
+        Some(Value::Object(o)) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Named(n.to_string())),
+        _ => None,
+    };
+    let num = |k: &str| body.get(k).and_then(Value::as_f64);
+    let int = |k: &str| body.get(k).and_then(Value::as_u64);
+    out.parallel_tool_calls = body.get("parallel_tool_calls").and_then(Value::as_bool);
+    out.max_tokens = int("max_completion_tokens").or_else(|| int("max_tokens"));
+    out.temperature = num("temperature");
+    out.top_p = num("top_p");
+    out.stop = match body.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.seed = body.get("seed").and_then(Value::as_i64);
+    out.n = int("n").and_then(|n| u32::try_from(n).ok());
+    out.presence_penalty = num("presence_penalty");
+    out.frequency_penalty = num("frequency_penalty");
+    out.response_format =
+        body.get("response_format")
+            .and_then(|f| match f.get("type").and_then(Value::as_str) {
+                Some("json_object") => Some(ResponseFormat::JsonObject),
+                Some("json_schema") => {
+                    let schema = f.get("json_schema");
+                    Some(ResponseFormat::JsonSchema {
+                        name: schema.map(|s| str_field(s, "name")).unwrap_or_default(),
+                        schema: schema
+                            .and_then(|s| s.get("schema"))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                        strict: schema
+                            .and_then(|s| s.get("strict"))
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                    })
+                }
+                Some("text") => Some(ResponseFormat::Text),
+                _ => None,
+            });
+    out.reasoning = body
+        .get("reasoning_effort")
+        .and_then(Value::as_str)
+        .map(|e| Reasoning::Effort(e.to_string()));
+    out.logprobs = body.get("logprobs").and_then(Value::as_bool);
+    out.top_logprobs = int("top_logprobs").and_then(|n| u32::try_from(n).ok());
+    out.user = body.get("user").and_then(Value::as_str).map(str::to_string);
+    const HANDLED: &[&str] = &[
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "reasoning_effort",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "stream",
+        "stream_options",
+    ];
+    for (k, v) in body {
+        if !HANDLED.contains(&k.as_str()) && !v.is_null() {
+            out.extra.insert(k.clone(), v.clone());
+        }
+    }
+    (out, drops)
+}
+
+fn str_field(v: &Value, field: &str) -> String {
+    v.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The text of a content field that is a string or an array of parts.
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+fn parts_of(content: Option<&Value>, drops: &mut Vec<Drop>) -> Vec<Part> {
+    match content {
+        Some(Value::String(s)) if s.is_empty() => Vec::new(),
+        Some(Value::String(s)) => vec![Part::Text(s.clone())],
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                Some("text") => Some(Part::Text(str_field(p, "text"))),
+                Some("image_url") => {
+                    let url = p
+                        .get("image_url")
+                        .map(|u| str_field(u, "url"))
+                        .unwrap_or_default();
+                    if p.get("image_url").and_then(|u| u.get("detail")).is_some() {
+                        drops.push(Drop::approximated("messages.content.image_url.detail"));
+                    }
+                    Some(Part::Image(image_source(&url)))
+                }
+                Some(other) => {
+                    drops.push(Drop::dropped(&format!("messages.content.{other}")));
+                    None
+                }
+                None => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `data:` URLs become inline base64 images, which every provider accepts; others stay URLs.
+pub fn image_source(url: &str) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((meta, data)) = rest.split_once(',') {
+            if let Some(media_type) = meta.strip_suffix(";base64") {
+                return ImageSource::Base64 {
+                    media_type: media_type.to_string(),
+                    data: data.to_string(),
+                };
+            }
+        }
+    }
+    ImageSource::Url(url.to_string())
+}
+
+fn image_url(source: &ImageSource) -> String {
+    match source {
+        ImageSource::Url(u) => u.clone(),
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}
+
+fn finish_reason_name(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::StopSequence | FinishReason::Error => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+fn parse_finish_reason(name: &str) -> FinishReason {
+    match name {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens(),
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect(),
+    )
+}
+
+/// A neutral reply as an OpenAI `chat.completion`, reporting `model` as what served it.
+pub fn encode_response(resp: &ChatResponse, model: &str) -> Value {
+    let text = resp.message.joined_text();
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !resp.message.tool_calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": null});
+    if !resp.message.tool_calls.is_empty() {
+        message["tool_calls"] = tool_calls_json(&resp.message.tool_calls);
+    }
+    if let Some(reasoning) = &resp.message.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    let mut out = json!({
+        "id": resp.id, "object": "chat.completion", "created": resp.created_s, "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null,
+            "finish_reason": finish_reason_name(resp.finish_reason.unwrap_or(FinishReason::Stop))}],
+    });
+    if let Some(u) = &resp.usage {
+        out["usage"] = usage_json(u);
+    }
+    out
+}
+
+/// Neutral stream events as OpenAI `chat.completion.chunk`s, ending with the usage chunk when
+/// the client asked for it, and `data: [DONE]`.
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    created_s: i64,
+    include_usage: bool,
+    usage: Option<Usage>,
+    finished: bool,
+    ended: bool,
+}
+
+impl StreamEncoder {
+    pub fn new(id: &str, model: &str, created_s: i64, include_usage: bool) -> Self {
+        StreamEncoder {
+            id: id.into(),
+            model: model.into(),
+            created_s,
+            include_usage,
+            usage: None,
+            finished: false,
+            ended: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created_s, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        sse::encode_event(None, &chunk.to_string(), out);
+    }
+
+    pub fn push(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        match event {
+            StreamEvent::Start { .. } => self.chunk(json!({"role": "assistant", "content": ""}), None, out),
+            StreamEvent::TextDelta(t) => self.chunk(json!({"content": t}), None, out),
+            StreamEvent::ReasoningDelta(t) => self.chunk(json!({"reasoning_content": t}), None, out),
+            // OpenAI clients have no place for a thinking signature.
+            StreamEvent::ReasoningSignature(_) => {}
+            StreamEvent::ToolCallStart { index, id, name } => self.chunk(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                None,
+                out,
+            ),
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}), None, out)
+            }
+            StreamEvent::Finish { reason, .. } => {
+                if !self.finished {
+                    self.finished = true;
+                    self.chunk(json!({}), Some(finish_reason_name(*reason)), out);
+                }
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Error { message, .. } => {
+                // OpenAI reports a failure after the stream started as an error object in-band.
+                let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "upstream_stream_error"}});
+                sse::encode_event(None, &body.to_string(), out);
+                self.ended = true;
+            }
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        if !self.finished {
+            self.finished = true;
+            self.chunk(json!({}), Some("stop"), out);
+        }
+        if self.include_usage {
+            let usage = self.usage.map(|u| usage_json(&u)).unwrap_or(Value::Null);
+            let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created_s, "model": self.model, "choices": [], "usage": usage});
+            sse::encode_event(None, &chunk.to_string(), out);
+        }
+        sse::encode_done(out);
+        self.ended = true;
+    }
+}
+
+/// A neutral request as an OpenAI-format upstream's body (streams ask for usage).
+pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
+    let mut drops = Vec::new();
+    let mut messages: Vec<Value> = req
+        .system
+        .iter()
+        .map(|s| json!({"role": "system", "content": s}))
+        .collect();
+    for m in &req.messages {
+        match m.role {
+            Role::User => {
+                messages.push(json!({"role": "user", "content": content_json(&m.content)}))
+            }
+            Role::Assistant => {
+                let text = m.joined_text();
+                let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
+                if !m.tool_calls.is_empty() {
+                    msg["tool_calls"] = tool_calls_json(&m.tool_calls);
+                }
+                if m.reasoning.is_some() {
+                    // Most OpenAI-format upstreams reject reasoning sent back as input.
+                    drops.push(Drop::dropped("messages.reasoning"));
+                }
+                messages.push(msg);
+            }
+            Role::Tool => {
+                let mut content = m.joined_text();
+                if m.is_error {
+                    content = format!("Error: {content}");
+                    drops.push(Drop::approximated("messages.tool_result.is_error"));
+                }
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": content}),
+                );
+            }
+        }
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), json!(req.model));
+    body.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = &req.tool_choice {
+        body.insert(
+            "tool_choice".into(),
+            match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Named(n) => json!({"type": "function", "function": {"name": n}}),
+            },
+        );
+    }
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    set(
+        "parallel_tool_calls",
+        req.parallel_tool_calls.map(Value::Bool),
+    );
+    set("max_tokens", req.max_tokens.map(|n| json!(n)));
+    set("temperature", req.temperature.map(|n| json!(n)));
+    set("top_p", req.top_p.map(|n| json!(n)));
+    set("stop", (!req.stop.is_empty()).then(|| json!(req.stop)));
+    set("seed", req.seed.map(|n| json!(n)));
+    set("n", req.n.map(|n| json!(n)));
+    set("presence_penalty", req.presence_penalty.map(|n| json!(n)));
+    set("frequency_penalty", req.frequency_penalty.map(|n| json!(n)));
+    set("logprobs", req.logprobs.map(Value::Bool));
+    set("top_logprobs", req.top_logprobs.map(|n| json!(n)));
+    set("user", req.user.clone().map(Value::String));
+    set(
+        "response_format",
+        req.response_format.as_ref().map(|f| match f {
+            ResponseFormat::Text => json!({"type": "text"}),
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema { name, schema, strict } => {
+                json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}})
+            }
+        }),
+    );
+    match &req.reasoning {
+        Some(Reasoning::Effort(e)) => set("reasoning_effort", Some(json!(e))),
+        Some(Reasoning::Budget(b)) => {
+            let effort = if *b <= 2048 {
+                "low"
+            } else if *b <= 8192 {
+                "medium"
+            } else {
+                "high"
+            };
+            set("reasoning_effort", Some(json!(effort)));
+            drops.push(Drop::approximated("thinking.budget_tokens"));
+        }
+        Some(Reasoning::Disabled) | None => {}
+    }
+    if req.top_k.is_some() {
+        drops.push(Drop::dropped("top_k"));
+    }
+    if req.stream {
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    for key in req.extra.keys() {
+        drops.push(Drop::dropped(key));
+    }
+    (Value::Object(body), drops)
+}
+
+fn content_json(parts: &[Part]) -> Value {
+    if let [Part::Text(t)] = parts {
+        return json!(t);
+    }
+    Value::Array(
+        parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => json!({"type": "text", "text": t}),
+                Part::Image(source) => {
+                    json!({"type": "image_url", "image_url": {"url": image_url(source)}})
+                }
+            })
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct CompletionWire {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    created: i64,
+    #[serde(default)]
+    choices: Vec<CompletionChoiceWire>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoiceWire {
+    #[serde(default)]
+    message: Option<MessageWire>,
+    #[serde(default)]
+    delta: Option<MessageWire>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageWire {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallWire>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallWire {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionWire>,
+}
+
+#[derive(Deserialize)]
+struct FunctionWire {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// An OpenAI-format upstream's `chat.completion` in the neutral model.
+pub fn decode_response(bytes: &[u8]) -> Result<ChatResponse, String> {
+    let wire: CompletionWire =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a chat.completion: {e}"))?;
+    let choice = wire.choices.into_iter().next();
+    let finish_reason = choice
+        .as_ref()
+        .and_then(|c| c.finish_reason.as_deref())
+        .map(parse_finish_reason);
+    let wire_message = choice.and_then(|c| c.message).unwrap_or_default();
+    let mut message = Message::new(
+        Role::Assistant,
+        wire_message
+            .content
+            .filter(|c| !c.is_empty())
+            .map(Part::Text)
+            .into_iter()
+            .collect(),
+    );
+    message.reasoning = wire_message.reasoning_content;
+    message.tool_calls = wire_message
+        .tool_calls
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .function
+                .as_ref()
+                .and_then(|f| f.name.clone())
+                .unwrap_or_default(),
+            arguments: c.function.and_then(|f| f.arguments).unwrap_or_default(),
+        })
+        .collect();
+    Ok(ChatResponse {
+        id: wire.id,
+        model: wire.model,
+        created_s: wire.created,
+        message,
+        finish_reason,
+        stop_sequence: None,
+        usage: wire.usage.map(UsageWire::into_usage),
+    })
+}
+
+/// An OpenAI-format upstream's chunk stream as neutral events.
+#[derive(Default)]
+pub struct StreamDecoder {
+    parser: SseParser,
+    events: Vec<SseEvent>,
+    started: bool,
+    tools_started: Vec<usize>,
+    saw_done: bool,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        StreamDecoder::default()
+    }
+
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
+        let mut events = std::mem::take(&mut self.events);
+        let result = self.parser.push(chunk, &mut events);
+        for e in events.drain(..) {
+            self.decode(&e.data, out);
+        }
+        self.events = events;
+        result
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
+        let mut events = std::mem::take(&mut self.events);
+        let result = self.parser.finish(&mut events);
+        for e in events.drain(..) {
+            self.decode(&e.data, out);
+        }
+        self.events = events;
+        result
+    }
+
+    fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        if data.trim() == "[DONE]" {
+            self.saw_done = true;
+            return;
+        }
+        let value: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        if let Some(err) = value.get("error") {
+            out.push(StreamEvent::Error {
+                status: 502,
+                message: err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error")
+                    .to_string(),
+            });
+            return;
+        }
+        let Ok(chunk) = serde_json::from_value::<CompletionWire>(value) else {
+            return;
+        };
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.clone(),
+                model: chunk.model.clone(),
+            });
+        }
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            let delta = choice.delta.or(choice.message).unwrap_or_default();
+            if let Some(r) = delta.reasoning_content.filter(|r| !r.is_empty()) {
+                out.push(StreamEvent::ReasoningDelta(r));
+            }
+            if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta(t));
+            }
+            for (position, call) in delta.tool_calls.into_iter().enumerate() {
+                let index = call.index.unwrap_or(position);
+                let function = call.function;
+                if !self.tools_started.contains(&index) {
+                    self.tools_started.push(index);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id: call.id.unwrap_or_else(|| format!("call_{index}")),
+                        name: function
+                            .as_ref()
+                            .and_then(|f| f.name.clone())
+                            .unwrap_or_default(),
+                    });
+                }
+                if let Some(args) = function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: args,
+                    });
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                out.push(StreamEvent::Finish {
+                    reason: parse_finish_reason(&reason),
+                    stop_sequence: None,
+                });
+            }
+        }
+        if let Some(u) = chunk.usage {
+            out.push(StreamEvent::Usage(u.into_usage()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,22 +1464,10 @@ mod tests {
     #[test]
     fn reply_summary_reads_usage_and_text() {
         let s = summarize_reply(br#"{"choices":[{"message":{"role":"assistant","content":"abcd"}}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#);
-        assert_eq!(
-            s.usage,
-            Some(Usage {
-                prompt_tokens: 5,
-                completion_tokens: 2
-            })
-        );
+        assert_eq!(s.usage, Some(Usage::new(5, 2)));
         assert_eq!(s.completion_bytes, 4);
         let s = summarize_reply(br#"{"data":[],"usage":{"prompt_tokens":5,"total_tokens":5}}"#);
-        assert_eq!(
-            s.usage,
-            Some(Usage {
-                prompt_tokens: 5,
-                completion_tokens: 0
-            })
-        );
+        assert_eq!(s.usage, Some(Usage::new(5, 0)));
         assert_eq!(summarize_reply(b"not json"), ReplySummary::default());
     }
 
@@ -781,13 +1528,7 @@ mod tests {
         let (out, p) = run(true, &[s]);
         assert!(out.contains("\"content\":\"hi\""));
         assert!(out.contains("\"usage\":null"));
-        assert_eq!(
-            p.usage(),
-            Some(Usage {
-                prompt_tokens: 1,
-                completion_tokens: 1
-            })
-        );
+        assert_eq!(p.usage(), Some(Usage::new(1, 1)));
     }
 
     #[test]
@@ -798,5 +1539,122 @@ mod tests {
             (p.usage(), p.completion_bytes(), p.saw_done()),
             (None, 6, false)
         );
+    }
+    #[test]
+    fn neutral_round_trip_keeps_what_openai_says() {
+        let body = json!({"model":"m","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42"}],
+            "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}],
+            "tool_choice":{"type":"function","function":{"name":"f"}},
+            "max_completion_tokens":50,"temperature":0.5,"stop":"END","seed":3,"response_format":{"type":"json_object"},
+            "user":"u1","logit_bias":{"1":2}});
+        let req = parse_request(Endpoint::ChatCompletions, body.to_string().as_bytes()).unwrap();
+        let (neutral, drops) = to_neutral(&req);
+        assert!(drops.is_empty(), "{drops:?}");
+        assert_eq!(neutral.system, vec!["be brief".to_string()]);
+        assert_eq!(neutral.messages.len(), 3);
+        assert!(
+            matches!(&neutral.messages[0].content[1], Part::Image(ImageSource::Base64 { media_type, .. }) if media_type == "image/png")
+        );
+        assert_eq!(neutral.messages[1].tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(neutral.messages[2].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(neutral.tool_choice, Some(ToolChoice::Named("f".into())));
+        assert_eq!(
+            (neutral.max_tokens, neutral.stop.clone()),
+            (Some(50), vec!["END".to_string()])
+        );
+        assert!(neutral.extra.contains_key("logit_bias"));
+
+        let (back, drops) = encode_request(&neutral);
+        assert_eq!(drops, vec![Drop::dropped("logit_bias")]);
+        assert_eq!(
+            back["messages"][0],
+            json!({"role":"system","content":"be brief"})
+        );
+        assert_eq!(
+            back["messages"][2]["tool_calls"],
+            body["messages"][2]["tool_calls"]
+        );
+        assert_eq!(
+            back["messages"][3],
+            json!({"role":"tool","tool_call_id":"c1","content":"42"})
+        );
+        assert_eq!(
+            back["messages"][1]["content"][1]["image_url"]["url"],
+            "data:image/png;base64,AAAA"
+        );
+        assert_eq!(back["tools"], body["tools"]);
+        assert_eq!(back["tool_choice"], body["tool_choice"]);
+        for k in ["temperature", "seed", "response_format", "user"] {
+            assert_eq!(back[k], body[k], "{k}");
+        }
+        assert_eq!(back["max_tokens"], 50);
+    }
+
+    #[test]
+    fn decodes_a_completion_into_the_neutral_model() {
+        let r = decode_response(br#"{"id":"x","object":"chat.completion","created":5,"model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}}}"#).unwrap();
+        assert_eq!(r.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(r.message.tool_calls[0].name, "f");
+        assert_eq!(
+            r.usage.map(|u| (u.prompt_tokens, u.cache_read_tokens)),
+            Some((9, 4))
+        );
+        let again = encode_response(&r, "public");
+        assert_eq!(again["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(again["model"], "public");
+        assert_eq!(again["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    }
+
+    #[test]
+    fn stream_decode_then_encode_reproduces_the_stream() {
+        const TOOLS: &[u8] = include_bytes!("../../tests/fixtures/openai/stream_tool_calls.sse");
+        for fixture in [STREAM, TOOLS] {
+            let decode = |pieces: &[&[u8]]| {
+                let mut d = StreamDecoder::new();
+                let mut events = Vec::new();
+                for p in pieces {
+                    d.push(p, &mut events).unwrap();
+                }
+                d.finish(&mut events).unwrap();
+                assert!(d.saw_done());
+                events
+            };
+            let whole = decode(&[fixture]);
+            for cut in (0..fixture.len()).step_by(7) {
+                assert_eq!(decode(&[&fixture[..cut], &fixture[cut..]]), whole);
+            }
+            let mut enc = StreamEncoder::new("id", "m", 1, true);
+            let mut out = Vec::new();
+            for e in &whole {
+                enc.push(e, &mut out);
+            }
+            enc.finish(&mut out);
+            let mut d = StreamDecoder::new();
+            let mut again = Vec::new();
+            d.push(&out, &mut again).unwrap();
+            assert_eq!(again[1..], whole[1..], "{}", String::from_utf8_lossy(&out));
+        }
+    }
+
+    #[test]
+    fn stream_encoder_reports_errors_in_band_and_stops() {
+        let mut enc = StreamEncoder::new("id", "m", 1, false);
+        let mut out = Vec::new();
+        enc.push(&StreamEvent::TextDelta("hi".into()), &mut out);
+        enc.push(
+            &StreamEvent::Error {
+                status: 529,
+                message: "Overloaded".into(),
+            },
+            &mut out,
+        );
+        enc.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"error\"") && text.contains("Overloaded"));
+        assert!(!text.contains("[DONE]"));
     }
 }
