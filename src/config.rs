@@ -469,9 +469,12 @@ fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
 }
 
 fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayError> {
-    let url = url.trim().trim_end_matches('/').to_string();
+    let mut url = url.trim().trim_end_matches('/').to_string();
     if !provider.needs_network() {
         return Ok(url);
+    }
+    if url.is_empty() {
+        url = provider.default_base_url().unwrap_or_default().to_string();
     }
     let rest = url
         .strip_prefix("https://")
@@ -748,11 +751,15 @@ mod tests {
         let mut c = channel("c", &[]);
         c.provider = ProviderKind::Mock;
         c.base_url = String::new();
-        let patch = parse_channel_patch(br#"{"provider":"openai"}"#).unwrap();
+        let patch = parse_channel_patch(br#"{"provider":"openai","base_url":"ftp://x"}"#).unwrap();
         assert_eq!(
-            patch.apply(&mut c, 5).unwrap_err().param(),
+            patch.apply(&mut c.clone(), 5).unwrap_err().param(),
             Some("base_url")
         );
+        // A provider with a well-known endpoint gets it when no URL is given.
+        let patch = parse_channel_patch(br#"{"provider":"anthropic"}"#).unwrap();
+        patch.apply(&mut c, 5).unwrap();
+        assert_eq!(c.base_url, "https://api.anthropic.com/v1");
         let patch = parse_channel_patch(br#"{"timeout_ms":null,"api_keys":["k2"]}"#).unwrap();
         let mut c = channel("c", &[]);
         c.timeout_ms = Some(5);

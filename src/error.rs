@@ -64,6 +64,19 @@ pub enum RelayError {
     UpstreamRateLimited {
         retry_after: Option<String>,
     },
+    /// The upstream is overloaded (HTTP 503, or Anthropic's 529).
+    UpstreamOverloaded {
+        retry_after: Option<String>,
+    },
+    /// The upstream answered 2xx with a body that is not what its format promises.
+    UpstreamBadResponse {
+        detail: String,
+    },
+    /// Strict mode: a request field cannot be carried to the chosen upstream.
+    FieldNotSupported {
+        field: String,
+        provider: &'static str,
+    },
     /// The upstream rejected the channel's credentials: an operator problem, not the client's.
     UpstreamAuthFailed,
     UpstreamError {
@@ -89,7 +102,7 @@ impl RelayError {
             | MissingParameter { .. }
             | InvalidType { .. }
             | InvalidValue { .. } => 400,
-            UnsupportedEndpoint { .. } => 400,
+            UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
             TenantDisabled => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
@@ -102,8 +115,9 @@ impl RelayError {
             UpstreamAuthFailed
             | UpstreamError { .. }
             | UpstreamUnreachable
-            | UpstreamStreamBroken => 502,
-            ChannelUnavailable { .. } => 503,
+            | UpstreamStreamBroken
+            | UpstreamBadResponse { .. } => 502,
+            ChannelUnavailable { .. } | UpstreamOverloaded { .. } => 503,
             UpstreamTimeout { .. } => 504,
         }
     }
@@ -117,6 +131,7 @@ impl RelayError {
             | InvalidType { .. }
             | InvalidValue { .. }
             | UnsupportedEndpoint { .. }
+            | FieldNotSupported { .. }
             | ModelNotFound { .. }
             | NotFound { .. }
             | MethodNotAllowed { .. }
@@ -136,6 +151,8 @@ impl RelayError {
             | UpstreamError { .. }
             | UpstreamUnreachable
             | UpstreamTimeout { .. }
+            | UpstreamOverloaded { .. }
+            | UpstreamBadResponse { .. }
             | UpstreamStreamBroken => "upstream_error",
             Internal { .. } => "server_error",
         }
@@ -164,6 +181,9 @@ impl RelayError {
             ChannelUnavailable { .. } => "channel_unavailable",
             UpstreamInvalidRequest { .. } => "upstream_invalid_request",
             UpstreamRateLimited { .. } => "upstream_rate_limited",
+            UpstreamOverloaded { .. } => "upstream_overloaded",
+            UpstreamBadResponse { .. } => "upstream_bad_response",
+            FieldNotSupported { .. } => "unsupported_parameter",
             UpstreamAuthFailed => "upstream_auth_failed",
             UpstreamError { .. } => "upstream_error",
             UpstreamUnreachable => "upstream_unreachable",
@@ -180,6 +200,7 @@ impl RelayError {
                 Some(param)
             }
             ModelNotFound { .. } | UnsupportedEndpoint { .. } => Some("model"),
+            FieldNotSupported { field, .. } => Some(field),
             UpstreamInvalidRequest { param, .. } => param.as_deref(),
             _ => None,
         }
@@ -214,6 +235,11 @@ impl RelayError {
             ChannelUnavailable { reason } => format!("The model is temporarily unavailable: {reason}."),
             UpstreamInvalidRequest { message, .. } => message.clone(),
             UpstreamRateLimited { .. } => "The upstream provider is rate limiting requests; retry later.".into(),
+            UpstreamOverloaded { .. } => "The upstream provider is overloaded; retry later.".into(),
+            UpstreamBadResponse { .. } => "The upstream provider sent a reply the relay could not read.".into(),
+            FieldNotSupported { field, provider } => format!(
+                "'{field}' cannot be carried to this model's upstream ({provider}); send the request without it, or without strict mode."
+            ),
             UpstreamAuthFailed => {
                 "The upstream provider rejected the relay's credentials for this model. This is not a problem with your key; the operator has been told.".into()
             }
@@ -232,6 +258,9 @@ impl RelayError {
         match self {
             RelayError::MethodNotAllowed { allowed } => vec![("allow", allowed.join(", "))],
             RelayError::UpstreamRateLimited {
+                retry_after: Some(after),
+            }
+            | RelayError::UpstreamOverloaded {
                 retry_after: Some(after),
             } => vec![("retry-after", after.clone())],
             _ => Vec::new(),
@@ -309,6 +338,12 @@ mod tests {
             },
             UpstreamRateLimited {
                 retry_after: Some("3".into()),
+            },
+            UpstreamOverloaded { retry_after: None },
+            UpstreamBadResponse { detail: "x".into() },
+            FieldNotSupported {
+                field: "seed".into(),
+                provider: "anthropic",
             },
             UpstreamAuthFailed,
             UpstreamError { status: 500 },

@@ -13,6 +13,7 @@ pub mod error;
 pub mod formats;
 pub mod providers;
 pub mod routes;
+pub mod translate;
 pub mod usage;
 
 #[cfg(target_arch = "wasm32")]

@@ -11,6 +11,9 @@ pub enum Resource {
     Models,
     Model(String),
     Relay(Endpoint),
+    /// Anthropic's Messages API.
+    Messages,
+    CountTokens,
     Tenants,
     Tenant(String),
     TenantDisable(String),
@@ -47,6 +50,8 @@ impl Resource {
             ["v1", "chat", "completions"] => Resource::Relay(Endpoint::ChatCompletions),
             ["v1", "completions"] => Resource::Relay(Endpoint::Completions),
             ["v1", "embeddings"] => Resource::Relay(Endpoint::Embeddings),
+            ["v1", "messages"] => Resource::Messages,
+            ["v1", "messages", "count_tokens"] => Resource::CountTokens,
             ["admin", "tenants"] => Resource::Tenants,
             ["admin", "tenants", t] => Resource::Tenant(id(t)?),
             ["admin", "tenants", t, "disable"] => Resource::TenantDisable(id(t)?),
@@ -67,7 +72,8 @@ impl Resource {
         use Resource::*;
         match self {
             Health | Models | Model(_) | Key(_) | Usage => &["GET"],
-            Relay(_) | TenantDisable(_) | TenantEnable(_) | KeyRevoke(_) => &["POST"],
+            Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
+            | KeyRevoke(_) => &["POST"],
             Tenants | Channels | TenantKeys(_) => &["GET", "POST"],
             Tenant(_) => &["GET", "PATCH"],
             Channel(_) => &["GET", "PATCH", "DELETE"],
@@ -79,7 +85,7 @@ impl Resource {
     pub fn is_admin(&self) -> bool {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Relay(_) => false,
+            Health | Models | Model(_) | Relay(_) | Messages | CountTokens => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_) | Usage => true,
         }
@@ -152,6 +158,11 @@ mod tests {
             Ok(Resource::Model("meta-llama/Llama-3-8b".into()))
         );
         assert_eq!(route("HEAD", "/health"), Ok(Resource::Health));
+        assert_eq!(route("POST", "/v1/messages"), Ok(Resource::Messages));
+        assert_eq!(
+            route("POST", "/v1/messages/count_tokens"),
+            Ok(Resource::CountTokens)
+        );
     }
 
     #[test]

@@ -5,13 +5,14 @@ use serde_json::json;
 use worker::{event, Context, Env, Request, Response};
 
 use super::admin;
-use super::http::{error_response, header, json_value};
-use super::relay::{self, RelayCtx};
+use super::http::{header, json_value};
+use super::relay::{self, Inbound, RelayCtx};
 use super::state::{now_ms, random_bytes, Settings};
 use super::store::Store;
 use crate::auth;
 use crate::error::RelayError;
 use crate::routes::{self, Resource};
+use crate::translate::ClientFormat;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -58,9 +59,16 @@ async fn dispatch(
     started_ms: i64,
 ) -> Response {
     let method = req.method().to_string();
-    let resource = match routes::route(&method, &req.path()) {
+    let path = req.path();
+    // Anthropic's SDKs read errors in Anthropic's shape; everything else gets OpenAI's.
+    let format = if path.starts_with("/v1/messages") {
+        ClientFormat::Anthropic
+    } else {
+        ClientFormat::OpenAi
+    };
+    let resource = match routes::route(&method, &path) {
         Ok(r) => r,
-        Err(e) => return error_response(&e),
+        Err(e) => return relay::client_error(format, &e),
     };
     if resource == Resource::Health {
         return json_value(
@@ -91,7 +99,13 @@ async fn dispatch(
                 Ok(grant) => match resource {
                     Resource::Models => relay::models(&rc, &grant, None).await,
                     Resource::Model(model) => relay::models(&rc, &grant, Some(&model)).await,
-                    Resource::Relay(endpoint) => Ok(relay::relay(req, endpoint, &grant, &rc).await),
+                    Resource::Relay(endpoint) => {
+                        Ok(relay::relay(req, Inbound::OpenAi(endpoint), &grant, &rc).await)
+                    }
+                    Resource::Messages => {
+                        Ok(relay::relay(req, Inbound::AnthropicMessages, &grant, &rc).await)
+                    }
+                    Resource::CountTokens => relay::count_tokens(req, &grant, &rc).await,
                     other => Err(RelayError::Internal {
                         detail: format!("no handler for {other:?}"),
                     }),
@@ -103,6 +117,6 @@ async fn dispatch(
         if let RelayError::Internal { detail } = &e {
             worker::console_error!("request {}: {}", request_id, detail);
         }
-        error_response(&e)
+        relay::client_error(format, &e)
     })
 }

@@ -8,3 +8,4 @@ mod http;
 mod relay;
 mod state;
 mod store;
+mod usage_log;

@@ -19,12 +19,14 @@ use worker::{
 use super::http::{error_response, header, json_response, json_value, read_body};
 use super::state::{now_ms, random_bytes, with_caches, Settings};
 use super::store::Store;
+use super::usage_log::record_later;
 use crate::access;
 use crate::auth;
 use crate::config::{Channel, KeyGrant, ModelMap, Status};
 use crate::error::RelayError;
-use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
-use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
+use crate::formats::openai::{self, Endpoint};
+use crate::providers::{self, ProviderKind, UpstreamRequest};
+use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
 use crate::usage::{self, Usage, UsageRow};
 
 /// What every handler on the relay path shares.
@@ -158,41 +160,47 @@ impl Ledger {
     }
 }
 
-/// Write a usage row after the response: never delays it, and is retried a few times because
-/// a lost row is a request nobody pays for.
-fn record_later(
-    env: &Env,
-    ctx: &Context,
-    row: impl std::future::Future<Output = Option<UsageRow>> + 'static,
-) {
-    let env = env.clone();
-    ctx.wait_until(async move {
-        let Some(row) = row.await else { return };
-        let store = match Store::new(&env) {
-            Ok(s) => s,
-            Err(e) => return worker::console_error!("usage {}: {}", row.request_id, e),
-        };
-        for attempt in 1..=3 {
-            match store.insert_usage(&row).await {
-                Ok(()) => return,
-                Err(RelayError::Internal { detail }) if attempt < 3 => {
-                    worker::console_warn!(
-                        "usage {} write failed (attempt {}): {}",
-                        row.request_id,
-                        attempt,
-                        detail
-                    )
-                }
-                Err(e) => return worker::console_error!("usage {} lost: {:?}", row.request_id, e),
-            }
-        }
-    });
+/// Which API a relay request came in on.
+#[derive(Clone, Copy)]
+pub enum Inbound {
+    OpenAi(Endpoint),
+    AnthropicMessages,
 }
 
-/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+impl Inbound {
+    pub fn format(&self) -> ClientFormat {
+        match self {
+            Inbound::OpenAi(_) => ClientFormat::OpenAi,
+            Inbound::AnthropicMessages => ClientFormat::Anthropic,
+        }
+    }
+
+    fn endpoint_name(&self) -> &'static str {
+        match self {
+            Inbound::OpenAi(e) => e.name(),
+            Inbound::AnthropicMessages => "messages",
+        }
+    }
+}
+
+/// An error response in the client's format.
+pub fn client_error(format: ClientFormat, err: &RelayError) -> Response {
+    let (status, body) = translate::error_response(format, err);
+    let response = json_response(status, body);
+    for (name, value) in err.headers() {
+        let _ = response.headers().set(name, &value);
+    }
+    response
+}
+
+fn truthy(v: Option<String>) -> bool {
+    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/messages`.
 pub async fn relay(
     mut req: Request,
-    endpoint: Endpoint,
+    inbound: Inbound,
     grant: &KeyGrant,
     rc: &RelayCtx<'_>,
 ) -> Response {
@@ -201,13 +209,13 @@ pub async fn relay(
         started_ms: rc.started_ms,
         tenant_id: grant.tenant_id.clone(),
         key_id: grant.key_id.clone(),
-        endpoint: endpoint.name(),
+        endpoint: inbound.endpoint_name(),
         model: None,
         upstream_model: None,
         channel_id: None,
         stream: false,
     };
-    match relay_inner(&mut req, endpoint, grant, rc, &mut ledger).await {
+    match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
         Ok(response) => response,
         Err(err) => {
             if let RelayError::Internal { detail } = &err {
@@ -221,26 +229,31 @@ pub async fn relay(
                 None,
             );
             record_later(rc.env, rc.ctx, async move { Some(row) });
-            error_response(&err)
+            client_error(inbound.format(), &err)
         }
     }
 }
 
 async fn relay_inner(
     req: &mut Request,
-    endpoint: Endpoint,
+    inbound: Inbound,
     grant: &KeyGrant,
     rc: &RelayCtx<'_>,
     ledger: &mut Ledger,
 ) -> Result<Response, RelayError> {
+    let strict = truthy(header(req, "x-relay-strict"));
+    let beta = header(req, "anthropic-beta");
     let body = read_body(req, rc.settings.max_body_bytes).await?;
-    let inbound = openai::parse_request(endpoint, &body)?;
+    let client = match inbound {
+        Inbound::OpenAi(endpoint) => ClientRequest::OpenAi(openai::parse_request(endpoint, &body)?),
+        Inbound::AnthropicMessages => translate::parse_anthropic(&body)?,
+    };
     drop(body);
-    ledger.model = Some(inbound.model.clone());
-    ledger.stream = inbound.stream;
+    ledger.model = Some(client.model().to_string());
+    ledger.stream = client.stream();
 
     let map = model_map(rc).await?;
-    let target = access::resolve(&map, grant, &inbound.model)?;
+    let target = access::resolve(&map, grant, client.model())?;
     ledger.upstream_model = Some(target.upstream_model.clone());
     ledger.channel_id = Some(target.channel_id.clone());
     let channel =
@@ -254,95 +267,149 @@ async fn relay_inner(
             reason: "its channel is disabled".into(),
         });
     }
-    if !channel.provider.supports(endpoint) {
-        return Err(RelayError::UnsupportedEndpoint {
-            endpoint: endpoint.name(),
-            provider: channel.provider.as_str(),
-        });
-    }
     let upstream_model = target.upstream_model.clone();
     let created_s = rc.started_ms / 1000;
+    let reply_id = reply_id(rc.request_id, inbound.format());
 
-    match channel.provider {
-        ProviderKind::Mock => {
-            let reply_id = &rc.request_id[rc.request_id.len().saturating_sub(24)..];
-            if inbound.stream {
-                let chunks = mock::stream_chunks(&inbound, &upstream_model, reply_id, created_s);
-                let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
-                Ok(stream_response(
-                    upstream,
-                    &inbound,
-                    None,
-                    rc,
-                    ledger.clone(),
-                ))
-            } else {
-                let bytes = mock::reply(&inbound, &upstream_model, reply_id, created_s);
-                Ok(finish_reply(
-                    bytes,
-                    "application/json",
-                    &inbound,
-                    rc,
-                    ledger,
-                ))
-            }
+    if channel.provider == ProviderKind::Mock {
+        if !channel.provider.supports(client.endpoint()) {
+            return Err(RelayError::UnsupportedEndpoint {
+                endpoint: client.endpoint().name(),
+                provider: "mock",
+            });
         }
-        ProviderKind::OpenAi => {
-            let spread = u32::from_le_bytes(random_bytes::<4>());
-            let api_key = providers::pick_key(&channel.api_keys, spread).ok_or_else(|| {
-                RelayError::ChannelUnavailable {
-                    reason: "its channel has no upstream key".into(),
-                }
-            })?;
-            let plan = providers::openai_request(
-                &channel.base_url,
-                Some(api_key),
-                &inbound,
-                &upstream_model,
-            );
+        let (reply, mode) = translate::mock(&client, &upstream_model, &reply_id, created_s)?;
+        return Ok(match reply {
+            MockReply::Chunks(chunks) => {
+                let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
+                let pipe = StreamPipe::new(
+                    mode,
+                    client.include_usage(),
+                    &upstream_model,
+                    &reply_id,
+                    created_s,
+                );
+                stream_response(upstream, pipe, &client, None, rc, ledger.clone())
+            }
+            MockReply::Whole(bytes) => {
+                let reply = translate::reply(mode, bytes, &upstream_model, &reply_id, created_s)?;
+                finish_reply(reply, &client, rc, ledger)
+            }
+        });
+    }
+
+    let spread = u32::from_le_bytes(random_bytes::<4>());
+    let api_key = providers::pick_key(&channel.api_keys, spread).ok_or_else(|| {
+        RelayError::ChannelUnavailable {
+            reason: "its channel has no upstream key".into(),
+        }
+    })?;
+    let plan = translate::plan(
+        &channel,
+        Some(api_key),
+        &client,
+        &upstream_model,
+        beta.as_deref(),
+    )?;
+    if strict {
+        translate::check_strict(&plan.drops, channel.provider)?;
+    }
+    let timeout_ms = channel
+        .timeout_ms
+        .unwrap_or(rc.settings.upstream_timeout_ms);
+    let (mut response, controller) = send(&plan.request, timeout_ms).await.inspect_err(|e| {
+        worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
+    })?;
+    let status = response.status_code();
+    if !(200..300).contains(&status) {
+        let retry_after = response.headers().get("retry-after").ok().flatten();
+        let body = read_with_deadline(&mut response, timeout_ms)
+            .await
+            .unwrap_or_default();
+        let (err, detail) =
+            providers::upstream_failure(status, &body, retry_after, &channel.api_keys);
+        worker::console_warn!(
+            "request {} channel {}: {}",
+            rc.request_id,
+            channel.id,
+            detail
+        );
+        return Err(err);
+    }
+    let mut out = if client.stream() {
+        let upstream = response
+            .stream()
+            .map_err(|_| RelayError::UpstreamStreamBroken)?
+            .boxed_local();
+        let pipe = StreamPipe::new(
+            plan.mode,
+            client.include_usage(),
+            &upstream_model,
+            &reply_id,
+            created_s,
+        );
+        stream_response(
+            upstream,
+            pipe,
+            &client,
+            Some((controller, timeout_ms)),
+            rc,
+            ledger.clone(),
+        )
+    } else {
+        let bytes = read_with_deadline(&mut response, timeout_ms).await?;
+        let reply = translate::reply(plan.mode, bytes, &upstream_model, &reply_id, created_s)?;
+        finish_reply(reply, &client, rc, ledger)
+    };
+    for (name, value) in translate::fidelity_headers(&plan.drops) {
+        let _ = out.headers_mut().set(name, &value);
+    }
+    Ok(out)
+}
+
+/// The id of a generated reply: the request id's random part, in the client format's style.
+fn reply_id(request_id: &str, format: ClientFormat) -> String {
+    let random = &request_id[request_id.len().saturating_sub(24)..];
+    match format {
+        ClientFormat::OpenAi => random.to_string(),
+        ClientFormat::Anthropic => format!("msg_{random}"),
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic channels are asked; for every other upstream
+/// the relay estimates, since they have no counting endpoint.
+pub async fn count_tokens(
+    mut req: Request,
+    grant: &KeyGrant,
+    rc: &RelayCtx<'_>,
+) -> Result<Response, RelayError> {
+    let body = read_body(&mut req, rc.settings.max_body_bytes).await?;
+    let client = translate::parse_count_tokens(&body)?;
+    let map = model_map(rc).await?;
+    let target = access::resolve(&map, grant, client.model())?;
+    let channel = channel(rc, &target.channel_id).await?;
+    if let Some(channel) =
+        channel.filter(|c| c.provider == ProviderKind::Anthropic && c.status == Status::Active)
+    {
+        if let Some(key) = providers::pick_key(&channel.api_keys, 0) {
+            let plan =
+                translate::count_tokens_request(&channel, key, &client, &target.upstream_model);
             let timeout_ms = channel
                 .timeout_ms
                 .unwrap_or(rc.settings.upstream_timeout_ms);
-            let (mut response, controller) = send(&plan, timeout_ms).await.map_err(|e| {
-                worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
-                e
-            })?;
-            let status = response.status_code();
-            if !(200..300).contains(&status) {
-                let retry_after = response.headers().get("retry-after").ok().flatten();
-                let body = read_with_deadline(&mut response, timeout_ms)
-                    .await
-                    .unwrap_or_default();
-                let (err, detail) =
-                    providers::upstream_failure(status, &body, retry_after, &channel.api_keys);
-                worker::console_warn!(
-                    "request {} channel {}: {}",
-                    rc.request_id,
-                    channel.id,
-                    detail
-                );
-                return Err(err);
-            }
-            if inbound.stream {
-                let upstream = response
-                    .stream()
-                    .map_err(|_| RelayError::UpstreamStreamBroken)?
-                    .boxed_local();
-                Ok(stream_response(
-                    upstream,
-                    &inbound,
-                    Some((controller, timeout_ms)),
-                    rc,
-                    ledger.clone(),
-                ))
-            } else {
-                let content_type = response.headers().get("content-type").ok().flatten();
-                let bytes = read_with_deadline(&mut response, timeout_ms).await?;
-                let content_type = content_type.unwrap_or_else(|| "application/json".into());
-                Ok(finish_reply(bytes, &content_type, &inbound, rc, ledger))
+            if let Ok((mut response, _)) = send(&plan, timeout_ms).await {
+                if response.status_code() == 200 {
+                    if let Ok(bytes) = read_with_deadline(&mut response, timeout_ms).await {
+                        return Ok(json_response(200, bytes));
+                    }
+                }
             }
         }
     }
+    Ok(json_value(
+        200,
+        &json!({"input_tokens": translate::estimate_prompt_tokens(&client)}),
+    ))
 }
 
 /// Fetch with a deadline on the response headers. Returns the controller so a later stage can
@@ -401,25 +468,21 @@ async fn read_with_deadline(
 }
 
 fn finish_reply(
-    bytes: Vec<u8>,
-    content_type: &str,
-    inbound: &InboundRequest,
+    reply: translate::Reply,
+    client: &ClientRequest,
     rc: &RelayCtx<'_>,
     ledger: &Ledger,
 ) -> Response {
-    let summary = openai::summarize_reply(&bytes);
     let (usage, source) = usage::settle(
-        summary.usage,
-        inbound.prompt_bytes,
-        summary.completion_bytes,
+        reply.usage,
+        client.prompt_bytes(),
+        reply.completion_bytes,
         true,
     );
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
     let row = ledger.row(200, None, usage, source, ttfb);
     record_later(rc.env, rc.ctx, async move { Some(row) });
-    let response = json_response(200, bytes);
-    let _ = response.headers().set("content-type", content_type);
-    response
+    json_response(200, reply.body)
 }
 
 /// How a relayed stream ended, reported once to the usage writer.
@@ -433,7 +496,8 @@ struct StreamReport {
 
 fn stream_response(
     upstream: LocalBoxStream<'static, Result<Vec<u8>, worker::Error>>,
-    inbound: &InboundRequest,
+    pipe: StreamPipe,
+    client: &ClientRequest,
     abort: Option<(AbortController, u64)>,
     rc: &RelayCtx<'_>,
     ledger: Ledger,
@@ -442,7 +506,7 @@ fn stream_response(
     let idle_ms = abort.as_ref().map(|(_, ms)| *ms);
     let relayed = Relayed {
         upstream,
-        pass: StreamPassThrough::new(!inbound.include_usage),
+        pass: pipe,
         report: Some(report_tx),
         first_byte_ms: None,
         ended: false,
@@ -451,7 +515,7 @@ fn stream_response(
         idle: idle_ms.map(|ms| Box::pin(Delay::from(Duration::from_millis(ms)))),
         abort: abort.map(|(c, _)| c),
     };
-    let prompt_bytes = inbound.prompt_bytes;
+    let prompt_bytes = client.prompt_bytes();
     record_later(rc.env, rc.ctx, async move {
         let report = report_rx.await.ok()?;
         let (usage, source) = usage::settle(
@@ -484,7 +548,7 @@ fn stream_response(
 /// what it carried exactly once — at the end, or when dropped because the client went away.
 struct Relayed {
     upstream: LocalBoxStream<'static, Result<Vec<u8>, worker::Error>>,
-    pass: StreamPassThrough,
+    pass: StreamPipe,
     report: Option<oneshot::Sender<StreamReport>>,
     first_byte_ms: Option<i64>,
     ended: bool,
@@ -517,8 +581,8 @@ impl Relayed {
             controller.abort();
         }
         let mut out = Vec::new();
-        let _ = self.pass.finish(&mut out);
-        crate::formats::sse::encode_event(None, &RelayError::UpstreamStreamBroken.body(), &mut out);
+        self.pass
+            .break_off(&RelayError::UpstreamStreamBroken, &mut out);
         self.send_report();
         out
     }
@@ -556,7 +620,7 @@ impl Stream for Relayed {
                 Poll::Ready(None) => {
                     let mut out = Vec::new();
                     let finished = this.pass.finish(&mut out);
-                    if finished.is_err() || !this.pass.saw_done() {
+                    if finished.is_err() || !this.pass.completed() {
                         // The upstream closed without `[DONE]`: it broke off, whatever it sent.
                         let mut tail = this.break_off("upstream closed the stream early");
                         out.append(&mut tail);

@@ -491,35 +491,46 @@ impl Store {
 
     // ---- usage ----
 
-    /// Idempotent on `request_id`: a retried write never counts a request twice.
-    pub async fn insert_usage(&self, u: &UsageRow) -> Result<(), RelayError> {
+    /// Writes usage rows in one D1 batch (one round trip, one transaction). Idempotent on
+    /// `request_id`: a retried batch never counts a request twice.
+    pub async fn insert_usage_batch(&self, rows: &[UsageRow]) -> Result<(), RelayError> {
         let count = |n: u64| int(i64::try_from(n).unwrap_or(i64::MAX));
-        self.run(
-            "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
-             channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
-             latency_ms, ttfb_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            &[
-                text(&u.request_id),
-                int(u.created_at),
-                text(&u.tenant_id),
-                text(&u.key_id),
-                text(&u.endpoint),
-                opt_text(u.model.as_deref()),
-                opt_text(u.upstream_model.as_deref()),
-                opt_text(u.channel_id.as_deref()),
-                int(i64::from(u.stream)),
-                int(i64::from(u.status)),
-                opt_text(u.error_code.as_deref()),
-                count(u.prompt_tokens),
-                count(u.completion_tokens),
-                count(u.total_tokens),
-                text(&u.usage_source),
-                int(u.latency_ms),
-                opt_int(u.ttfb_ms),
-            ],
-        )
-        .await
-        .map(drop)
+        let mut statements = Vec::with_capacity(rows.len());
+        for u in rows {
+            statements.push(self.statement(
+                "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
+                 channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
+                 latency_ms, ttfb_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                &[
+                    text(&u.request_id),
+                    int(u.created_at),
+                    text(&u.tenant_id),
+                    text(&u.key_id),
+                    text(&u.endpoint),
+                    opt_text(u.model.as_deref()),
+                    opt_text(u.upstream_model.as_deref()),
+                    opt_text(u.channel_id.as_deref()),
+                    int(i64::from(u.stream)),
+                    int(i64::from(u.status)),
+                    opt_text(u.error_code.as_deref()),
+                    count(u.prompt_tokens),
+                    count(u.completion_tokens),
+                    count(u.total_tokens),
+                    text(&u.usage_source),
+                    int(u.latency_ms),
+                    opt_int(u.ttfb_ms),
+                ],
+            )?);
+        }
+        let results = self
+            .db
+            .batch(statements)
+            .await
+            .map_err(|e| internal("D1 usage batch", e))?;
+        match results.iter().find_map(|r| r.error()) {
+            Some(e) => Err(internal("D1 usage batch", e)),
+            None => Ok(()),
+        }
     }
 
     pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, RelayError> {

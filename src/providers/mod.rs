@@ -5,18 +5,27 @@
 pub mod mock;
 
 use crate::error::RelayError;
-use crate::formats::openai::{self, Endpoint, InboundRequest};
+use crate::formats::openai::{self, Endpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
     /// OpenAI, or any upstream speaking its API at a base URL ending in `/v1`.
     OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (generativelanguage.googleapis.com).
+    Gemini,
     /// Built in: answers inside the Worker with a deterministic reply, for demos and tests.
     Mock,
 }
 
 impl ProviderKind {
-    pub const ALL: &'static [ProviderKind] = &[ProviderKind::OpenAi, ProviderKind::Mock];
+    pub const ALL: &'static [ProviderKind] = &[
+        ProviderKind::OpenAi,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Mock,
+    ];
 
     pub fn parse(name: &str) -> Option<ProviderKind> {
         ProviderKind::ALL
@@ -28,6 +37,8 @@ impl ProviderKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }
@@ -39,8 +50,18 @@ impl ProviderKind {
     /// Whether requests leave the Worker (and so need a base URL).
     pub fn needs_network(&self) -> bool {
         match self {
-            ProviderKind::OpenAi => true,
+            ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => true,
             ProviderKind::Mock => false,
+        }
+    }
+
+    /// The base URL used when a channel gives none.
+    pub fn default_base_url(&self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+            ProviderKind::Mock => None,
         }
     }
 
@@ -51,7 +72,12 @@ impl ProviderKind {
 
     pub fn supports(&self, endpoint: Endpoint) -> bool {
         match (self, endpoint) {
-            (ProviderKind::OpenAi, _) | (ProviderKind::Mock, _) => true,
+            (ProviderKind::OpenAi | ProviderKind::Mock, _) => true,
+            (ProviderKind::Anthropic | ProviderKind::Gemini, Endpoint::ChatCompletions) => true,
+            (
+                ProviderKind::Anthropic | ProviderKind::Gemini,
+                Endpoint::Completions | Endpoint::Embeddings,
+            ) => false,
         }
     }
 }
@@ -62,36 +88,6 @@ pub struct UpstreamRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
-}
-
-/// The request to an OpenAI-format upstream. Streams ask for the usage chunk so the relay can
-/// count exactly; the pass-through hides it again from a client that did not ask.
-pub fn openai_request(
-    base_url: &str,
-    api_key: Option<&str>,
-    req: &InboundRequest,
-    upstream_model: &str,
-) -> UpstreamRequest {
-    let mut headers = vec![
-        ("content-type", "application/json".to_string()),
-        (
-            "accept",
-            if req.stream {
-                "text/event-stream"
-            } else {
-                "application/json"
-            }
-            .to_string(),
-        ),
-    ];
-    if let Some(key) = api_key {
-        headers.push(("authorization", format!("Bearer {key}")));
-    }
-    UpstreamRequest {
-        url: format!("{}{}", base_url.trim_end_matches('/'), req.endpoint.path()),
-        headers,
-        body: openai::upstream_body(req, upstream_model, true),
-    }
 }
 
 /// Pick one key of a channel's pool; `spread` is any per-request number (the request id's
@@ -111,6 +107,7 @@ pub fn upstream_failure(
     retry_after: Option<String>,
     secrets: &[String],
 ) -> (RelayError, String) {
+    // OpenAI, Anthropic and Gemini all put the message at `error.message`.
     let parsed = openai::parse_error_body(body);
     let raw = parsed
         .message
@@ -133,6 +130,9 @@ pub fn upstream_failure(
         401 | 403 => RelayError::UpstreamAuthFailed,
         408 => RelayError::UpstreamTimeout { after_ms: 0 },
         429 => RelayError::UpstreamRateLimited {
+            retry_after: retry_after.filter(|v| is_retry_after(v)),
+        },
+        503 | 529 => RelayError::UpstreamOverloaded {
             retry_after: retry_after.filter(|v| is_retry_after(v)),
         },
         // 404 means a wrong base URL or upstream model name in the channel: also the operator's.
@@ -182,38 +182,12 @@ pub fn scrub_secrets(text: &str, secrets: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn chat(stream: bool) -> InboundRequest {
-        let body = format!(
-            r#"{{"model":"pub","messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"user_field":1}}"#
-        );
-        openai::parse_request(Endpoint::ChatCompletions, body.as_bytes()).unwrap()
-    }
-
     #[test]
     fn names_round_trip() {
         for p in ProviderKind::ALL {
             assert_eq!(ProviderKind::parse(p.as_str()), Some(*p));
         }
         assert_eq!(ProviderKind::parse("OpenAI"), None);
-    }
-
-    #[test]
-    fn openai_request_shape() {
-        let r = openai_request(
-            "https://up.example/v1/",
-            Some("sk-up"),
-            &chat(true),
-            "gpt-x",
-        );
-        assert_eq!(r.url, "https://up.example/v1/chat/completions");
-        assert!(r
-            .headers
-            .contains(&("authorization", "Bearer sk-up".into())));
-        assert!(r.headers.contains(&("accept", "text/event-stream".into())));
-        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(body["model"], "gpt-x");
-        assert_eq!(body["user_field"], 1);
-        assert_eq!(body["stream_options"]["include_usage"], true);
     }
 
     #[test]
@@ -248,7 +222,13 @@ mod tests {
         );
         let (e, _) = upstream_failure(429, b"{}", Some("7\r\nx: y".into()), &[]);
         assert!(e.headers().is_empty());
-        assert_eq!(upstream_failure(503, b"<html>", None, &[]).0.status(), 502);
+        assert_eq!(upstream_failure(500, b"<html>", None, &[]).0.status(), 502);
+        let overloaded =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(
+            upstream_failure(529, overloaded, None, &[]).0.code(),
+            "upstream_overloaded"
+        );
         assert_eq!(
             upstream_failure(404, b"", None, &[]).0.code(),
             "upstream_error"

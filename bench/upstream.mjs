@@ -1,0 +1,56 @@
+// A fast fake OpenAI upstream for the benchmark, run in its own worker thread (so it does not
+// share an event loop with the load generator): fixed small replies, keep-alive.
+import http from "node:http";
+import { parentPort } from "node:worker_threads";
+
+const completion = JSON.stringify({
+  id: "chatcmpl-bench",
+  object: "chat.completion",
+  created: 1741570283,
+  model: "gpt-bench",
+  choices: [{ index: 0, message: { role: "assistant", content: "Hello! How can I help you today?", refusal: null }, logprobs: null, finish_reason: "stop" }],
+  usage: { prompt_tokens: 9, completion_tokens: 9, total_tokens: 18, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } },
+  system_fingerprint: "fp_bench",
+});
+const pieces = ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"];
+function streamBody(includeUsage) {
+  const base = { id: "chatcmpl-bench", object: "chat.completion.chunk", created: 1741570283, model: "gpt-bench", system_fingerprint: "fp_bench" };
+  const u = includeUsage ? { usage: null } : {};
+  const ev = (o) => `data: ${JSON.stringify(o)}\n\n`;
+  let s = ev({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }], ...u });
+  for (const p of pieces) s += ev({ ...base, choices: [{ index: 0, delta: { content: p }, logprobs: null, finish_reason: null }], ...u });
+  s += ev({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: "stop" }], ...u });
+  if (includeUsage) s += ev({ ...base, choices: [], usage: { prompt_tokens: 9, completion_tokens: 9, total_tokens: 18 } });
+  return s + "data: [DONE]\n\n";
+}
+const streamWith = streamBody(true);
+const streamWithout = streamBody(false);
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    const raw = Buffer.concat(chunks).toString();
+    // cheap checks instead of JSON.parse: this server must not be the bottleneck
+    if (raw.includes('"stream":true')) {
+      const body = raw.includes('"include_usage":true') ? streamWith : streamWithout;
+      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+      // three writes, like an upstream producing tokens over time
+      const third = Math.floor(body.length / 3);
+      res.write(body.slice(0, third));
+      res.write(body.slice(third, 2 * third));
+      res.end(body.slice(2 * third));
+    } else {
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(completion) });
+      res.end(completion);
+    }
+  });
+});
+server.keepAliveTimeout = 60_000;
+server.listen(0, "127.0.0.1", () => parentPort.postMessage({ port: server.address().port }));
+parentPort.on("message", (m) => {
+  if (m === "close") {
+    server.closeAllConnections();
+    server.close(() => process.exit(0));
+  }
+});

@@ -1,0 +1,720 @@
+//! Which conversion a request needs, and the conversions composed: the client's format
+//! (OpenAI or Anthropic) on one side, the channel's wire format on the other.
+//!
+//! When both sides speak the same format the body passes through with only `model`
+//! rewritten, so fields the relay does not know still reach the upstream; otherwise the
+//! request goes through the neutral model and every field that could not be carried is
+//! reported. Streams are translated by a pure state machine per pair: bytes in, bytes out.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Channel;
+use crate::error::RelayError;
+use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
+use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
+use crate::formats::sse::SseError;
+use crate::formats::{anthropic, gemini};
+use crate::providers::{mock, ProviderKind, UpstreamRequest};
+use crate::usage::{estimate_tokens, Usage};
+
+/// The API a client called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    OpenAi,
+    Anthropic,
+}
+
+/// The format an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl ProviderKind {
+    pub fn wire_format(&self) -> WireFormat {
+        match self {
+            // The mock answers in OpenAI's format, from inside the Worker.
+            ProviderKind::OpenAi | ProviderKind::Mock => WireFormat::OpenAi,
+            ProviderKind::Anthropic => WireFormat::Anthropic,
+            ProviderKind::Gemini => WireFormat::Gemini,
+        }
+    }
+}
+
+/// A validated client request.
+#[derive(Debug, Clone)]
+pub enum ClientRequest {
+    OpenAi(InboundRequest),
+    /// An Anthropic Messages request: the raw body (for Anthropic upstreams, untouched but for
+    /// `model`) and its neutral form (for every other upstream).
+    Anthropic {
+        body: Map<String, Value>,
+        neutral: Box<ChatRequest>,
+        prompt_bytes: usize,
+    },
+}
+
+impl ClientRequest {
+    pub fn format(&self) -> ClientFormat {
+        match self {
+            ClientRequest::OpenAi(_) => ClientFormat::OpenAi,
+            ClientRequest::Anthropic { .. } => ClientFormat::Anthropic,
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        match self {
+            ClientRequest::OpenAi(r) => &r.model,
+            ClientRequest::Anthropic { neutral, .. } => &neutral.model,
+        }
+    }
+
+    pub fn stream(&self) -> bool {
+        match self {
+            ClientRequest::OpenAi(r) => r.stream,
+            ClientRequest::Anthropic { neutral, .. } => neutral.stream,
+        }
+    }
+
+    /// The client asked for usage in the stream. Anthropic streams always carry it.
+    pub fn include_usage(&self) -> bool {
+        match self {
+            ClientRequest::OpenAi(r) => r.include_usage,
+            ClientRequest::Anthropic { .. } => true,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            ClientRequest::OpenAi(r) => r.endpoint,
+            ClientRequest::Anthropic { .. } => Endpoint::ChatCompletions,
+        }
+    }
+
+    /// The name the usage row records.
+    pub fn endpoint_name(&self) -> &'static str {
+        match self {
+            ClientRequest::OpenAi(r) => r.endpoint.name(),
+            ClientRequest::Anthropic { .. } => "messages",
+        }
+    }
+
+    pub fn prompt_bytes(&self) -> usize {
+        match self {
+            ClientRequest::OpenAi(r) => r.prompt_bytes,
+            ClientRequest::Anthropic { prompt_bytes, .. } => *prompt_bytes,
+        }
+    }
+
+    /// The request in the neutral model, addressed to `upstream_model`.
+    fn neutral(&self, upstream_model: &str) -> (ChatRequest, Vec<Drop>) {
+        let (mut neutral, drops) = match self {
+            ClientRequest::OpenAi(r) => openai::to_neutral(r),
+            ClientRequest::Anthropic { neutral, .. } => (neutral.as_ref().clone(), Vec::new()),
+        };
+        neutral.model = upstream_model.to_string();
+        (neutral, drops)
+    }
+}
+
+/// Parses an Anthropic Messages request body.
+pub fn parse_anthropic(bytes: &[u8]) -> Result<ClientRequest, RelayError> {
+    let neutral = anthropic::decode_request(bytes)?;
+    let body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(body)) => body,
+        _ => {
+            return Err(RelayError::InvalidJson {
+                detail: "the body must be a JSON object".into(),
+            })
+        }
+    };
+    let prompt_bytes = prompt_bytes_of(&neutral);
+    Ok(ClientRequest::Anthropic {
+        body,
+        neutral: Box::new(neutral),
+        prompt_bytes,
+    })
+}
+
+/// A `count_tokens` body: a Messages request without `max_tokens` (and never a stream).
+pub fn parse_count_tokens(bytes: &[u8]) -> Result<ClientRequest, RelayError> {
+    let mut body = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(body)) => body,
+        Ok(_) => {
+            return Err(RelayError::InvalidJson {
+                detail: "the body must be a JSON object".into(),
+            })
+        }
+        Err(e) => {
+            return Err(RelayError::InvalidJson {
+                detail: e.to_string(),
+            })
+        }
+    };
+    body.entry("max_tokens")
+        .or_insert(json!(anthropic::DEFAULT_MAX_TOKENS));
+    body.remove("stream");
+    parse_anthropic(&serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
+}
+
+/// The request to an Anthropic channel's own token counter.
+pub fn count_tokens_request(
+    channel: &Channel,
+    api_key: &str,
+    req: &ClientRequest,
+    upstream_model: &str,
+) -> UpstreamRequest {
+    let mut body = match req {
+        ClientRequest::Anthropic { body, .. } => body.clone(),
+        ClientRequest::OpenAi(_) => Map::new(),
+    };
+    body.insert("model".into(), json!(upstream_model));
+    // The counter refuses generation parameters.
+    for field in [
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+    ] {
+        body.remove(field);
+    }
+    UpstreamRequest {
+        url: format!(
+            "{}/messages/count_tokens",
+            channel.base_url.trim_end_matches('/')
+        ),
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("x-api-key", api_key.to_string()),
+            ("anthropic-version", ANTHROPIC_VERSION.into()),
+        ],
+        body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+    }
+}
+
+fn prompt_bytes_of(req: &ChatRequest) -> usize {
+    let system: usize = req.system.iter().map(String::len).sum();
+    let messages: usize = req
+        .messages
+        .iter()
+        .map(|m| {
+            m.joined_text().len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let tools: usize = req
+        .tools
+        .iter()
+        .map(|t| t.parameters.to_string().len() + t.name.len())
+        .sum();
+    system + messages + tools
+}
+
+/// An estimate of the prompt's tokens, for `/v1/messages/count_tokens` when the upstream has
+/// no counting API.
+pub fn estimate_prompt_tokens(req: &ClientRequest) -> u64 {
+    estimate_tokens(req.prompt_bytes())
+}
+
+/// How the reply must be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// OpenAI on both sides: bytes pass through, watched for usage.
+    PassOpenAi,
+    /// Anthropic on both sides: likewise.
+    PassAnthropic,
+    /// Through the neutral model.
+    Translate {
+        upstream: WireFormat,
+        client: ClientFormat,
+    },
+}
+
+pub struct Plan {
+    pub request: UpstreamRequest,
+    pub mode: Mode,
+    /// Request fields dropped or approximated for this upstream.
+    pub drops: Vec<Drop>,
+}
+
+/// The Anthropic API version sent upstream; clients' `anthropic-version` is accepted and
+/// this one used, since the relay's translation is written against it.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The upstream request for this client request on this channel. `beta` is the client's
+/// `anthropic-beta` header, forwarded only to Anthropic upstreams.
+pub fn plan(
+    channel: &Channel,
+    api_key: Option<&str>,
+    req: &ClientRequest,
+    upstream_model: &str,
+    beta: Option<&str>,
+) -> Result<Plan, RelayError> {
+    if !channel.provider.supports(req.endpoint()) {
+        return Err(RelayError::UnsupportedEndpoint {
+            endpoint: req.endpoint().name(),
+            provider: channel.provider.as_str(),
+        });
+    }
+    let wire = channel.provider.wire_format();
+    let base = channel.base_url.trim_end_matches('/');
+    let stream = req.stream();
+    let accept = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut headers: Vec<(&'static str, String)> = vec![
+        ("content-type", "application/json".into()),
+        ("accept", accept.into()),
+    ];
+    let (url, body, mode, drops) = match (wire, req) {
+        (WireFormat::OpenAi, ClientRequest::OpenAi(r)) => {
+            let url = format!("{base}{}", r.endpoint.path());
+            (
+                url,
+                openai::upstream_body(r, upstream_model, true),
+                Mode::PassOpenAi,
+                Vec::new(),
+            )
+        }
+        (WireFormat::Anthropic, ClientRequest::Anthropic { body, .. }) => {
+            let mut body = body.clone();
+            body.insert("model".into(), json!(upstream_model));
+            let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+            (
+                format!("{base}/messages"),
+                bytes,
+                Mode::PassAnthropic,
+                Vec::new(),
+            )
+        }
+        (wire, req) => {
+            let (neutral, mut drops) = req.neutral(upstream_model);
+            let (body, more, url) = match wire {
+                WireFormat::OpenAi => {
+                    let (b, d) = openai::encode_request(&neutral);
+                    (b, d, format!("{base}/chat/completions"))
+                }
+                WireFormat::Anthropic => {
+                    let (b, d) = anthropic::encode_request(&neutral);
+                    (b, d, format!("{base}/messages"))
+                }
+                WireFormat::Gemini => {
+                    let (b, d) = gemini::encode_request(&neutral);
+                    (
+                        b,
+                        d,
+                        format!("{base}{}", gemini::request_path(upstream_model, stream)),
+                    )
+                }
+            };
+            drops.extend(more);
+            let mode = Mode::Translate {
+                upstream: wire,
+                client: req.format(),
+            };
+            (
+                url,
+                serde_json::to_vec(&body).unwrap_or_default(),
+                mode,
+                drops,
+            )
+        }
+    };
+    if let Some(key) = api_key {
+        match wire {
+            WireFormat::OpenAi => headers.push(("authorization", format!("Bearer {key}"))),
+            WireFormat::Anthropic => headers.push(("x-api-key", key.to_string())),
+            WireFormat::Gemini => headers.push(("x-goog-api-key", key.to_string())),
+        }
+    }
+    if wire == WireFormat::Anthropic {
+        headers.push(("anthropic-version", ANTHROPIC_VERSION.into()));
+        if let (Some(beta), ClientFormat::Anthropic) = (beta, req.format()) {
+            headers.push(("anthropic-beta", beta.to_string()));
+        }
+    }
+    Ok(Plan {
+        request: UpstreamRequest { url, headers, body },
+        mode,
+        drops,
+    })
+}
+
+/// The built-in mock's answer, in OpenAI's format (it is an OpenAI-format upstream that lives
+/// in the Worker), with the mode that turns it into the client's format.
+pub enum MockReply {
+    Whole(Vec<u8>),
+    Chunks(Vec<Vec<u8>>),
+}
+
+pub fn mock(
+    req: &ClientRequest,
+    upstream_model: &str,
+    id: &str,
+    created_s: i64,
+) -> Result<(MockReply, Mode), RelayError> {
+    let (openai_req, mode) = match req {
+        ClientRequest::OpenAi(r) => (r.clone(), Mode::PassOpenAi),
+        ClientRequest::Anthropic { .. } => {
+            let (neutral, _) = req.neutral(upstream_model);
+            let (body, _) = openai::encode_request(&neutral);
+            let parsed =
+                openai::parse_request(Endpoint::ChatCompletions, body.to_string().as_bytes())?;
+            (
+                parsed,
+                Mode::Translate {
+                    upstream: WireFormat::OpenAi,
+                    client: ClientFormat::Anthropic,
+                },
+            )
+        }
+    };
+    let reply = if openai_req.stream {
+        MockReply::Chunks(mock::stream_chunks(
+            &openai_req,
+            upstream_model,
+            id,
+            created_s,
+        ))
+    } else {
+        MockReply::Whole(mock::reply(&openai_req, upstream_model, id, created_s))
+    };
+    Ok((reply, mode))
+}
+
+/// A whole (non-stream) reply in the client's format, with its usage and generated size.
+pub struct Reply {
+    pub body: Vec<u8>,
+    pub usage: Option<Usage>,
+    pub completion_bytes: usize,
+}
+
+/// The reply in the client's format. `model` is what the client is told served it.
+pub fn reply(
+    mode: Mode,
+    bytes: Vec<u8>,
+    model: &str,
+    id: &str,
+    created_s: i64,
+) -> Result<Reply, RelayError> {
+    let bad = |detail: String| RelayError::UpstreamBadResponse { detail };
+    let response = match mode {
+        Mode::PassOpenAi => {
+            let s = openai::summarize_reply(&bytes);
+            return Ok(Reply {
+                body: bytes,
+                usage: s.usage,
+                completion_bytes: s.completion_bytes,
+            });
+        }
+        Mode::PassAnthropic => {
+            // A pass-through reply the relay cannot read is still the upstream's to give.
+            let r = anthropic::decode_response(&bytes).ok();
+            let (usage, completion_bytes) = r.map_or((None, 0), |r| (r.usage, generated_bytes(&r)));
+            return Ok(Reply {
+                usage,
+                completion_bytes,
+                body: bytes,
+            });
+        }
+        Mode::Translate {
+            upstream: WireFormat::Gemini,
+            ..
+        } => gemini::decode_response(&bytes, model, id, created_s).map_err(bad)?,
+        Mode::Translate {
+            upstream: WireFormat::OpenAi,
+            ..
+        } => openai::decode_response(&bytes).map_err(bad)?,
+        Mode::Translate {
+            upstream: WireFormat::Anthropic,
+            ..
+        } => anthropic::decode_response(&bytes).map_err(bad)?,
+    };
+    let body = match mode {
+        Mode::Translate {
+            client: ClientFormat::Anthropic,
+            ..
+        } => anthropic::encode_response(&response, model),
+        _ => openai::encode_response(&response, model),
+    };
+    Ok(Reply {
+        body: body.to_string().into_bytes(),
+        usage: response.usage,
+        completion_bytes: generated_bytes(&response),
+    })
+}
+
+fn generated_bytes(r: &ChatResponse) -> usize {
+    r.message.joined_text().len()
+        + r.message.reasoning.as_ref().map_or(0, String::len)
+        + r.message
+            .tool_calls
+            .iter()
+            .map(|c| c.arguments.len())
+            .sum::<usize>()
+}
+
+enum Decoder {
+    OpenAi(openai::StreamDecoder),
+    Anthropic(anthropic::StreamDecoder),
+    Gemini(gemini::StreamDecoder),
+}
+
+enum Encoder {
+    OpenAi(openai::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+/// A relayed stream as the client receives it. Watches usage and generated text either way.
+pub struct StreamPipe(Pipe);
+
+enum Pipe {
+    /// OpenAI to OpenAI: bytes through, usage chunk removed if the client did not ask for it.
+    OpenAiPass(StreamPassThrough),
+    /// Anthropic to Anthropic: bytes through untouched, decoded on the side for usage.
+    AnthropicPass {
+        decoder: anthropic::StreamDecoder,
+        watch: Watch,
+    },
+    Translate {
+        decoder: Decoder,
+        encoder: Encoder,
+        watch: Watch,
+    },
+}
+
+/// What a stream carried, gathered from its neutral events.
+#[derive(Default)]
+pub struct Watch {
+    events: Vec<StreamEvent>,
+    usage: Option<Usage>,
+    completion_bytes: usize,
+    finished: bool,
+}
+
+impl Watch {
+    fn see(&mut self, e: &StreamEvent) {
+        match e {
+            StreamEvent::TextDelta(t) | StreamEvent::ReasoningDelta(t) => {
+                self.completion_bytes += t.len()
+            }
+            StreamEvent::ToolCallDelta { arguments, .. } => {
+                self.completion_bytes += arguments.len()
+            }
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Finish { .. } | StreamEvent::Error { .. } => self.finished = true,
+            StreamEvent::Start { .. }
+            | StreamEvent::ReasoningSignature(_)
+            | StreamEvent::ToolCallStart { .. } => {}
+        }
+    }
+}
+
+impl StreamPipe {
+    pub fn new(
+        mode: Mode,
+        include_usage: bool,
+        model: &str,
+        id: &str,
+        created_s: i64,
+    ) -> StreamPipe {
+        let decoder = |wire: WireFormat| match wire {
+            WireFormat::OpenAi => Decoder::OpenAi(openai::StreamDecoder::new()),
+            WireFormat::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
+            WireFormat::Gemini => Decoder::Gemini(gemini::StreamDecoder::new(model, id)),
+        };
+        StreamPipe(match mode {
+            Mode::PassOpenAi => Pipe::OpenAiPass(StreamPassThrough::new(!include_usage)),
+            Mode::PassAnthropic => Pipe::AnthropicPass {
+                decoder: anthropic::StreamDecoder::new(),
+                watch: Watch::default(),
+            },
+            Mode::Translate { upstream, client } => Pipe::Translate {
+                decoder: decoder(upstream),
+                encoder: match client {
+                    ClientFormat::OpenAi => Encoder::OpenAi(openai::StreamEncoder::new(
+                        id,
+                        model,
+                        created_s,
+                        include_usage,
+                    )),
+                    ClientFormat::Anthropic => {
+                        Encoder::Anthropic(anthropic::StreamEncoder::new(id, model))
+                    }
+                },
+                watch: Watch::default(),
+            },
+        })
+    }
+
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), SseError> {
+        self.step(Some(chunk), out)
+    }
+
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), SseError> {
+        self.step(None, out)
+    }
+
+    fn step(&mut self, chunk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), SseError> {
+        match &mut self.0 {
+            Pipe::OpenAiPass(p) => match chunk {
+                Some(c) => p.push(c, out),
+                None => p.finish(out),
+            },
+            Pipe::AnthropicPass { decoder, watch } => {
+                let mut events = std::mem::take(&mut watch.events);
+                let result = match chunk {
+                    Some(c) => {
+                        out.extend_from_slice(c);
+                        decoder.push(c, &mut events)
+                    }
+                    None => decoder.finish(&mut events),
+                };
+                for e in events.drain(..) {
+                    watch.see(&e);
+                }
+                watch.events = events;
+                result
+            }
+            Pipe::Translate {
+                decoder,
+                encoder,
+                watch,
+            } => {
+                let mut events = std::mem::take(&mut watch.events);
+                let result = match (decoder, chunk) {
+                    (Decoder::OpenAi(d), Some(c)) => d.push(c, &mut events),
+                    (Decoder::OpenAi(d), None) => d.finish(&mut events),
+                    (Decoder::Anthropic(d), Some(c)) => d.push(c, &mut events),
+                    (Decoder::Anthropic(d), None) => d.finish(&mut events),
+                    (Decoder::Gemini(d), Some(c)) => d.push(c, &mut events),
+                    (Decoder::Gemini(d), None) => d.finish(&mut events),
+                };
+                for e in events.drain(..) {
+                    watch.see(&e);
+                    match encoder {
+                        Encoder::OpenAi(enc) => enc.push(&e, out),
+                        Encoder::Anthropic(enc) => enc.push(&e, out),
+                    }
+                }
+                watch.events = events;
+                if chunk.is_none() && watch.finished {
+                    match encoder {
+                        Encoder::OpenAi(enc) => enc.finish(out),
+                        Encoder::Anthropic(enc) => enc.finish(out),
+                    }
+                }
+                result
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        match &self.0 {
+            Pipe::OpenAiPass(p) => p.usage(),
+            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => watch.usage,
+        }
+    }
+
+    pub fn completion_bytes(&self) -> usize {
+        match &self.0 {
+            Pipe::OpenAiPass(p) => p.completion_bytes(),
+            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => {
+                watch.completion_bytes
+            }
+        }
+    }
+
+    /// The upstream ended the stream properly (OpenAI `[DONE]`, a finish reason otherwise).
+    pub fn completed(&self) -> bool {
+        match &self.0 {
+            Pipe::OpenAiPass(p) => p.saw_done(),
+            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => watch.finished,
+        }
+    }
+
+    /// The client's stream ended with an error in its own format (the upstream broke off).
+    pub fn break_off(&self, err: &RelayError, out: &mut Vec<u8>) {
+        match self.client_format() {
+            ClientFormat::OpenAi => crate::formats::sse::encode_event(None, &err.body(), out),
+            ClientFormat::Anthropic => crate::formats::sse::encode_event(
+                Some("error"),
+                &anthropic::error_body(err).to_string(),
+                out,
+            ),
+        }
+    }
+
+    fn client_format(&self) -> ClientFormat {
+        match &self.0 {
+            Pipe::OpenAiPass(_) => ClientFormat::OpenAi,
+            Pipe::AnthropicPass { .. } => ClientFormat::Anthropic,
+            Pipe::Translate {
+                encoder: Encoder::OpenAi(_),
+                ..
+            } => ClientFormat::OpenAi,
+            Pipe::Translate {
+                encoder: Encoder::Anthropic(_),
+                ..
+            } => ClientFormat::Anthropic,
+        }
+    }
+}
+
+/// The status and error body in the client's format. Anthropic clients expect 529 for an
+/// overloaded upstream, where OpenAI clients get 503.
+pub fn error_response(format: ClientFormat, err: &RelayError) -> (u16, String) {
+    match format {
+        ClientFormat::OpenAi => (err.status(), err.body()),
+        ClientFormat::Anthropic => {
+            let status = match err {
+                RelayError::UpstreamOverloaded { .. } => 529,
+                _ => err.status(),
+            };
+            (status, anthropic::error_body(err).to_string())
+        }
+    }
+}
+
+/// Strict mode refuses a request any of whose fields would be dropped or approximated.
+pub fn check_strict(drops: &[Drop], provider: ProviderKind) -> Result<(), RelayError> {
+    match drops.first() {
+        Some(d) => Err(RelayError::FieldNotSupported {
+            field: d.field.clone(),
+            provider: provider.as_str(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The fidelity response headers: fields dropped, and fields approximated, comma-separated.
+pub fn fidelity_headers(drops: &[Drop]) -> Vec<(&'static str, String)> {
+    let list = |approximated: bool| {
+        let mut fields: Vec<&str> = drops
+            .iter()
+            .filter(|d| d.approximated == approximated)
+            .map(|d| d.field.as_str())
+            .collect();
+        fields.sort_unstable();
+        fields.dedup();
+        fields.join(", ")
+    };
+    let mut headers = Vec::new();
+    for (name, approximated) in [("x-relay-dropped", false), ("x-relay-approximated", true)] {
+        let value = list(approximated);
+        if !value.is_empty() {
+            headers.push((name, value));
+        }
+    }
+    headers
+}
