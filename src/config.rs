@@ -82,6 +82,8 @@ pub struct Channel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    /// Provider-specific settings (e.g. Azure's `api_version`); only known names are accepted.
+    pub options: BTreeMap<String, String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -97,6 +99,7 @@ pub struct ChannelView {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub options: BTreeMap<String, String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -112,9 +115,14 @@ impl Channel {
             models: self.models.clone(),
             status: self.status,
             timeout_ms: self.timeout_ms,
+            options: self.options.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
+    }
+
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options.get(name).map(String::as_str)
     }
 
     pub fn serves(&self, upstream_model: &str) -> bool {
@@ -224,6 +232,24 @@ impl Fields {
                 .map(Some)
                 .ok_or_else(|| bad_type(field, "an integer")),
             Some(_) => Err(bad_type(field, "an integer")),
+        }
+    }
+
+    /// An object of string values.
+    fn options(&self) -> Result<Option<BTreeMap<String, String>>, RelayError> {
+        match self.map.get("options") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(o)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in o {
+                    match v {
+                        Value::String(s) => out.insert(k.clone(), s.trim().to_string()),
+                        _ => return Err(bad_type(&format!("options.{k}"), "a string")),
+                    };
+                }
+                Ok(Some(out))
+            }
+            Some(_) => Err(bad_type("options", "an object of strings")),
         }
     }
 
@@ -353,9 +379,11 @@ pub struct NewChannel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub options: BTreeMap<String, String>,
 }
 
 const CHANNEL_FIELDS: &[&str] = &[
+    "options",
     "name",
     "provider",
     "base_url",
@@ -381,6 +409,7 @@ pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
         models: f.string_list("models")?.unwrap_or_default(),
         status: f.status("status")?.unwrap_or(Status::Active),
         timeout_ms: check_timeout(f.integer("timeout_ms")?)?,
+        options: check_options(provider, f.options()?.unwrap_or_default())?,
     })
 }
 
@@ -393,6 +422,7 @@ pub struct ChannelPatch {
     pub models: Option<Vec<String>>,
     pub status: Option<Status>,
     pub timeout_ms: Option<Option<u64>>,
+    pub options: Option<BTreeMap<String, String>>,
 }
 
 pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
@@ -413,6 +443,12 @@ pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
         status: f.status("status")?,
         timeout_ms: if f.has("timeout_ms") {
             Some(check_timeout(f.integer("timeout_ms")?)?)
+        } else {
+            None
+        },
+        // `null` clears the options, like an empty object.
+        options: if f.has("options") {
+            Some(f.options()?.unwrap_or_default())
         } else {
             None
         },
@@ -447,6 +483,13 @@ impl ChannelPatch {
         }
         if let Some(timeout) = self.timeout_ms {
             channel.timeout_ms = timeout;
+        }
+        if let Some(options) = &self.options {
+            channel.options = options.clone();
+        }
+        if self.provider.is_some() || self.options.is_some() {
+            channel.options =
+                check_options(channel.provider, std::mem::take(&mut channel.options))?;
         }
         channel.updated_at = now_ms;
         Ok(())
@@ -501,6 +544,39 @@ fn check_api_keys(keys: Vec<String>) -> Result<Vec<String>, RelayError> {
         }
     }
     Ok(keys)
+}
+
+fn check_options(
+    provider: ProviderKind,
+    options: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, RelayError> {
+    let known = provider.option_names();
+    for (name, value) in &options {
+        if !known.contains(&name.as_str()) {
+            let expected = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
+            return Err(bad_value(
+                &format!("options.{name}"),
+                &format!(
+                    "not an option of provider '{}' (it takes: {expected})",
+                    provider.as_str()
+                ),
+            ));
+        }
+        if value.is_empty()
+            || value.len() > 200
+            || value.contains(|c: char| c.is_control() || c.is_whitespace() || c == '&' || c == '#')
+        {
+            return Err(bad_value(
+                &format!("options.{name}"),
+                "must be 1 to 200 characters, no spaces",
+            ));
+        }
+    }
+    Ok(options)
 }
 
 fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
@@ -645,6 +721,7 @@ mod tests {
             models: models.iter().map(|m| m.to_string()).collect(),
             status: Status::Active,
             timeout_ms: None,
+            options: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
         }
@@ -744,6 +821,23 @@ mod tests {
             Some("timeout_ms".into())
         );
         parse_new_channel(br#"{"name":"m","provider":"mock"}"#).unwrap();
+        let azure = parse_new_channel(br#"{"name":"a","provider":"azure","base_url":"https://r.openai.azure.com","options":{"api_version":"2024-10-21"}}"#).unwrap();
+        assert_eq!(
+            azure.options.get("api_version").map(String::as_str),
+            Some("2024-10-21")
+        );
+        assert_eq!(
+            err(br#"{"name":"a","provider":"openai","options":{"api_version":"x"}}"#),
+            Some("options.api_version".into())
+        );
+        assert_eq!(err(br#"{"name":"a","provider":"azure","base_url":"https://r","options":{"api_version":1}}"#), Some("options.api_version".into()));
+        assert_eq!(
+            err(br#"{"name":"a","provider":"azure"}"#),
+            Some("base_url".into())
+        );
+        let groq =
+            parse_new_channel(br#"{"name":"g","provider":"groq","api_keys":["k"]}"#).unwrap();
+        assert_eq!(groq.base_url, "https://api.groq.com/openai/v1");
     }
 
     #[test]

@@ -127,6 +127,19 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Encode everything but RFC 3986's unreserved characters, for a path segment or query value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Split a query string into decoded `(name, value)` pairs (`+` is a space, as forms send it).
 pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
@@ -215,6 +228,14 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        for s in ["gpt-4o", "a b/c:d?e", "é"] {
+            assert_eq!(percent_decode(&percent_encode(s)), s);
+        }
+        assert_eq!(percent_encode("anthropic.claude:0"), "anthropic.claude%3A0");
     }
 
     #[test]

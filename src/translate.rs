@@ -14,7 +14,7 @@ use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
 use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
 use crate::formats::sse::SseError;
 use crate::formats::{anthropic, gemini};
-use crate::providers::{mock, ProviderKind, UpstreamRequest};
+use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
 use crate::usage::{estimate_tokens, Usage};
 
 /// The API a client called.
@@ -36,7 +36,10 @@ impl ProviderKind {
     pub fn wire_format(&self) -> WireFormat {
         match self {
             // The mock answers in OpenAI's format, from inside the Worker.
-            ProviderKind::OpenAi | ProviderKind::Mock => WireFormat::OpenAi,
+            ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::Compatible(_)
+            | ProviderKind::Mock => WireFormat::OpenAi,
             ProviderKind::Anthropic => WireFormat::Anthropic,
             ProviderKind::Gemini => WireFormat::Gemini,
         }
@@ -276,12 +279,14 @@ pub fn plan(
         ("content-type", "application/json".into()),
         ("accept", accept.into()),
     ];
-    let (url, body, mode, drops) = match (wire, req) {
+    let (body, mode, mut drops) = match (wire, req) {
         (WireFormat::OpenAi, ClientRequest::OpenAi(r)) => {
-            let url = format!("{base}{}", r.endpoint.path());
+            let ask_usage = channel
+                .provider
+                .openai_quirks()
+                .is_some_and(|q| q.stream_usage);
             (
-                url,
-                openai::upstream_body(r, upstream_model, true),
+                Value::Object(openai::upstream_body(r, upstream_model, ask_usage)),
                 Mode::PassOpenAi,
                 Vec::new(),
             )
@@ -289,54 +294,57 @@ pub fn plan(
         (WireFormat::Anthropic, ClientRequest::Anthropic { body, .. }) => {
             let mut body = body.clone();
             body.insert("model".into(), json!(upstream_model));
-            let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
-            (
-                format!("{base}/messages"),
-                bytes,
-                Mode::PassAnthropic,
-                Vec::new(),
-            )
+            (Value::Object(body), Mode::PassAnthropic, Vec::new())
         }
         (wire, req) => {
             let (neutral, mut drops) = req.neutral(upstream_model);
-            let (body, more, url) = match wire {
-                WireFormat::OpenAi => {
-                    let (b, d) = openai::encode_request(&neutral);
-                    (b, d, format!("{base}/chat/completions"))
-                }
-                WireFormat::Anthropic => {
-                    let (b, d) = anthropic::encode_request(&neutral);
-                    (b, d, format!("{base}/messages"))
-                }
-                WireFormat::Gemini => {
-                    let (b, d) = gemini::encode_request(&neutral);
-                    (
-                        b,
-                        d,
-                        format!("{base}{}", gemini::request_path(upstream_model, stream)),
-                    )
-                }
+            let (body, more) = match wire {
+                WireFormat::OpenAi => openai::encode_request(&neutral),
+                WireFormat::Anthropic => anthropic::encode_request(&neutral),
+                WireFormat::Gemini => gemini::encode_request(&neutral),
             };
             drops.extend(more);
-            let mode = Mode::Translate {
-                upstream: wire,
-                client: req.format(),
-            };
             (
-                url,
-                serde_json::to_vec(&body).unwrap_or_default(),
-                mode,
+                body,
+                Mode::Translate {
+                    upstream: wire,
+                    client: req.format(),
+                },
                 drops,
             )
         }
     };
+    let mut body = body;
+    if let (Some(quirks), Value::Object(map)) = (channel.provider.openai_quirks(), &mut body) {
+        drops.extend(providers::apply_quirks(map, quirks));
+    }
+    let url = match (channel.provider, wire) {
+        (ProviderKind::Azure, _) => {
+            let version = channel
+                .option("api_version")
+                .unwrap_or(providers::AZURE_DEFAULT_API_VERSION);
+            format!(
+                "{base}/openai/deployments/{}{}?api-version={}",
+                crate::routes::percent_encode(upstream_model),
+                req.endpoint().path(),
+                crate::routes::percent_encode(version)
+            )
+        }
+        (_, WireFormat::OpenAi) => format!("{base}{}", req.endpoint().path()),
+        (_, WireFormat::Anthropic) => format!("{base}/messages"),
+        (_, WireFormat::Gemini) => {
+            format!("{base}{}", gemini::request_path(upstream_model, stream))
+        }
+    };
     if let Some(key) = api_key {
-        match wire {
-            WireFormat::OpenAi => headers.push(("authorization", format!("Bearer {key}"))),
-            WireFormat::Anthropic => headers.push(("x-api-key", key.to_string())),
-            WireFormat::Gemini => headers.push(("x-goog-api-key", key.to_string())),
+        match (channel.provider, wire) {
+            (ProviderKind::Azure, _) => headers.push(("api-key", key.to_string())),
+            (_, WireFormat::OpenAi) => headers.push(("authorization", format!("Bearer {key}"))),
+            (_, WireFormat::Anthropic) => headers.push(("x-api-key", key.to_string())),
+            (_, WireFormat::Gemini) => headers.push(("x-goog-api-key", key.to_string())),
         }
     }
+    let body = serde_json::to_vec(&body).unwrap_or_default();
     if wire == WireFormat::Anthropic {
         headers.push(("anthropic-version", ANTHROPIC_VERSION.into()));
         if let (Some(beta), ClientFormat::Anthropic) = (beta, req.format()) {
@@ -717,4 +725,362 @@ pub fn fidelity_headers(drops: &[Drop]) -> Vec<(&'static str, String)> {
         }
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Status;
+    use std::collections::BTreeMap;
+
+    fn channel(provider: &str, base_url: &str) -> Channel {
+        let provider = ProviderKind::parse(provider).unwrap();
+        Channel {
+            id: "ch".into(),
+            name: "ch".into(),
+            provider,
+            base_url: base_url.into(),
+            api_keys: vec!["up-key".into()],
+            models: vec![],
+            status: Status::Active,
+            timeout_ms: None,
+            options: BTreeMap::new(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn openai_client(body: Value) -> ClientRequest {
+        ClientRequest::OpenAi(
+            openai::parse_request(Endpoint::ChatCompletions, body.to_string().as_bytes()).unwrap(),
+        )
+    }
+
+    fn header<'a>(plan: &'a Plan, name: &str) -> Option<&'a str> {
+        plan.request
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn body(plan: &Plan) -> Value {
+        serde_json::from_slice(&plan.request.body).unwrap()
+    }
+
+    const CLAUDE_CODE: &[u8] =
+        include_bytes!("../tests/fixtures/anthropic/claude_code_request.json");
+
+    #[test]
+    fn openai_to_openai_passes_through_with_model_rewritten() {
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true,"x_custom":{"a":1}}),
+        );
+        let plan = plan(
+            &channel("openai", "https://up.example/v1"),
+            Some("up-key"),
+            &req,
+            "gpt-x",
+            None,
+        )
+        .unwrap();
+        assert_eq!(plan.mode, Mode::PassOpenAi);
+        assert_eq!(plan.request.url, "https://up.example/v1/chat/completions");
+        assert_eq!(header(&plan, "authorization"), Some("Bearer up-key"));
+        let b = body(&plan);
+        assert_eq!(
+            (b["model"].as_str(), &b["x_custom"]),
+            (Some("gpt-x"), &json!({"a":1}))
+        );
+        assert_eq!(b["stream_options"]["include_usage"], true);
+        assert!(plan.drops.is_empty());
+    }
+
+    #[test]
+    fn presets_apply_their_quirks() {
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true,
+            "seed":1,"logit_bias":{"1":1},"stream_options":{"include_usage":true}}),
+        );
+        let mistral = plan(
+            &channel("mistral", "https://api.mistral.ai/v1"),
+            Some("k"),
+            &req,
+            "m",
+            None,
+        )
+        .unwrap();
+        let b = body(&mistral);
+        assert_eq!((b.get("seed"), &b["random_seed"]), (None, &json!(1)));
+        assert!(b.get("stream_options").is_none() && b.get("logit_bias").is_none());
+        let fields: Vec<&str> = mistral.drops.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, vec!["logit_bias", "stream_options.include_usage"]);
+        let groq = plan(
+            &channel("groq", "https://api.groq.com/openai/v1"),
+            Some("k"),
+            &req,
+            "llama",
+            None,
+        )
+        .unwrap();
+        assert_eq!(body(&groq)["stream_options"]["include_usage"], true);
+        assert_eq!(
+            check_strict(&groq.drops, ProviderKind::parse("groq").unwrap())
+                .unwrap_err()
+                .param(),
+            Some("logit_bias")
+        );
+        let ollama = plan(
+            &channel("ollama", "http://127.0.0.1:11434/v1"),
+            None,
+            &req,
+            "llama3",
+            None,
+        )
+        .unwrap();
+        assert_eq!(header(&ollama, "authorization"), None);
+    }
+
+    #[test]
+    fn azure_uses_deployments_api_version_and_api_key() {
+        let mut azure = channel("azure", "https://res.openai.azure.com");
+        let req = openai_client(json!({"model":"pub","messages":[{"role":"user","content":"hi"}]}));
+        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None).unwrap();
+        assert_eq!(p.request.url, "https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
+        assert_eq!(
+            (header(&p, "api-key"), header(&p, "authorization")),
+            (Some("az-key"), None)
+        );
+        azure
+            .options
+            .insert("api_version".into(), "2025-01-01-preview".into());
+        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None).unwrap();
+        assert!(p.request.url.ends_with("?api-version=2025-01-01-preview"));
+    }
+
+    #[test]
+    fn openai_client_to_anthropic_and_gemini_is_translated() {
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"seed":3}),
+        );
+        let p = plan(
+            &channel("anthropic", "https://api.anthropic.com/v1"),
+            Some("ak"),
+            &req,
+            "claude-x",
+            Some("beta-1"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.mode,
+            Mode::Translate {
+                upstream: WireFormat::Anthropic,
+                client: ClientFormat::OpenAi
+            }
+        );
+        assert_eq!(p.request.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(
+            (header(&p, "x-api-key"), header(&p, "anthropic-version")),
+            (Some("ak"), Some(ANTHROPIC_VERSION))
+        );
+        // anthropic-beta only travels from Anthropic clients.
+        assert_eq!(header(&p, "anthropic-beta"), None);
+        let b = body(&p);
+        assert_eq!(b["model"], "claude-x");
+        assert!(b["max_tokens"].as_u64().is_some());
+        assert_eq!(
+            fidelity_headers(&p.drops),
+            vec![("x-relay-dropped", "seed".to_string())]
+        );
+
+        let stream = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}),
+        );
+        let g = plan(
+            &channel("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+            Some("gk"),
+            &stream,
+            "gemini-2.5-flash",
+            None,
+        )
+        .unwrap();
+        assert_eq!(g.request.url, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
+        assert_eq!(header(&g, "x-goog-api-key"), Some("gk"));
+    }
+
+    #[test]
+    fn anthropic_client_passes_through_to_anthropic_and_is_translated_elsewhere() {
+        let req = parse_anthropic(CLAUDE_CODE).unwrap();
+        assert_eq!(req.format(), ClientFormat::Anthropic);
+        let p = plan(
+            &channel("anthropic", "https://api.anthropic.com/v1"),
+            Some("ak"),
+            &req,
+            "claude-up",
+            Some("beta-1"),
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::PassAnthropic);
+        assert_eq!(header(&p, "anthropic-beta"), Some("beta-1"));
+        let original: Value = serde_json::from_slice(CLAUDE_CODE).unwrap();
+        let mut expected = original.clone();
+        expected["model"] = json!("claude-up");
+        assert_eq!(body(&p), expected);
+
+        let o = plan(
+            &channel("openai", "https://up/v1"),
+            Some("k"),
+            &req,
+            "gpt-up",
+            Some("beta-1"),
+        )
+        .unwrap();
+        assert_eq!(
+            o.mode,
+            Mode::Translate {
+                upstream: WireFormat::OpenAi,
+                client: ClientFormat::Anthropic
+            }
+        );
+        assert_eq!(header(&o, "anthropic-beta"), None);
+        let b = body(&o);
+        assert_eq!(b["messages"][0]["role"], "system");
+        assert!(!o.request.body.windows(13).any(|w| w == b"cache_control"));
+    }
+
+    #[test]
+    fn endpoints_a_provider_cannot_serve_are_refused() {
+        let req = ClientRequest::OpenAi(
+            openai::parse_request(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#).unwrap(),
+        );
+        let e = plan(
+            &channel("anthropic", "https://a/v1"),
+            Some("k"),
+            &req,
+            "c",
+            None,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.code(), "unsupported_endpoint");
+    }
+
+    fn run_pipe(mut pipe: StreamPipe, bytes: &[u8]) -> (String, StreamPipe) {
+        let mut out = Vec::new();
+        pipe.push(bytes, &mut out).unwrap();
+        pipe.finish(&mut out).unwrap();
+        (String::from_utf8(out).unwrap(), pipe)
+    }
+
+    #[test]
+    fn anthropic_stream_reaches_an_openai_client_as_chunks() {
+        let mode = Mode::Translate {
+            upstream: WireFormat::Anthropic,
+            client: ClientFormat::OpenAi,
+        };
+        let fixture = include_bytes!("../tests/fixtures/anthropic/stream_tool_use.sse");
+        let (out, pipe) = run_pipe(StreamPipe::new(mode, true, "claude", "id", 1), fixture);
+        assert!(pipe.completed());
+        assert!(out.contains("\"tool_calls\""), "{out}");
+        assert!(out.contains("\"finish_reason\":\"tool_calls\""), "{out}");
+        assert!(out.trim_end().ends_with("data: [DONE]"));
+        let usage = pipe.usage().unwrap();
+        assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0);
+        // Split anywhere, the client sees the same bytes.
+        for cut in (0..fixture.len()).step_by(5) {
+            let mut p = StreamPipe::new(mode, true, "claude", "id", 1);
+            let mut o = Vec::new();
+            p.push(&fixture[..cut], &mut o).unwrap();
+            p.push(&fixture[cut..], &mut o).unwrap();
+            p.finish(&mut o).unwrap();
+            assert_eq!(String::from_utf8(o).unwrap(), out, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn anthropic_pass_through_keeps_bytes_and_reads_usage() {
+        let fixture = include_bytes!("../tests/fixtures/anthropic/stream_text.sse");
+        let (out, pipe) = run_pipe(
+            StreamPipe::new(Mode::PassAnthropic, true, "c", "id", 1),
+            fixture,
+        );
+        assert_eq!(out.as_bytes(), fixture);
+        assert!(pipe.completed() && pipe.usage().is_some());
+    }
+
+    #[test]
+    fn mock_answers_anthropic_clients_in_their_format() {
+        let req = parse_anthropic(br#"{"model":"demo","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hello"}]}"#).unwrap();
+        let (streamed, mode) = mock(&req, "mock-1", "msg_1", 1).unwrap();
+        let MockReply::Chunks(chunks) = streamed else {
+            panic!("a stream was asked for")
+        };
+        let mut pipe = StreamPipe::new(mode, true, "mock-1", "msg_1", 1);
+        let mut out = Vec::new();
+        for c in &chunks {
+            pipe.push(c, &mut out).unwrap();
+        }
+        pipe.finish(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for event in [
+            "message_start",
+            "content_block_delta",
+            "message_delta",
+            "message_stop",
+        ] {
+            assert!(
+                out.contains(&format!("event: {event}")),
+                "{event} missing in {out}"
+            );
+        }
+        assert!(pipe.usage().is_some_and(|u| u.prompt_tokens > 0));
+
+        let whole = parse_anthropic(
+            br#"{"model":"demo","max_tokens":50,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .unwrap();
+        let (MockReply::Whole(bytes), mode) = mock(&whole, "mock-1", "msg_1", 1).unwrap() else {
+            panic!()
+        };
+        let r = reply(mode, bytes, "mock-1", "msg_1", 1).unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["role"].as_str()),
+            (Some("message"), Some("assistant"))
+        );
+        assert!(v["content"][0]["text"].as_str().unwrap().contains("Hello"));
+    }
+
+    #[test]
+    fn gemini_reply_reaches_openai_clients() {
+        let mode = Mode::Translate {
+            upstream: WireFormat::Gemini,
+            client: ClientFormat::OpenAi,
+        };
+        let r = reply(
+            mode,
+            include_bytes!("../tests/fixtures/gemini/function_call.json").to_vec(),
+            "gemini-x",
+            "id",
+            1,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["model"], "gemini-x");
+        assert!(r.usage.is_some());
+        let bad = reply(mode, b"<html>".to_vec(), "g", "id", 1).err().unwrap();
+        assert_eq!(bad.code(), "upstream_bad_response");
+    }
+
+    #[test]
+    fn errors_take_the_client_format() {
+        let overloaded = RelayError::UpstreamOverloaded { retry_after: None };
+        assert_eq!(error_response(ClientFormat::OpenAi, &overloaded).0, 503);
+        let (status, body) = error_response(ClientFormat::Anthropic, &overloaded);
+        assert_eq!(status, 529);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert!(v["error"]["message"].is_string());
+    }
 }

@@ -145,6 +145,7 @@ pub async fn handle(
                 models: input.models,
                 status: input.status,
                 timeout_ms: input.timeout_ms,
+                options: input.options,
                 created_at: now,
                 updated_at: now,
             };

@@ -76,7 +76,7 @@ async fn dispatch(
             &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
         );
     }
-    let settings = Settings::from_env(env);
+    let settings = Settings::get(env);
     let result = match Store::new(env) {
         Err(e) => Err(e),
         Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings) {

@@ -299,31 +299,29 @@ async fn relay_inner(
     }
 
     let spread = u32::from_le_bytes(random_bytes::<4>());
-    let api_key = providers::pick_key(&channel.api_keys, spread).ok_or_else(|| {
-        RelayError::ChannelUnavailable {
+    let api_key = providers::pick_key(&channel.api_keys, spread);
+    if api_key.is_none() && channel.provider.needs_api_key() {
+        return Err(RelayError::ChannelUnavailable {
             reason: "its channel has no upstream key".into(),
-        }
-    })?;
-    let plan = translate::plan(
-        &channel,
-        Some(api_key),
-        &client,
-        &upstream_model,
-        beta.as_deref(),
-    )?;
+        });
+    }
+    let plan = translate::plan(&channel, api_key, &client, &upstream_model, beta.as_deref())?;
     if strict {
         translate::check_strict(&plan.drops, channel.provider)?;
     }
     let timeout_ms = channel
         .timeout_ms
         .unwrap_or(rc.settings.upstream_timeout_ms);
-    let (mut response, controller) = send(&plan.request, timeout_ms).await.inspect_err(|e| {
-        worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
-    })?;
+    let mut deadline = deadline(timeout_ms);
+    let (mut response, controller) = send(&plan.request, &mut deadline, timeout_ms)
+        .await
+        .inspect_err(|e| {
+            worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
+        })?;
     let status = response.status_code();
     if !(200..300).contains(&status) {
         let retry_after = response.headers().get("retry-after").ok().flatten();
-        let body = read_with_deadline(&mut response, timeout_ms)
+        let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
             .await
             .unwrap_or_default();
         let (err, detail) =
@@ -357,7 +355,7 @@ async fn relay_inner(
             ledger.clone(),
         )
     } else {
-        let bytes = read_with_deadline(&mut response, timeout_ms).await?;
+        let bytes = read_with_deadline(&mut response, &mut deadline, timeout_ms).await?;
         let reply = translate::reply(plan.mode, bytes, &upstream_model, &reply_id, created_s)?;
         finish_reply(reply, &client, rc, ledger)
     };
@@ -397,9 +395,12 @@ pub async fn count_tokens(
             let timeout_ms = channel
                 .timeout_ms
                 .unwrap_or(rc.settings.upstream_timeout_ms);
-            if let Ok((mut response, _)) = send(&plan, timeout_ms).await {
+            let mut deadline = deadline(timeout_ms);
+            if let Ok((mut response, _)) = send(&plan, &mut deadline, timeout_ms).await {
                 if response.status_code() == 200 {
-                    if let Ok(bytes) = read_with_deadline(&mut response, timeout_ms).await {
+                    if let Ok(bytes) =
+                        read_with_deadline(&mut response, &mut deadline, timeout_ms).await
+                    {
                         return Ok(json_response(200, bytes));
                     }
                 }
@@ -412,10 +413,19 @@ pub async fn count_tokens(
     ))
 }
 
-/// Fetch with a deadline on the response headers. Returns the controller so a later stage can
-/// abort the upstream (an idle stream) and so the request is not cancelled when it drops.
+/// One timer for a whole upstream exchange: response headers and (non-stream) body must both
+/// arrive before it fires. A timer is a JS callback; one per request, not one per stage.
+type Deadline = Pin<Box<Delay>>;
+
+fn deadline(timeout_ms: u64) -> Deadline {
+    Box::pin(Delay::from(Duration::from_millis(timeout_ms)))
+}
+
+/// Fetch before the deadline. Returns the controller so a later stage can abort the upstream
+/// (an idle stream).
 async fn send(
     plan: &UpstreamRequest,
+    deadline: &mut Deadline,
     timeout_ms: u64,
 ) -> Result<(Response, AbortController), RelayError> {
     let headers = Headers::new();
@@ -436,8 +446,7 @@ async fn send(
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
-    let timer = Delay::from(Duration::from_millis(timeout_ms));
-    match select(fetch, timer).await {
+    match select(fetch, deadline).await {
         Either::Left((Ok(response), _)) => Ok((response, controller)),
         Either::Left((Err(e), _)) => {
             worker::console_warn!("upstream fetch failed: {}", e);
@@ -454,11 +463,11 @@ async fn send(
 
 async fn read_with_deadline(
     response: &mut Response,
+    deadline: &mut Deadline,
     timeout_ms: u64,
 ) -> Result<Vec<u8>, RelayError> {
-    let timer = Delay::from(Duration::from_millis(timeout_ms));
     let read = Box::pin(response.bytes());
-    match select(read, timer).await {
+    match select(read, deadline).await {
         Either::Left((Ok(bytes), _)) => Ok(bytes),
         Either::Left((Err(_), _)) => Err(RelayError::UpstreamStreamBroken),
         Either::Right(_) => Err(RelayError::UpstreamTimeout {
@@ -512,7 +521,8 @@ fn stream_response(
         ended: false,
         broken: false,
         idle_ms,
-        idle: idle_ms.map(|ms| Box::pin(Delay::from(Duration::from_millis(ms)))),
+        idle: idle_ms.map(deadline),
+        last_data_ms: now_ms(),
         abort: abort.map(|(c, _)| c),
     };
     let prompt_bytes = client.prompt_bytes();
@@ -554,7 +564,11 @@ struct Relayed {
     ended: bool,
     broken: bool,
     idle_ms: Option<u64>,
-    idle: Option<Pin<Box<Delay>>>,
+    /// Fires at the earliest moment the stream could have been idle for `idle_ms`; when it
+    /// does, data that came meanwhile re-arms it for the rest (one timer per idle window,
+    /// not one per chunk).
+    idle: Option<Deadline>,
+    last_data_ms: i64,
     abort: Option<AbortController>,
 }
 
@@ -600,12 +614,9 @@ impl Stream for Relayed {
             }
             match this.upstream.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
-                    if this.first_byte_ms.is_none() {
-                        this.first_byte_ms = Some(now_ms());
-                    }
-                    if let Some(ms) = this.idle_ms {
-                        this.idle = Some(Box::pin(Delay::from(Duration::from_millis(ms))));
-                    }
+                    let now = now_ms();
+                    this.first_byte_ms.get_or_insert(now);
+                    this.last_data_ms = now;
                     let mut out = Vec::new();
                     if let Err(e) = this.pass.push(&bytes, &mut out) {
                         return Poll::Ready(Some(Ok(this.break_off(&e.to_string()))));
@@ -631,13 +642,22 @@ impl Stream for Relayed {
                     return Poll::Ready(if out.is_empty() { None } else { Some(Ok(out)) });
                 }
                 Poll::Pending => {
-                    if let Some(idle) = this.idle.as_mut() {
-                        if idle.poll_unpin(cx).is_ready() {
-                            return Poll::Ready(Some(Ok(this.break_off(
-                                "no data from the upstream within the channel timeout",
-                            ))));
-                        }
+                    let (Some(idle_ms), Some(idle)) = (this.idle_ms, this.idle.as_mut()) else {
+                        return Poll::Pending;
+                    };
+                    if idle.poll_unpin(cx).is_pending() {
+                        return Poll::Pending;
                     }
+                    let quiet_ms = u64::try_from(now_ms() - this.last_data_ms).unwrap_or(0);
+                    if quiet_ms >= idle_ms {
+                        return Poll::Ready(Some(Ok(
+                            this.break_off("no data from the upstream within the channel timeout")
+                        )));
+                    }
+                    let mut rearmed = deadline(idle_ms - quiet_ms);
+                    // Polled once so it holds this task's waker.
+                    let _ = rearmed.poll_unpin(cx);
+                    this.idle = Some(rearmed);
                     return Poll::Pending;
                 }
             }

@@ -38,7 +38,17 @@ fn var<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
 }
 
 impl Settings {
-    pub fn from_env(env: &Env) -> Settings {
+    /// The isolate's settings: vars and secrets are fixed for an isolate's life, so they are
+    /// read from the environment once.
+    pub fn get(env: &Env) -> Rc<Settings> {
+        SETTINGS.with(|s| {
+            s.borrow_mut()
+                .get_or_insert_with(|| Rc::new(Settings::from_env(env)))
+                .clone()
+        })
+    }
+
+    fn from_env(env: &Env) -> Settings {
         Settings {
             max_body_bytes: var(env, "MAX_BODY_BYTES", 4 * 1024 * 1024),
             cache_ttl_ms: var(env, "CONFIG_CACHE_TTL_MS", 2000),
@@ -60,6 +70,7 @@ pub struct Caches {
 }
 
 thread_local! {
+    static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
     static CACHES: RefCell<Caches> = RefCell::new(Caches {
         grants: TtlCache::new(2000, 10_000),
         channels: TtlCache::new(2000, 1_000),

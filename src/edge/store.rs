@@ -143,6 +143,7 @@ struct ChannelRow {
     models: String,
     status: String,
     timeout_ms: Option<i64>,
+    options: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -164,6 +165,10 @@ impl ChannelRow {
             models: serde_json::from_str(&self.models).unwrap_or_default(),
             status: parse_status(&self.status),
             timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
+            options: self
+                .options
+                .and_then(|o| serde_json::from_str(&o).ok())
+                .unwrap_or_default(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -228,7 +233,7 @@ const TENANT_COLUMNS: &str = "id, name, status, models, created_at, updated_at";
 const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, status, models, expires_at, created_at, revoked_at";
 const CHANNEL_COLUMNS: &str =
-    "id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, updated_at";
+    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, created_at, updated_at";
 
 impl Store {
     pub fn new(env: &Env) -> Result<Store, RelayError> {
@@ -432,13 +437,14 @@ impl Store {
             opt_int(c.timeout_ms.map(|t| t as i64)),
             int(c.created_at),
             int(c.updated_at),
+            text(&serde_json::to_string(&c.options).unwrap_or_else(|_| "{}".into())),
         ]
     }
 
     pub async fn insert_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
-            "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, \
+             updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             &Self::channel_params(c),
         )
         .await
@@ -448,7 +454,7 @@ impl Store {
     pub async fn update_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "UPDATE channels SET name = ?2, provider = ?3, base_url = ?4, api_keys = ?5, models = ?6, status = ?7, \
-             timeout_ms = ?8, updated_at = ?10 WHERE id = ?1 AND created_at = ?9",
+             timeout_ms = ?8, updated_at = ?10, options = ?11 WHERE id = ?1 AND created_at = ?9",
             &Self::channel_params(c),
         )
         .await

@@ -5,12 +5,17 @@
 pub mod mock;
 
 use crate::error::RelayError;
+use crate::formats::neutral::Drop;
 use crate::formats::openai::{self, Endpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
-    /// OpenAI, or any upstream speaking its API at a base URL ending in `/v1`.
+    /// OpenAI itself, or any upstream speaking its API exactly.
     OpenAi,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    Azure,
+    /// An OpenAI-compatible provider with known quirks.
+    Compatible(Preset),
     /// Anthropic's Messages API.
     Anthropic,
     /// Google's Gemini API (generativelanguage.googleapis.com).
@@ -19,24 +24,217 @@ pub enum ProviderKind {
     Mock,
 }
 
-impl ProviderKind {
-    pub const ALL: &'static [ProviderKind] = &[
-        ProviderKind::OpenAi,
-        ProviderKind::Anthropic,
-        ProviderKind::Gemini,
-        ProviderKind::Mock,
+/// OpenAI-compatible providers: one adapter, their differences as data ([`Quirks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    DeepSeek,
+    Groq,
+    Mistral,
+    Together,
+    Fireworks,
+    Xai,
+    OpenRouter,
+    Perplexity,
+    Ollama,
+    Vllm,
+}
+
+/// How an OpenAI-format upstream departs from OpenAI.
+#[derive(Debug)]
+pub struct Quirks {
+    pub name: &'static str,
+    pub default_base_url: Option<&'static str>,
+    /// Request fields it rejects or ignores: removed and reported as dropped.
+    pub unsupported: &'static [&'static str],
+    /// Fields it knows under another name: renamed, nothing lost.
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Whether it honours `stream_options.include_usage` (else the relay must not send it).
+    pub stream_usage: bool,
+    pub needs_key: bool,
+}
+
+const OPENAI: Quirks = Quirks {
+    name: "openai",
+    default_base_url: Some("https://api.openai.com/v1"),
+    unsupported: &[],
+    renames: &[],
+    stream_usage: true,
+    needs_key: true,
+};
+
+const AZURE: Quirks = Quirks {
+    name: "azure",
+    default_base_url: None,
+    ..OPENAI
+};
+
+impl Preset {
+    pub const ALL: &'static [Preset] = &[
+        Preset::DeepSeek,
+        Preset::Groq,
+        Preset::Mistral,
+        Preset::Together,
+        Preset::Fireworks,
+        Preset::Xai,
+        Preset::OpenRouter,
+        Preset::Perplexity,
+        Preset::Ollama,
+        Preset::Vllm,
     ];
 
+    pub fn quirks(&self) -> &'static Quirks {
+        const DEEPSEEK: Quirks = Quirks {
+            name: "deepseek",
+            default_base_url: Some("https://api.deepseek.com/v1"),
+            unsupported: &[
+                "n",
+                "logit_bias",
+                "parallel_tool_calls",
+                "service_tier",
+                "store",
+                "metadata",
+            ],
+            ..OPENAI
+        };
+        const GROQ: Quirks = Quirks {
+            name: "groq",
+            default_base_url: Some("https://api.groq.com/openai/v1"),
+            unsupported: &[
+                "logprobs",
+                "top_logprobs",
+                "logit_bias",
+                "n",
+                "store",
+                "metadata",
+                "service_tier",
+            ],
+            ..OPENAI
+        };
+        const MISTRAL: Quirks = Quirks {
+            name: "mistral",
+            default_base_url: Some("https://api.mistral.ai/v1"),
+            unsupported: &[
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "user",
+                "store",
+                "metadata",
+                "service_tier",
+            ],
+            renames: &[
+                ("seed", "random_seed"),
+                ("max_completion_tokens", "max_tokens"),
+            ],
+            // Mistral sends usage in its last chunk unasked, and rejects stream_options.
+            stream_usage: false,
+            ..OPENAI
+        };
+        const TOGETHER: Quirks = Quirks {
+            name: "together",
+            default_base_url: Some("https://api.together.xyz/v1"),
+            unsupported: &["store", "metadata", "service_tier"],
+            ..OPENAI
+        };
+        const FIREWORKS: Quirks = Quirks {
+            name: "fireworks",
+            default_base_url: Some("https://api.fireworks.ai/inference/v1"),
+            unsupported: &["store", "metadata", "service_tier"],
+            ..OPENAI
+        };
+        const XAI: Quirks = Quirks {
+            name: "xai",
+            default_base_url: Some("https://api.x.ai/v1"),
+            unsupported: &["logit_bias", "store", "metadata", "service_tier"],
+            ..OPENAI
+        };
+        const OPENROUTER: Quirks = Quirks {
+            name: "openrouter",
+            default_base_url: Some("https://openrouter.ai/api/v1"),
+            ..OPENAI
+        };
+        const PERPLEXITY: Quirks = Quirks {
+            name: "perplexity",
+            default_base_url: Some("https://api.perplexity.ai"),
+            unsupported: &[
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "n",
+                "seed",
+                "user",
+                "store",
+                "metadata",
+                "service_tier",
+            ],
+            // Perplexity puts usage in every chunk unasked.
+            stream_usage: false,
+            ..OPENAI
+        };
+        const OLLAMA: Quirks = Quirks {
+            name: "ollama",
+            default_base_url: Some("http://127.0.0.1:11434/v1"),
+            unsupported: &[
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "n",
+                "user",
+                "store",
+                "metadata",
+                "service_tier",
+                "parallel_tool_calls",
+            ],
+            needs_key: false,
+            ..OPENAI
+        };
+        const VLLM: Quirks = Quirks {
+            name: "vllm",
+            default_base_url: Some("http://127.0.0.1:8000/v1"),
+            unsupported: &["store", "metadata", "service_tier"],
+            needs_key: false,
+            ..OPENAI
+        };
+        match self {
+            Preset::DeepSeek => &DEEPSEEK,
+            Preset::Groq => &GROQ,
+            Preset::Mistral => &MISTRAL,
+            Preset::Together => &TOGETHER,
+            Preset::Fireworks => &FIREWORKS,
+            Preset::Xai => &XAI,
+            Preset::OpenRouter => &OPENROUTER,
+            Preset::Perplexity => &PERPLEXITY,
+            Preset::Ollama => &OLLAMA,
+            Preset::Vllm => &VLLM,
+        }
+    }
+}
+
+impl ProviderKind {
+    /// Every provider, for parsing and listing.
+    pub fn all() -> Vec<ProviderKind> {
+        let mut all = vec![ProviderKind::OpenAi, ProviderKind::Azure];
+        all.extend(Preset::ALL.iter().map(|p| ProviderKind::Compatible(*p)));
+        all.extend([
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::Mock,
+        ]);
+        all
+    }
+
     pub fn parse(name: &str) -> Option<ProviderKind> {
-        ProviderKind::ALL
-            .iter()
-            .copied()
-            .find(|p| p.as_str() == name)
+        ProviderKind::all().into_iter().find(|p| p.as_str() == name)
     }
 
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Compatible(p) => p.quirks().name,
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
@@ -44,35 +242,82 @@ impl ProviderKind {
     }
 
     pub fn names() -> Vec<&'static str> {
-        ProviderKind::ALL.iter().map(ProviderKind::as_str).collect()
+        ProviderKind::all()
+            .iter()
+            .map(ProviderKind::as_str)
+            .collect()
+    }
+
+    /// The OpenAI-format family's differences from OpenAI; `None` for other formats.
+    pub fn openai_quirks(&self) -> Option<&'static Quirks> {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::Mock => Some(&OPENAI),
+            ProviderKind::Azure => Some(&AZURE),
+            ProviderKind::Compatible(p) => Some(p.quirks()),
+            ProviderKind::Anthropic | ProviderKind::Gemini => None,
+        }
     }
 
     /// Whether requests leave the Worker (and so need a base URL).
     pub fn needs_network(&self) -> bool {
         match self {
-            ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => true,
+            ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::Compatible(_)
+            | ProviderKind::Anthropic
+            | ProviderKind::Gemini => true,
             ProviderKind::Mock => false,
         }
     }
 
-    /// The base URL used when a channel gives none.
+    /// The base URL used when a channel gives none (Azure has none: it is per resource).
     pub fn default_base_url(&self) -> Option<&'static str> {
         match self {
-            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
-            ProviderKind::Mock => None,
+            ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::Compatible(_)
+            | ProviderKind::Mock => self
+                .openai_quirks()
+                .and_then(|q| q.default_base_url)
+                .filter(|_| *self != ProviderKind::Mock),
         }
     }
 
-    /// Whether it needs an upstream API key to be usable.
+    /// Whether it needs an upstream API key to be usable (local Ollama and vLLM do not).
     pub fn needs_api_key(&self) -> bool {
-        self.needs_network()
+        self.needs_network() && self.openai_quirks().is_none_or(|q| q.needs_key)
+    }
+
+    /// Channel `options` this provider understands.
+    pub fn option_names(&self) -> &'static [&'static str] {
+        match self {
+            ProviderKind::Azure => &["api_version"],
+            ProviderKind::OpenAi
+            | ProviderKind::Compatible(_)
+            | ProviderKind::Anthropic
+            | ProviderKind::Gemini
+            | ProviderKind::Mock => &[],
+        }
     }
 
     pub fn supports(&self, endpoint: Endpoint) -> bool {
         match (self, endpoint) {
-            (ProviderKind::OpenAi | ProviderKind::Mock, _) => true,
+            (ProviderKind::OpenAi | ProviderKind::Azure | ProviderKind::Mock, _) => true,
+            (ProviderKind::Compatible(p), Endpoint::Embeddings) => {
+                matches!(
+                    p,
+                    Preset::Mistral
+                        | Preset::Together
+                        | Preset::Fireworks
+                        | Preset::Ollama
+                        | Preset::Vllm
+                )
+            }
+            (ProviderKind::Compatible(_), Endpoint::ChatCompletions | Endpoint::Completions) => {
+                true
+            }
             (ProviderKind::Anthropic | ProviderKind::Gemini, Endpoint::ChatCompletions) => true,
             (
                 ProviderKind::Anthropic | ProviderKind::Gemini,
@@ -80,6 +325,37 @@ impl ProviderKind {
             ) => false,
         }
     }
+}
+
+/// The Azure OpenAI API version used when a channel sets none (the latest GA version).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Adjust an OpenAI-format body to a provider's quirks; returns what had to be dropped.
+pub fn apply_quirks(
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    quirks: &Quirks,
+) -> Vec<Drop> {
+    let mut drops = Vec::new();
+    for field in quirks.unsupported {
+        if body.remove(*field).is_some_and(|v| !v.is_null()) {
+            drops.push(Drop::dropped(field));
+        }
+    }
+    for (from, to) in quirks.renames {
+        if let Some(v) = body.remove(*from) {
+            body.entry(to.to_string()).or_insert(v);
+        }
+    }
+    if !quirks.stream_usage {
+        let asked = body
+            .remove("stream_options")
+            .and_then(|o| o.get("include_usage").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false);
+        if asked {
+            drops.push(Drop::dropped("stream_options.include_usage"));
+        }
+    }
+    drops
 }
 
 /// An HTTP request ready for `fetch`.
@@ -184,9 +460,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for p in ProviderKind::ALL {
+        let all = ProviderKind::all();
+        for p in &all {
             assert_eq!(ProviderKind::parse(p.as_str()), Some(*p));
         }
+        assert!(all.len() >= 15, "10 presets and 5 others");
         assert_eq!(ProviderKind::parse("OpenAI"), None);
     }
 
