@@ -224,6 +224,30 @@ impl Fields {
         }
     }
 
+    /// A list of secrets (upstream keys, service-account files): longer than names may be, and
+    /// never echoed back in an error.
+    fn secret_list(&self, field: &str) -> Result<Option<Vec<String>>, RelayError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) if !s.trim().is_empty() && s.len() <= 16 * 1024 => {
+                        Ok(s.trim().to_string())
+                    }
+                    Value::String(_) => Err(bad_value(
+                        &format!("{field}[{i}]"),
+                        "must be 1 to 16384 characters",
+                    )),
+                    _ => Err(bad_type(&format!("{field}[{i}]"), "a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad_type(field, "an array of strings")),
+        }
+    }
+
     fn integer(&self, field: &str) -> Result<Option<i64>, RelayError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -400,7 +424,7 @@ pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
         param: "provider".into(),
     })?;
     let base_url = check_base_url(provider, f.string("base_url")?.unwrap_or_default())?;
-    let api_keys = check_api_keys(f.string_list("api_keys")?.unwrap_or_default())?;
+    let api_keys = check_api_keys(provider, f.secret_list("api_keys")?.unwrap_or_default())?;
     Ok(NewChannel {
         name,
         provider,
@@ -438,7 +462,7 @@ pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
         name,
         provider: parse_provider(&f)?,
         base_url: f.string("base_url")?,
-        api_keys: f.string_list("api_keys")?.map(check_api_keys).transpose()?,
+        api_keys: f.secret_list("api_keys")?,
         models: f.string_list("models")?,
         status: f.status("status")?,
         timeout_ms: if f.has("timeout_ms") {
@@ -474,6 +498,10 @@ impl ChannelPatch {
         }
         if let Some(keys) = &self.api_keys {
             channel.api_keys = keys.clone();
+        }
+        if self.provider.is_some() || self.api_keys.is_some() {
+            channel.api_keys =
+                check_api_keys(channel.provider, std::mem::take(&mut channel.api_keys))?;
         }
         if let Some(models) = &self.models {
             channel.models = models.clone();
@@ -513,7 +541,8 @@ fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
 
 fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayError> {
     let mut url = url.trim().trim_end_matches('/').to_string();
-    if !provider.needs_network() {
+    // Vertex's URL follows from its `region` option when none is given.
+    if !provider.needs_network() || (url.is_empty() && provider.uses_service_accounts()) {
         return Ok(url);
     }
     if url.is_empty() {
@@ -533,9 +562,19 @@ fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayEr
     Ok(url)
 }
 
-/// Upstream keys end up in a header: refuse anything that could split it.
-fn check_api_keys(keys: Vec<String>) -> Result<Vec<String>, RelayError> {
+/// Upstream keys end up in a header: refuse anything that could split it. Vertex channels hold
+/// service-account key files instead, which must be readable.
+fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<String>, RelayError> {
     for (i, key) in keys.iter().enumerate() {
+        if provider.uses_service_accounts() {
+            if let Err(why) = crate::gcp::parse_service_account(key) {
+                return Err(bad_value(
+                    &format!("api_keys[{i}]"),
+                    &format!("must be a service-account key file: it {why}"),
+                ));
+            }
+            continue;
+        }
         if key.len() > 4096 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(bad_value(
                 &format!("api_keys[{i}]"),
@@ -551,6 +590,15 @@ fn check_options(
     options: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, RelayError> {
     let known = provider.option_names();
+    if provider.uses_service_accounts() {
+        for required in ["project", "region"] {
+            if !options.contains_key(required) {
+                return Err(RelayError::MissingParameter {
+                    param: format!("options.{required}"),
+                });
+            }
+        }
+    }
     for (name, value) in &options {
         if !known.contains(&name.as_str()) {
             let expected = if known.is_empty() {

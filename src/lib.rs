@@ -7,10 +7,12 @@
 
 pub mod access;
 pub mod auth;
+pub mod base64;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod formats;
+pub mod gcp;
 pub mod providers;
 pub mod routes;
 pub mod translate;

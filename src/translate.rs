@@ -13,7 +13,7 @@ use crate::error::RelayError;
 use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
 use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
 use crate::formats::sse::SseError;
-use crate::formats::{anthropic, gemini};
+use crate::formats::{anthropic, cohere, gemini};
 use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
 use crate::usage::{estimate_tokens, Usage};
 
@@ -30,6 +30,7 @@ pub enum WireFormat {
     OpenAi,
     Anthropic,
     Gemini,
+    Cohere,
 }
 
 impl ProviderKind {
@@ -40,8 +41,9 @@ impl ProviderKind {
             | ProviderKind::Azure
             | ProviderKind::Compatible(_)
             | ProviderKind::Mock => WireFormat::OpenAi,
-            ProviderKind::Anthropic => WireFormat::Anthropic,
-            ProviderKind::Gemini => WireFormat::Gemini,
+            ProviderKind::Anthropic | ProviderKind::VertexAnthropic => WireFormat::Anthropic,
+            ProviderKind::Gemini | ProviderKind::VertexGemini => WireFormat::Gemini,
+            ProviderKind::Cohere => WireFormat::Cohere,
         }
     }
 }
@@ -251,6 +253,8 @@ pub struct Plan {
 /// The Anthropic API version sent upstream; clients' `anthropic-version` is accepted and
 /// this one used, since the relay's translation is written against it.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// What Vertex AI wants in the body of an Anthropic request instead.
+pub const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 
 /// The upstream request for this client request on this channel. `beta` is the client's
 /// `anthropic-beta` header, forwarded only to Anthropic upstreams.
@@ -268,7 +272,16 @@ pub fn plan(
         });
     }
     let wire = channel.provider.wire_format();
-    let base = channel.base_url.trim_end_matches('/');
+    let vertex_base;
+    let base = match channel.provider {
+        ProviderKind::VertexGemini | ProviderKind::VertexAnthropic
+            if channel.base_url.is_empty() =>
+        {
+            vertex_base = crate::gcp::vertex_base_url(channel.option("region").unwrap_or("global"));
+            vertex_base.as_str()
+        }
+        _ => channel.base_url.trim_end_matches('/'),
+    };
     let stream = req.stream();
     let accept = if stream {
         "text/event-stream"
@@ -302,6 +315,7 @@ pub fn plan(
                 WireFormat::OpenAi => openai::encode_request(&neutral),
                 WireFormat::Anthropic => anthropic::encode_request(&neutral),
                 WireFormat::Gemini => gemini::encode_request(&neutral),
+                WireFormat::Cohere => cohere::encode_request(&neutral),
             };
             drops.extend(more);
             (
@@ -318,7 +332,38 @@ pub fn plan(
     if let (Some(quirks), Value::Object(map)) = (channel.provider.openai_quirks(), &mut body) {
         drops.extend(providers::apply_quirks(map, quirks));
     }
+    if channel.provider == ProviderKind::VertexAnthropic {
+        if let Value::Object(map) = &mut body {
+            // Vertex takes the model from the URL and the API version in the body.
+            map.remove("model");
+            map.insert("anthropic_version".into(), json!(VERTEX_ANTHROPIC_VERSION));
+        }
+    }
+    let vertex_path = |publisher: &str| {
+        format!(
+            "{base}/projects/{}/locations/{}/publishers/{publisher}",
+            crate::routes::percent_encode(channel.option("project").unwrap_or_default()),
+            crate::routes::percent_encode(channel.option("region").unwrap_or("global")),
+        )
+    };
     let url = match (channel.provider, wire) {
+        (ProviderKind::VertexGemini, _) => {
+            format!(
+                "{}{}",
+                vertex_path("google"),
+                gemini::request_path(upstream_model, stream)
+            )
+        }
+        (ProviderKind::VertexAnthropic, _) => format!(
+            "{}/models/{}:{}",
+            vertex_path("anthropic"),
+            crate::routes::percent_encode(upstream_model),
+            if stream {
+                "streamRawPredict"
+            } else {
+                "rawPredict"
+            }
+        ),
         (ProviderKind::Azure, _) => {
             let version = channel
                 .option("api_version")
@@ -335,18 +380,27 @@ pub fn plan(
         (_, WireFormat::Gemini) => {
             format!("{base}{}", gemini::request_path(upstream_model, stream))
         }
+        (_, WireFormat::Cohere) => format!("{base}/chat"),
     };
     if let Some(key) = api_key {
         match (channel.provider, wire) {
+            // For Vertex the "key" is the OAuth access token the edge got for the service account.
+            (ProviderKind::VertexGemini | ProviderKind::VertexAnthropic, _) => {
+                headers.push(("authorization", format!("Bearer {key}")))
+            }
             (ProviderKind::Azure, _) => headers.push(("api-key", key.to_string())),
-            (_, WireFormat::OpenAi) => headers.push(("authorization", format!("Bearer {key}"))),
+            (_, WireFormat::OpenAi | WireFormat::Cohere) => {
+                headers.push(("authorization", format!("Bearer {key}")))
+            }
             (_, WireFormat::Anthropic) => headers.push(("x-api-key", key.to_string())),
             (_, WireFormat::Gemini) => headers.push(("x-goog-api-key", key.to_string())),
         }
     }
     let body = serde_json::to_vec(&body).unwrap_or_default();
     if wire == WireFormat::Anthropic {
-        headers.push(("anthropic-version", ANTHROPIC_VERSION.into()));
+        if channel.provider == ProviderKind::Anthropic {
+            headers.push(("anthropic-version", ANTHROPIC_VERSION.into()));
+        }
         if let (Some(beta), ClientFormat::Anthropic) = (beta, req.format()) {
             headers.push(("anthropic-beta", beta.to_string()));
         }
@@ -444,6 +498,10 @@ pub fn reply(
             ..
         } => openai::decode_response(&bytes).map_err(bad)?,
         Mode::Translate {
+            upstream: WireFormat::Cohere,
+            ..
+        } => cohere::decode_response(&bytes, model, created_s).map_err(bad)?,
+        Mode::Translate {
             upstream: WireFormat::Anthropic,
             ..
         } => anthropic::decode_response(&bytes).map_err(bad)?,
@@ -476,6 +534,7 @@ enum Decoder {
     OpenAi(openai::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::StreamDecoder),
+    Cohere(cohere::StreamDecoder),
 }
 
 enum Encoder {
@@ -540,6 +599,7 @@ impl StreamPipe {
             WireFormat::OpenAi => Decoder::OpenAi(openai::StreamDecoder::new()),
             WireFormat::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             WireFormat::Gemini => Decoder::Gemini(gemini::StreamDecoder::new(model, id)),
+            WireFormat::Cohere => Decoder::Cohere(cohere::StreamDecoder::new(model)),
         };
         StreamPipe(match mode {
             Mode::PassOpenAi => Pipe::OpenAiPass(StreamPassThrough::new(!include_usage)),
@@ -607,6 +667,8 @@ impl StreamPipe {
                     (Decoder::Anthropic(d), None) => d.finish(&mut events),
                     (Decoder::Gemini(d), Some(c)) => d.push(c, &mut events),
                     (Decoder::Gemini(d), None) => d.finish(&mut events),
+                    (Decoder::Cohere(d), Some(c)) => d.push(c, &mut events),
+                    (Decoder::Cohere(d), None) => d.finish(&mut events),
                 };
                 for e in events.drain(..) {
                     watch.see(&e);
@@ -946,6 +1008,85 @@ mod tests {
         let b = body(&o);
         assert_eq!(b["messages"][0]["role"], "system");
         assert!(!o.request.body.windows(13).any(|w| w == b"cache_control"));
+    }
+
+    #[test]
+    fn vertex_urls_bodies_and_bearer_tokens() {
+        let mut g = channel("vertex", "");
+        g.options.insert("project".into(), "proj-1".into());
+        g.options.insert("region".into(), "us-east5".into());
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}),
+        );
+        let p = plan(&g, Some("ya29.token"), &req, "gemini-2.5-pro", None).unwrap();
+        assert_eq!(p.request.url, "https://us-east5-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-east5/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
+        assert_eq!(header(&p, "authorization"), Some("Bearer ya29.token"));
+
+        let mut a = channel("vertex-anthropic", "http://127.0.0.1:9/v1");
+        a.options = g.options.clone();
+        let claude = parse_anthropic(CLAUDE_CODE).unwrap();
+        let p = plan(
+            &a,
+            Some("ya29.token"),
+            &claude,
+            "claude-sonnet-4@20250514",
+            Some("b"),
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::PassAnthropic);
+        assert_eq!(p.request.url, "http://127.0.0.1:9/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4%4020250514:streamRawPredict");
+        let b = body(&p);
+        assert_eq!(
+            (b.get("model"), b["anthropic_version"].as_str()),
+            (None, Some(VERTEX_ANTHROPIC_VERSION))
+        );
+        assert_eq!(
+            (
+                header(&p, "anthropic-version"),
+                header(&p, "anthropic-beta")
+            ),
+            (None, Some("b"))
+        );
+    }
+
+    #[test]
+    fn cohere_is_reached_through_the_neutral_model() {
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}),
+        );
+        let p = plan(
+            &channel("cohere", "https://api.cohere.com/v2"),
+            Some("co"),
+            &req,
+            "command-a",
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.request.url, "https://api.cohere.com/v2/chat");
+        assert_eq!(header(&p, "authorization"), Some("Bearer co"));
+        let mode = Mode::Translate {
+            upstream: WireFormat::Cohere,
+            client: ClientFormat::OpenAi,
+        };
+        let (out, pipe) = run_pipe(
+            StreamPipe::new(mode, true, "command-a", "id", 1),
+            include_bytes!("../tests/fixtures/cohere/stream_tool_call.sse"),
+        );
+        assert!(pipe.completed() && pipe.usage().is_some());
+        assert!(
+            out.contains("\"tool_calls\"") && out.trim_end().ends_with("data: [DONE]"),
+            "{out}"
+        );
+        let r = reply(
+            mode,
+            include_bytes!("../tests/fixtures/cohere/text.json").to_vec(),
+            "command-a",
+            "id",
+            1,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["object"], "chat.completion");
     }
 
     #[test]

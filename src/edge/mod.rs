@@ -4,6 +4,7 @@
 
 mod admin;
 mod entry;
+mod gcp_auth;
 mod http;
 mod relay;
 mod state;

@@ -16,6 +16,7 @@ use worker::{
     AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
 };
 
+use super::gcp_auth;
 use super::http::{error_response, header, json_response, json_value, read_body};
 use super::state::{now_ms, random_bytes, with_caches, Settings};
 use super::store::Store;
@@ -305,6 +306,12 @@ async fn relay_inner(
             reason: "its channel has no upstream key".into(),
         });
     }
+    // Vertex channels hold service-account files: what goes upstream is an access token.
+    let access_token = match (channel.provider.uses_service_accounts(), api_key) {
+        (true, Some(key_file)) => Some(gcp_auth::access_token(key_file).await?),
+        _ => None,
+    };
+    let api_key = access_token.as_deref().or(api_key);
     let plan = translate::plan(&channel, api_key, &client, &upstream_model, beta.as_deref())?;
     if strict {
         translate::check_strict(&plan.drops, channel.provider)?;
@@ -324,8 +331,11 @@ async fn relay_inner(
         let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
             .await
             .unwrap_or_default();
-        let (err, detail) =
-            providers::upstream_failure(status, &body, retry_after, &channel.api_keys);
+        let (err, detail) = {
+            let mut secrets = channel.api_keys.clone();
+            secrets.extend(access_token.clone());
+            providers::upstream_failure(status, &body, retry_after, &secrets)
+        };
         worker::console_warn!(
             "request {} channel {}: {}",
             rc.request_id,

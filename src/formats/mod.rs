@@ -2,6 +2,7 @@
 //! from what the relay needs, plus the SSE framing they share.
 
 pub mod anthropic;
+pub mod cohere;
 pub mod gemini;
 pub mod neutral;
 pub mod openai;

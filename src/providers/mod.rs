@@ -20,6 +20,12 @@ pub enum ProviderKind {
     Anthropic,
     /// Google's Gemini API (generativelanguage.googleapis.com).
     Gemini,
+    /// Cohere's Chat API v2.
+    Cohere,
+    /// Gemini models on Google Cloud Vertex AI (service-account auth, regional endpoints).
+    VertexGemini,
+    /// Anthropic's models on Vertex AI (`rawPredict`, Anthropic's format).
+    VertexAnthropic,
     /// Built in: answers inside the Worker with a deterministic reply, for demos and tests.
     Mock,
 }
@@ -221,6 +227,9 @@ impl ProviderKind {
         all.extend([
             ProviderKind::Anthropic,
             ProviderKind::Gemini,
+            ProviderKind::Cohere,
+            ProviderKind::VertexGemini,
+            ProviderKind::VertexAnthropic,
             ProviderKind::Mock,
         ]);
         all
@@ -237,8 +246,19 @@ impl ProviderKind {
             ProviderKind::Compatible(p) => p.quirks().name,
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Cohere => "cohere",
+            ProviderKind::VertexGemini => "vertex",
+            ProviderKind::VertexAnthropic => "vertex-anthropic",
             ProviderKind::Mock => "mock",
         }
+    }
+
+    /// Vertex AI channels hold service-account key files, not API keys.
+    pub fn uses_service_accounts(&self) -> bool {
+        matches!(
+            self,
+            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic
+        )
     }
 
     pub fn names() -> Vec<&'static str> {
@@ -254,7 +274,11 @@ impl ProviderKind {
             ProviderKind::OpenAi | ProviderKind::Mock => Some(&OPENAI),
             ProviderKind::Azure => Some(&AZURE),
             ProviderKind::Compatible(p) => Some(p.quirks()),
-            ProviderKind::Anthropic | ProviderKind::Gemini => None,
+            ProviderKind::Anthropic
+            | ProviderKind::Gemini
+            | ProviderKind::Cohere
+            | ProviderKind::VertexGemini
+            | ProviderKind::VertexAnthropic => None,
         }
     }
 
@@ -265,7 +289,10 @@ impl ProviderKind {
             | ProviderKind::Azure
             | ProviderKind::Compatible(_)
             | ProviderKind::Anthropic
-            | ProviderKind::Gemini => true,
+            | ProviderKind::Gemini
+            | ProviderKind::Cohere
+            | ProviderKind::VertexGemini
+            | ProviderKind::VertexAnthropic => true,
             ProviderKind::Mock => false,
         }
     }
@@ -275,6 +302,9 @@ impl ProviderKind {
         match self {
             ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
+            ProviderKind::Cohere => Some("https://api.cohere.com/v2"),
+            // Derived from the `region` option when the channel gives none.
+            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic => None,
             ProviderKind::OpenAi
             | ProviderKind::Azure
             | ProviderKind::Compatible(_)
@@ -294,10 +324,12 @@ impl ProviderKind {
     pub fn option_names(&self) -> &'static [&'static str] {
         match self {
             ProviderKind::Azure => &["api_version"],
+            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic => &["project", "region"],
             ProviderKind::OpenAi
             | ProviderKind::Compatible(_)
             | ProviderKind::Anthropic
             | ProviderKind::Gemini
+            | ProviderKind::Cohere
             | ProviderKind::Mock => &[],
         }
     }
@@ -318,9 +350,20 @@ impl ProviderKind {
             (ProviderKind::Compatible(_), Endpoint::ChatCompletions | Endpoint::Completions) => {
                 true
             }
-            (ProviderKind::Anthropic | ProviderKind::Gemini, Endpoint::ChatCompletions) => true,
             (
-                ProviderKind::Anthropic | ProviderKind::Gemini,
+                ProviderKind::Anthropic
+                | ProviderKind::Gemini
+                | ProviderKind::Cohere
+                | ProviderKind::VertexGemini
+                | ProviderKind::VertexAnthropic,
+                Endpoint::ChatCompletions,
+            ) => true,
+            (
+                ProviderKind::Anthropic
+                | ProviderKind::Gemini
+                | ProviderKind::Cohere
+                | ProviderKind::VertexGemini
+                | ProviderKind::VertexAnthropic,
                 Endpoint::Completions | Endpoint::Embeddings,
             ) => false,
         }
