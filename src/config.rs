@@ -542,7 +542,7 @@ fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
 fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayError> {
     let mut url = url.trim().trim_end_matches('/').to_string();
     // Vertex's URL follows from its `region` option when none is given.
-    if !provider.needs_network() || (url.is_empty() && provider.uses_service_accounts()) {
+    if !provider.needs_network() || (url.is_empty() && provider.derives_base_url()) {
         return Ok(url);
     }
     if url.is_empty() {
@@ -566,6 +566,15 @@ fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayEr
 /// service-account key files instead, which must be readable.
 fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<String>, RelayError> {
     for (i, key) in keys.iter().enumerate() {
+        if provider == ProviderKind::Bedrock {
+            if crate::sigv4::parse_credentials(key).is_none() {
+                return Err(bad_value(
+                    &format!("api_keys[{i}]"),
+                    "must be ACCESS_KEY_ID:SECRET_ACCESS_KEY or ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN",
+                ));
+            }
+            continue;
+        }
         if provider.uses_service_accounts() {
             if let Err(why) = crate::gcp::parse_service_account(key) {
                 return Err(bad_value(
@@ -590,9 +599,9 @@ fn check_options(
     options: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, RelayError> {
     let known = provider.option_names();
-    if provider.uses_service_accounts() {
-        for required in ["project", "region"] {
-            if !options.contains_key(required) {
+    {
+        for required in provider.required_options() {
+            if !options.contains_key(*required) {
                 return Err(RelayError::MissingParameter {
                     param: format!("options.{required}"),
                 });

@@ -13,8 +13,11 @@ pub mod config;
 pub mod error;
 pub mod formats;
 pub mod gcp;
+pub mod limits;
 pub mod providers;
 pub mod routes;
+pub mod rules;
+pub mod sigv4;
 pub mod translate;
 pub mod usage;
 

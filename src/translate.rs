@@ -10,10 +10,11 @@ use serde_json::{json, Map, Value};
 
 use crate::config::Channel;
 use crate::error::RelayError;
+use crate::formats::eventstream::EventStreamError;
 use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
 use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
 use crate::formats::sse::SseError;
-use crate::formats::{anthropic, cohere, gemini};
+use crate::formats::{anthropic, bedrock, cohere, gemini};
 use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
 use crate::usage::{estimate_tokens, Usage};
 
@@ -31,6 +32,7 @@ pub enum WireFormat {
     Anthropic,
     Gemini,
     Cohere,
+    Bedrock,
 }
 
 impl ProviderKind {
@@ -44,6 +46,7 @@ impl ProviderKind {
             ProviderKind::Anthropic | ProviderKind::VertexAnthropic => WireFormat::Anthropic,
             ProviderKind::Gemini | ProviderKind::VertexGemini => WireFormat::Gemini,
             ProviderKind::Cohere => WireFormat::Cohere,
+            ProviderKind::Bedrock => WireFormat::Bedrock,
         }
     }
 }
@@ -264,6 +267,7 @@ pub fn plan(
     req: &ClientRequest,
     upstream_model: &str,
     beta: Option<&str>,
+    now_ms: i64,
 ) -> Result<Plan, RelayError> {
     if !channel.provider.supports(req.endpoint()) {
         return Err(RelayError::UnsupportedEndpoint {
@@ -272,13 +276,20 @@ pub fn plan(
         });
     }
     let wire = channel.provider.wire_format();
-    let vertex_base;
+    // Vertex and Bedrock endpoints follow from the channel's region unless it names one.
+    let derived_base;
     let base = match channel.provider {
         ProviderKind::VertexGemini | ProviderKind::VertexAnthropic
             if channel.base_url.is_empty() =>
         {
-            vertex_base = crate::gcp::vertex_base_url(channel.option("region").unwrap_or("global"));
-            vertex_base.as_str()
+            derived_base =
+                crate::gcp::vertex_base_url(channel.option("region").unwrap_or("global"));
+            derived_base.as_str()
+        }
+        ProviderKind::Bedrock if channel.base_url.is_empty() => {
+            let region = channel.option("region").unwrap_or("us-east-1");
+            derived_base = format!("https://bedrock-runtime.{region}.amazonaws.com");
+            derived_base.as_str()
         }
         _ => channel.base_url.trim_end_matches('/'),
     };
@@ -316,6 +327,7 @@ pub fn plan(
                 WireFormat::Anthropic => anthropic::encode_request(&neutral),
                 WireFormat::Gemini => gemini::encode_request(&neutral),
                 WireFormat::Cohere => cohere::encode_request(&neutral),
+                WireFormat::Bedrock => bedrock::encode_request(&neutral),
             };
             drops.extend(more);
             (
@@ -381,6 +393,9 @@ pub fn plan(
             format!("{base}{}", gemini::request_path(upstream_model, stream))
         }
         (_, WireFormat::Cohere) => format!("{base}/chat"),
+        (_, WireFormat::Bedrock) => {
+            format!("{base}{}", bedrock::request_path(upstream_model, stream))
+        }
     };
     if let Some(key) = api_key {
         match (channel.provider, wire) {
@@ -394,9 +409,44 @@ pub fn plan(
             }
             (_, WireFormat::Anthropic) => headers.push(("x-api-key", key.to_string())),
             (_, WireFormat::Gemini) => headers.push(("x-goog-api-key", key.to_string())),
+            // Signed below, once the body is final.
+            (_, WireFormat::Bedrock) => {}
         }
     }
     let body = serde_json::to_vec(&body).unwrap_or_default();
+    if wire == WireFormat::Bedrock {
+        if stream {
+            // ConverseStream answers in AWS's binary event-stream framing, not SSE.
+            headers.retain(|(name, _)| *name != "accept");
+            headers.push(("accept", "application/vnd.amazon.eventstream".into()));
+        }
+        let credentials = api_key
+            .and_then(crate::sigv4::parse_credentials)
+            .ok_or_else(|| RelayError::ChannelUnavailable {
+                reason: "its channel has no AWS credentials".into(),
+            })?;
+        let signed_over: Vec<(String, String)> =
+            vec![("content-type".into(), "application/json".into())];
+        let input = crate::sigv4::SignInput {
+            method: "POST",
+            url: &url,
+            headers: &signed_over,
+            body: &body,
+            region: channel.option("region").unwrap_or("us-east-1"),
+            service: "bedrock",
+            amz_date: &crate::sigv4::amz_date(now_ms),
+        };
+        for (name, value) in crate::sigv4::sign(&input, &credentials) {
+            let name: &'static str = match name.as_str() {
+                "authorization" => "authorization",
+                "x-amz-date" => "x-amz-date",
+                "x-amz-content-sha256" => "x-amz-content-sha256",
+                "x-amz-security-token" => "x-amz-security-token",
+                _ => continue,
+            };
+            headers.push((name, value));
+        }
+    }
     if wire == WireFormat::Anthropic {
         if channel.provider == ProviderKind::Anthropic {
             headers.push(("anthropic-version", ANTHROPIC_VERSION.into()));
@@ -502,10 +552,17 @@ pub fn reply(
             ..
         } => cohere::decode_response(&bytes, model, created_s).map_err(bad)?,
         Mode::Translate {
+            upstream: WireFormat::Bedrock,
+            ..
+        } => bedrock::decode_response(&bytes, model, id, created_s).map_err(bad)?,
+        Mode::Translate {
             upstream: WireFormat::Anthropic,
             ..
         } => anthropic::decode_response(&bytes).map_err(bad)?,
     };
+    // A translated reply is the relay's: it carries the relay's id in the client's style.
+    let mut response = response;
+    response.id = id.to_string();
     let body = match mode {
         Mode::Translate {
             client: ClientFormat::Anthropic,
@@ -535,11 +592,34 @@ enum Decoder {
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::StreamDecoder),
     Cohere(cohere::StreamDecoder),
+    Bedrock(bedrock::StreamDecoder),
 }
 
 enum Encoder {
     OpenAi(openai::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+}
+
+/// An upstream stream whose framing could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamError(pub String);
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<SseError> for StreamError {
+    fn from(e: SseError) -> Self {
+        StreamError(e.to_string())
+    }
+}
+
+impl From<EventStreamError> for StreamError {
+    fn from(e: EventStreamError) -> Self {
+        StreamError(e.to_string())
+    }
 }
 
 /// A relayed stream as the client receives it. Watches usage and generated text either way.
@@ -600,6 +680,7 @@ impl StreamPipe {
             WireFormat::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             WireFormat::Gemini => Decoder::Gemini(gemini::StreamDecoder::new(model, id)),
             WireFormat::Cohere => Decoder::Cohere(cohere::StreamDecoder::new(model)),
+            WireFormat::Bedrock => Decoder::Bedrock(bedrock::StreamDecoder::new(model, id)),
         };
         StreamPipe(match mode {
             Mode::PassOpenAi => Pipe::OpenAiPass(StreamPassThrough::new(!include_usage)),
@@ -625,19 +706,19 @@ impl StreamPipe {
         })
     }
 
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), SseError> {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.step(Some(chunk), out)
     }
 
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), SseError> {
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.step(None, out)
     }
 
-    fn step(&mut self, chunk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), SseError> {
+    fn step(&mut self, chunk: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), StreamError> {
         match &mut self.0 {
             Pipe::OpenAiPass(p) => match chunk {
-                Some(c) => p.push(c, out),
-                None => p.finish(out),
+                Some(c) => p.push(c, out).map_err(StreamError::from),
+                None => p.finish(out).map_err(StreamError::from),
             },
             Pipe::AnthropicPass { decoder, watch } => {
                 let mut events = std::mem::take(&mut watch.events);
@@ -652,7 +733,7 @@ impl StreamPipe {
                     watch.see(&e);
                 }
                 watch.events = events;
-                result
+                result.map_err(StreamError::from)
             }
             Pipe::Translate {
                 decoder,
@@ -661,14 +742,28 @@ impl StreamPipe {
             } => {
                 let mut events = std::mem::take(&mut watch.events);
                 let result = match (decoder, chunk) {
-                    (Decoder::OpenAi(d), Some(c)) => d.push(c, &mut events),
-                    (Decoder::OpenAi(d), None) => d.finish(&mut events),
-                    (Decoder::Anthropic(d), Some(c)) => d.push(c, &mut events),
-                    (Decoder::Anthropic(d), None) => d.finish(&mut events),
-                    (Decoder::Gemini(d), Some(c)) => d.push(c, &mut events),
-                    (Decoder::Gemini(d), None) => d.finish(&mut events),
-                    (Decoder::Cohere(d), Some(c)) => d.push(c, &mut events),
-                    (Decoder::Cohere(d), None) => d.finish(&mut events),
+                    (Decoder::OpenAi(d), Some(c)) => {
+                        d.push(c, &mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::OpenAi(d), None) => d.finish(&mut events).map_err(StreamError::from),
+                    (Decoder::Anthropic(d), Some(c)) => {
+                        d.push(c, &mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::Anthropic(d), None) => {
+                        d.finish(&mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::Gemini(d), Some(c)) => {
+                        d.push(c, &mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::Gemini(d), None) => d.finish(&mut events).map_err(StreamError::from),
+                    (Decoder::Cohere(d), Some(c)) => {
+                        d.push(c, &mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::Cohere(d), None) => d.finish(&mut events).map_err(StreamError::from),
+                    (Decoder::Bedrock(d), Some(c)) => {
+                        d.push(c, &mut events).map_err(StreamError::from)
+                    }
+                    (Decoder::Bedrock(d), None) => d.finish(&mut events).map_err(StreamError::from),
                 };
                 for e in events.drain(..) {
                     watch.see(&e);
@@ -844,6 +939,7 @@ mod tests {
             &req,
             "gpt-x",
             None,
+            0,
         )
         .unwrap();
         assert_eq!(plan.mode, Mode::PassOpenAi);
@@ -870,6 +966,7 @@ mod tests {
             &req,
             "m",
             None,
+            0,
         )
         .unwrap();
         let b = body(&mistral);
@@ -883,6 +980,7 @@ mod tests {
             &req,
             "llama",
             None,
+            0,
         )
         .unwrap();
         assert_eq!(body(&groq)["stream_options"]["include_usage"], true);
@@ -898,6 +996,7 @@ mod tests {
             &req,
             "llama3",
             None,
+            0,
         )
         .unwrap();
         assert_eq!(header(&ollama, "authorization"), None);
@@ -907,7 +1006,7 @@ mod tests {
     fn azure_uses_deployments_api_version_and_api_key() {
         let mut azure = channel("azure", "https://res.openai.azure.com");
         let req = openai_client(json!({"model":"pub","messages":[{"role":"user","content":"hi"}]}));
-        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None).unwrap();
+        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None, 0).unwrap();
         assert_eq!(p.request.url, "https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
         assert_eq!(
             (header(&p, "api-key"), header(&p, "authorization")),
@@ -916,7 +1015,7 @@ mod tests {
         azure
             .options
             .insert("api_version".into(), "2025-01-01-preview".into());
-        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None).unwrap();
+        let p = plan(&azure, Some("az-key"), &req, "my-gpt4o", None, 0).unwrap();
         assert!(p.request.url.ends_with("?api-version=2025-01-01-preview"));
     }
 
@@ -931,6 +1030,7 @@ mod tests {
             &req,
             "claude-x",
             Some("beta-1"),
+            0,
         )
         .unwrap();
         assert_eq!(
@@ -964,6 +1064,7 @@ mod tests {
             &stream,
             "gemini-2.5-flash",
             None,
+            0,
         )
         .unwrap();
         assert_eq!(g.request.url, "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
@@ -980,6 +1081,7 @@ mod tests {
             &req,
             "claude-up",
             Some("beta-1"),
+            0,
         )
         .unwrap();
         assert_eq!(p.mode, Mode::PassAnthropic);
@@ -995,6 +1097,7 @@ mod tests {
             &req,
             "gpt-up",
             Some("beta-1"),
+            0,
         )
         .unwrap();
         assert_eq!(
@@ -1018,7 +1121,7 @@ mod tests {
         let req = openai_client(
             json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}),
         );
-        let p = plan(&g, Some("ya29.token"), &req, "gemini-2.5-pro", None).unwrap();
+        let p = plan(&g, Some("ya29.token"), &req, "gemini-2.5-pro", None, 0).unwrap();
         assert_eq!(p.request.url, "https://us-east5-aiplatform.googleapis.com/v1/projects/proj-1/locations/us-east5/publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
         assert_eq!(header(&p, "authorization"), Some("Bearer ya29.token"));
 
@@ -1031,6 +1134,7 @@ mod tests {
             &claude,
             "claude-sonnet-4@20250514",
             Some("b"),
+            0,
         )
         .unwrap();
         assert_eq!(p.mode, Mode::PassAnthropic);
@@ -1060,6 +1164,7 @@ mod tests {
             &req,
             "command-a",
             None,
+            0,
         )
         .unwrap();
         assert_eq!(p.request.url, "https://api.cohere.com/v2/chat");
@@ -1090,6 +1195,57 @@ mod tests {
     }
 
     #[test]
+    fn bedrock_requests_are_signed_and_streams_are_event_streams() {
+        let mut b = channel("bedrock", "");
+        b.api_keys = vec!["AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into()];
+        b.options.insert("region".into(), "us-west-2".into());
+        let req = openai_client(
+            json!({"model":"pub","messages":[{"role":"user","content":"hi"}],"stream":true}),
+        );
+        let key = b.api_keys[0].clone();
+        let p = plan(
+            &b,
+            Some(&key),
+            &req,
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            None,
+            1_440_938_160_000,
+        )
+        .unwrap();
+        assert_eq!(p.request.url, "https://bedrock-runtime.us-west-2.amazonaws.com/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream");
+        assert_eq!(
+            header(&p, "accept"),
+            Some("application/vnd.amazon.eventstream")
+        );
+        assert_eq!(header(&p, "x-amz-date"), Some("20150830T123600Z"));
+        let auth = header(&p, "authorization").unwrap();
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-west-2/bedrock/aws4_request"
+            ),
+            "{auth}"
+        );
+        assert!(!auth.contains("wJalrXUtnFEMI"), "the secret never travels");
+        assert!(body(&p)["messages"][0]["content"][0]["text"] == "hi");
+        let mode = Mode::Translate {
+            upstream: WireFormat::Bedrock,
+            client: ClientFormat::OpenAi,
+        };
+        assert_eq!(p.mode, mode);
+        let (out, pipe) = run_pipe(
+            StreamPipe::new(mode, true, "claude", "id", 1),
+            include_bytes!("../tests/fixtures/bedrock/stream_tool_use.bin"),
+        );
+        assert!(pipe.completed(), "{out}");
+        assert!(
+            out.contains("\"tool_calls\"") && out.trim_end().ends_with("data: [DONE]"),
+            "{out}"
+        );
+        let no_keys = plan(&b, None, &req, "m", None, 0).err().unwrap();
+        assert_eq!(no_keys.code(), "channel_unavailable");
+    }
+
+    #[test]
     fn endpoints_a_provider_cannot_serve_are_refused() {
         let req = ClientRequest::OpenAi(
             openai::parse_request(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#).unwrap(),
@@ -1100,6 +1256,7 @@ mod tests {
             &req,
             "c",
             None,
+            0,
         )
         .err()
         .unwrap();

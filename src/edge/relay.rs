@@ -270,7 +270,9 @@ async fn relay_inner(
     }
     let upstream_model = target.upstream_model.clone();
     let created_s = rc.started_ms / 1000;
-    let reply_id = reply_id(rc.request_id, inbound.format());
+    // The request id's random part names the reply too, in the client format's style.
+    let random = &rc.request_id[rc.request_id.len().saturating_sub(24)..];
+    let reply_id = reply_id(random, inbound.format());
 
     if channel.provider == ProviderKind::Mock {
         if !channel.provider.supports(client.endpoint()) {
@@ -279,7 +281,7 @@ async fn relay_inner(
                 provider: "mock",
             });
         }
-        let (reply, mode) = translate::mock(&client, &upstream_model, &reply_id, created_s)?;
+        let (reply, mode) = translate::mock(&client, &upstream_model, random, created_s)?;
         return Ok(match reply {
             MockReply::Chunks(chunks) => {
                 let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
@@ -312,7 +314,14 @@ async fn relay_inner(
         _ => None,
     };
     let api_key = access_token.as_deref().or(api_key);
-    let plan = translate::plan(&channel, api_key, &client, &upstream_model, beta.as_deref())?;
+    let plan = translate::plan(
+        &channel,
+        api_key,
+        &client,
+        &upstream_model,
+        beta.as_deref(),
+        now_ms(),
+    )?;
     if strict {
         translate::check_strict(&plan.drops, channel.provider)?;
     }
@@ -332,7 +341,16 @@ async fn relay_inner(
             .await
             .unwrap_or_default();
         let (err, detail) = {
+            // AWS keys are "id:secret:token"; its errors may echo a part, never the whole.
             let mut secrets = channel.api_keys.clone();
+            if channel.provider == ProviderKind::Bedrock {
+                secrets.extend(
+                    channel
+                        .api_keys
+                        .iter()
+                        .flat_map(|k| k.split(':').map(str::to_string)),
+                );
+            }
             secrets.extend(access_token.clone());
             providers::upstream_failure(status, &body, retry_after, &secrets)
         };
@@ -376,10 +394,9 @@ async fn relay_inner(
 }
 
 /// The id of a generated reply: the request id's random part, in the client format's style.
-fn reply_id(request_id: &str, format: ClientFormat) -> String {
-    let random = &request_id[request_id.len().saturating_sub(24)..];
+fn reply_id(random: &str, format: ClientFormat) -> String {
     match format {
-        ClientFormat::OpenAi => random.to_string(),
+        ClientFormat::OpenAi => format!("chatcmpl-{random}"),
         ClientFormat::Anthropic => format!("msg_{random}"),
     }
 }

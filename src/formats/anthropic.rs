@@ -663,10 +663,12 @@ pub fn error_type_for_status(status: u16) -> &'static str {
 
 /// A relay error in Anthropic's error shape.
 pub fn error_body(err: &RelayError) -> Value {
-    json!({
-        "type": "error",
-        "error": {"type": error_type_for_status(err.status()), "message": err.message()},
-    })
+    // Anthropic's clients retry `overloaded_error` (their 529) differently from `api_error`.
+    let kind = match err {
+        RelayError::UpstreamOverloaded { .. } => "overloaded_error",
+        _ => error_type_for_status(err.status()),
+    };
+    json!({"type": "error", "error": {"type": kind, "message": err.message()}})
 }
 
 // ---- Anthropic as an upstream: the stream ----------------------------------------------------

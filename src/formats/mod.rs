@@ -2,7 +2,9 @@
 //! from what the relay needs, plus the SSE framing they share.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
+pub mod eventstream;
 pub mod gemini;
 pub mod neutral;
 pub mod openai;

@@ -22,6 +22,8 @@ pub enum ProviderKind {
     Gemini,
     /// Cohere's Chat API v2.
     Cohere,
+    /// AWS Bedrock Runtime's Converse API (SigV4-signed, binary event-stream responses).
+    Bedrock,
     /// Gemini models on Google Cloud Vertex AI (service-account auth, regional endpoints).
     VertexGemini,
     /// Anthropic's models on Vertex AI (`rawPredict`, Anthropic's format).
@@ -228,6 +230,7 @@ impl ProviderKind {
             ProviderKind::Anthropic,
             ProviderKind::Gemini,
             ProviderKind::Cohere,
+            ProviderKind::Bedrock,
             ProviderKind::VertexGemini,
             ProviderKind::VertexAnthropic,
             ProviderKind::Mock,
@@ -247,10 +250,31 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Cohere => "cohere",
+            ProviderKind::Bedrock => "bedrock",
             ProviderKind::VertexGemini => "vertex",
             ProviderKind::VertexAnthropic => "vertex-anthropic",
             ProviderKind::Mock => "mock",
         }
+    }
+
+    /// Options a channel of this provider cannot do without.
+    pub fn required_options(&self) -> &'static [&'static str] {
+        match self {
+            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic => &["project", "region"],
+            ProviderKind::Bedrock => &["region"],
+            ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::Compatible(_)
+            | ProviderKind::Anthropic
+            | ProviderKind::Gemini
+            | ProviderKind::Cohere
+            | ProviderKind::Mock => &[],
+        }
+    }
+
+    /// The base URL follows from the channel's options when it gives none.
+    pub fn derives_base_url(&self) -> bool {
+        !self.required_options().is_empty()
     }
 
     /// Vertex AI channels hold service-account key files, not API keys.
@@ -277,6 +301,7 @@ impl ProviderKind {
             ProviderKind::Anthropic
             | ProviderKind::Gemini
             | ProviderKind::Cohere
+            | ProviderKind::Bedrock
             | ProviderKind::VertexGemini
             | ProviderKind::VertexAnthropic => None,
         }
@@ -291,6 +316,7 @@ impl ProviderKind {
             | ProviderKind::Anthropic
             | ProviderKind::Gemini
             | ProviderKind::Cohere
+            | ProviderKind::Bedrock
             | ProviderKind::VertexGemini
             | ProviderKind::VertexAnthropic => true,
             ProviderKind::Mock => false,
@@ -304,7 +330,9 @@ impl ProviderKind {
             ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com/v1beta"),
             ProviderKind::Cohere => Some("https://api.cohere.com/v2"),
             // Derived from the `region` option when the channel gives none.
-            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic => None,
+            ProviderKind::VertexGemini | ProviderKind::VertexAnthropic | ProviderKind::Bedrock => {
+                None
+            }
             ProviderKind::OpenAi
             | ProviderKind::Azure
             | ProviderKind::Compatible(_)
@@ -325,6 +353,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Azure => &["api_version"],
             ProviderKind::VertexGemini | ProviderKind::VertexAnthropic => &["project", "region"],
+            ProviderKind::Bedrock => &["region"],
             ProviderKind::OpenAi
             | ProviderKind::Compatible(_)
             | ProviderKind::Anthropic
@@ -354,6 +383,7 @@ impl ProviderKind {
                 ProviderKind::Anthropic
                 | ProviderKind::Gemini
                 | ProviderKind::Cohere
+                | ProviderKind::Bedrock
                 | ProviderKind::VertexGemini
                 | ProviderKind::VertexAnthropic,
                 Endpoint::ChatCompletions,
@@ -362,6 +392,7 @@ impl ProviderKind {
                 ProviderKind::Anthropic
                 | ProviderKind::Gemini
                 | ProviderKind::Cohere
+                | ProviderKind::Bedrock
                 | ProviderKind::VertexGemini
                 | ProviderKind::VertexAnthropic,
                 Endpoint::Completions | Endpoint::Embeddings,
@@ -426,8 +457,11 @@ pub fn upstream_failure(
     retry_after: Option<String>,
     secrets: &[String],
 ) -> (RelayError, String) {
-    // OpenAI, Anthropic and Gemini all put the message at `error.message`.
-    let parsed = openai::parse_error_body(body);
+    // OpenAI, Anthropic and Gemini put the message at `error.message`; AWS at `message`.
+    let mut parsed = openai::parse_error_body(body);
+    if parsed.message.is_none() {
+        parsed.message = crate::formats::bedrock::parse_error_body(body);
+    }
     let raw = parsed
         .message
         .clone()

@@ -1,0 +1,376 @@
+// A fake Anthropic Messages API for the end-to-end tests: POST /v1/messages (non-stream and
+// `stream: true` SSE) and POST /v1/messages/count_tokens, on 127.0.0.1 (port 0), speaking the
+// real wire format (shapes from Anthropic's API reference and tests/fixtures/anthropic/).
+//
+//   const fake = await startFakeAnthropic();
+//   channel: { provider: "anthropic", base_url: fake.baseUrl }   // http://127.0.0.1:PORT/v1
+//
+// It checks a request the way the real API does, so a relay that sends something Anthropic would
+// refuse gets the same 400 invalid_request_error: `x-api-key` and `anthropic-version` headers;
+// `model`, `max_tokens` (≥ 1) and non-empty `messages`; user/assistant roles that alternate and
+// start with the user; no empty text blocks; every tool_result answering a tool_use of the
+// assistant turn just before; tool ids of [a-zA-Z0-9_-]; tools with an object `input_schema`;
+// temperature and top_p in [0, 1]; no top-level field the API does not know ("Extra inputs are
+// not permitted"). count_tokens refuses generation parameters (max_tokens, stream, temperature…).
+//
+// Scenario of a request: queued with fake.next(...), else the request's `model` when it names a
+// scenario, else "ok". Scenarios:
+//   ok           one text block (TEXT); stream: STREAM_TEXT_PIECES
+//   tools        text (TOOLS_TEXT) then two tool_use blocks (TOOL_USES); stream: input_json_delta
+//                fragments per tool (the first fragment of the first tool is "", as Anthropic sends)
+//   thinking     a thinking block (THINKING, signature SIGNATURE; stream: thinking_delta pieces
+//                and a signature_delta) then a text block (THINKING_TEXT)
+//   stream-error (stream) message_start, a text block's first delta, then an `error` event
+//                (overloaded_error) and the end of the stream; non-stream: like err-529
+//   err-400      400 invalid_request_error
+//   err-401      401 authentication_error "invalid x-api-key"
+//   err-401-key  401 authentication_error whose message quotes the x-api-key in full (a careless
+//                upstream): the relay must scrub it
+//   err-429      429 rate_limit_error with `retry-after: 7` and anthropic-ratelimit-* headers
+//   err-500      500 api_error
+//   err-529      529 overloaded_error "Overloaded"
+// Every response carries a `request-id` header; error bodies carry `request_id`, as Anthropic's.
+// Usage is fixed so tests can check what the relay reported and recorded (Anthropic's
+// input_tokens excludes cache reads and writes, which are listed beside it):
+//   non-stream:  USAGE         (input 21, cache write 188, cache read 1800, output 12)
+//   stream:      STREAM_USAGE  (message_start: input 25, cache write 100, cache read 1000,
+//                output 1; message_delta: the same input fields and output 15)
+// count_tokens answers {"input_tokens": COUNT_TOKENS}.
+
+import { startFakeServer, sendJson, startSse, writeSplit, fakeId } from "./fake-common.mjs";
+
+export const ANTHROPIC_VERSION = "2023-06-01";
+export const TEXT = "Hi! My name is Claude.";
+export const USAGE = { input_tokens: 21, cache_creation_input_tokens: 188, cache_read_input_tokens: 1800, output_tokens: 12 };
+export const STREAM_TEXT_PIECES = ["Hello", "! How can I help", " – héllo 😀?"];
+export const STREAM_USAGE = { input_tokens: 25, cache_creation_input_tokens: 100, cache_read_input_tokens: 1000, output_tokens: 15 };
+/** All input tokens of a usage object, as OpenAI counts them (cached ones included, once). */
+export const totalInput = (u) => u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens;
+export const TOOLS_TEXT = "Okay, let's check the weather for San Francisco, CA:";
+export const TOOL_USES = [
+  {
+    id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+    name: "get_weather",
+    input: { location: "San Francisco, CA", unit: "fahrenheit" },
+    fragments: ["", '{"location":', ' "San', " Francisc", "o,", ' CA"', ", ", '"unit": "fah', 'renheit"}'],
+  },
+  {
+    id: "toolu_01HYrR2nmtZEsBycWqFzVaNi",
+    name: "get_time",
+    input: { timezone: "America/Los_Angeles" },
+    fragments: ['{"timezone": ', '"America/Los_Angeles"}'],
+  },
+];
+export const THINKING_PIECES = ["Let me solve this step by step:\n\n1. 27 * 453", "\n2. 453 = 400 + 50 + 3"];
+export const THINKING = THINKING_PIECES.join("");
+export const SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds";
+export const THINKING_TEXT = "27 * 453 = 12,231";
+export const COUNT_TOKENS = 1234;
+export const RETRY_AFTER = "7";
+
+const SCENARIOS = new Set([
+  "ok",
+  "tools",
+  "thinking",
+  "stream-error",
+  "err-400",
+  "err-401",
+  "err-401-key",
+  "err-429",
+  "err-500",
+  "err-529",
+]);
+
+/** Top-level fields of a Messages request Anthropic knows. */
+const MESSAGE_FIELDS = new Set([
+  "model",
+  "messages",
+  "max_tokens",
+  "system",
+  "metadata",
+  "stop_sequences",
+  "stream",
+  "temperature",
+  "top_k",
+  "top_p",
+  "tools",
+  "tool_choice",
+  "thinking",
+  "service_tier",
+  "container",
+  "mcp_servers",
+  "context_management",
+]);
+/** Top-level fields of a count_tokens request. */
+const COUNT_FIELDS = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management"]);
+
+class InvalidRequest extends Error {}
+const fail = (message) => {
+  throw new InvalidRequest(message);
+};
+
+function errorBody(type, message) {
+  return { type: "error", error: { type, message }, request_id: fakeId("req_") };
+}
+
+function sendError(res, status, type, message, headers = {}) {
+  sendJson(res, status, errorBody(type, message), { "request-id": fakeId("req_"), ...headers });
+}
+
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const TOOL_ID = /^[a-zA-Z0-9_-]+$/;
+
+function checkUnit(body, field) {
+  if (body[field] === undefined) return;
+  if (typeof body[field] !== "number" || body[field] < 0 || body[field] > 1) fail(`${field}: Input should be less than or equal to 1`);
+}
+
+/** Validates a Messages (or count_tokens) body like the real API; throws InvalidRequest. */
+export function validateMessagesBody(body, { count = false } = {}) {
+  if (!isObject(body)) fail("There was an issue with the request body: it is not a JSON object.");
+  const known = count ? COUNT_FIELDS : MESSAGE_FIELDS;
+  for (const k of Object.keys(body)) if (!known.has(k)) fail(`${k}: Extra inputs are not permitted`);
+  if (typeof body.model !== "string" || !body.model) fail("model: Field required");
+  if (!count) {
+    if (body.max_tokens === undefined) fail("max_tokens: Field required");
+    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) fail("max_tokens: Input should be a valid integer greater than or equal to 1");
+    if (body.stream !== undefined && typeof body.stream !== "boolean") fail("stream: Input should be a valid boolean");
+    checkUnit(body, "temperature");
+    checkUnit(body, "top_p");
+  }
+  if (body.system !== undefined) {
+    if (Array.isArray(body.system)) {
+      body.system.forEach((b, i) => {
+        if (!isObject(b) || b.type !== "text" || typeof b.text !== "string") fail(`system.${i}: Input tag does not match the expected tag 'text'`);
+        if (!b.text) fail(`system.${i}: text content blocks must be non-empty`);
+      });
+    } else if (typeof body.system !== "string") fail("system: Input should be a valid string or list of text blocks");
+  }
+  if (!Array.isArray(body.messages)) fail("messages: Field required");
+  if (body.messages.length === 0) fail("messages: at least one message is required");
+  let prevToolUses = new Set();
+  body.messages.forEach((m, i) => {
+    if (!isObject(m)) fail(`messages.${i}: Input should be a valid dictionary`);
+    if (m.role !== "user" && m.role !== "assistant") fail(`messages.${i}.role: Input should be 'user' or 'assistant'`);
+    if (i === 0 && m.role !== "user") fail("messages: first message must use the \"user\" role");
+    if (i > 0 && body.messages[i - 1].role === m.role) {
+      fail(`messages: roles must alternate between "user" and "assistant", but found multiple "${m.role}" roles in a row`);
+    }
+    const toolUses = new Set();
+    if (typeof m.content === "string") {
+      if (!m.content && !(i === body.messages.length - 1 && m.role === "assistant")) fail(`messages.${i}: all messages must have non-empty content`);
+    } else if (Array.isArray(m.content)) {
+      if (m.content.length === 0) fail(`messages.${i}: all messages must have non-empty content`);
+      m.content.forEach((b, j) => {
+        const where = `messages.${i}.content.${j}`;
+        if (!isObject(b) || typeof b.type !== "string") fail(`${where}: Input should be a valid content block`);
+        switch (b.type) {
+          case "text":
+            if (typeof b.text !== "string" || !b.text) fail(`${where}: text content blocks must be non-empty`);
+            break;
+          case "image":
+            if (m.role !== "user") fail(`${where}: image blocks are only allowed in user messages`);
+            if (!isObject(b.source)) fail(`${where}.source: Field required`);
+            if (b.source.type === "base64") {
+              if (!/^image\/(jpeg|png|gif|webp)$/.test(b.source.media_type ?? "")) fail(`${where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'`);
+              if (typeof b.source.data !== "string" || !b.source.data || b.source.data.startsWith("data:")) fail(`${where}.source.data: invalid base64 data`);
+            } else if (b.source.type === "url") {
+              if (typeof b.source.url !== "string") fail(`${where}.source.url: Field required`);
+            } else if (b.source.type !== "file") fail(`${where}.source.type: Input tag '${b.source.type}' is not allowed`);
+            break;
+          case "tool_use":
+            if (m.role !== "assistant") fail(`${where}: tool_use blocks are only allowed in assistant messages`);
+            if (typeof b.id !== "string" || !TOOL_ID.test(b.id)) fail(`${where}.id: String should match pattern '^[a-zA-Z0-9_-]+$'`);
+            if (typeof b.name !== "string" || !b.name) fail(`${where}.name: Field required`);
+            if (!isObject(b.input)) fail(`${where}.input: Input should be a valid dictionary`);
+            toolUses.add(b.id);
+            break;
+          case "tool_result":
+            if (m.role !== "user") fail(`${where}: tool_result blocks are only allowed in user messages`);
+            if (typeof b.tool_use_id !== "string" || !TOOL_ID.test(b.tool_use_id)) fail(`${where}.tool_use_id: String should match pattern '^[a-zA-Z0-9_-]+$'`);
+            if (!prevToolUses.has(b.tool_use_id)) {
+              fail(`${where}: unexpected \`tool_use_id\` found in \`tool_result\` blocks: ${b.tool_use_id}. Each \`tool_result\` block must have a corresponding \`tool_use\` block in the previous message.`);
+            }
+            if (b.content !== undefined && typeof b.content !== "string" && !Array.isArray(b.content)) fail(`${where}.content: Input should be a valid string or list`);
+            break;
+          case "thinking":
+            if (m.role !== "assistant") fail(`${where}: thinking blocks are only allowed in assistant messages`);
+            if (typeof b.signature !== "string" || !b.signature) fail(`${where}.signature: Field required`);
+            break;
+          case "redacted_thinking":
+          case "document":
+          case "search_result":
+          case "server_tool_use":
+          case "web_search_tool_result":
+          case "container_upload":
+            break;
+          default:
+            fail(`${where}: Input tag '${b.type}' found using 'type' does not match any of the expected tags`);
+        }
+      });
+    } else fail(`messages.${i}.content: Input should be a valid string or list`);
+    prevToolUses = toolUses;
+  });
+  if (body.tools !== undefined) {
+    if (!Array.isArray(body.tools)) fail("tools: Input should be a valid list");
+    body.tools.forEach((t, i) => {
+      if (!isObject(t) || typeof t.name !== "string" || !t.name) fail(`tools.${i}.name: Field required`);
+      if (t.type === undefined || t.type === "custom") {
+        if (!isObject(t.input_schema) || t.input_schema.type !== "object") fail(`tools.${i}.custom.input_schema: Input should be an object schema`);
+      }
+    });
+  }
+  if (body.tool_choice !== undefined) {
+    if (!isObject(body.tool_choice) || !["auto", "any", "tool", "none"].includes(body.tool_choice.type)) fail("tool_choice: Input tag does not match any of the expected tags");
+    if (!body.tools?.length) fail("tool_choice may only be specified while providing tools");
+  }
+}
+
+function message(model, content, stopReason, usage) {
+  return {
+    id: fakeId("msg_"),
+    type: "message",
+    role: "assistant",
+    model,
+    content,
+    stop_reason: stopReason,
+    stop_sequence: null,
+    usage: { ...usage, service_tier: "standard" },
+  };
+}
+
+const sseEvent = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+
+export async function startFakeAnthropic() {
+  const fake = await startFakeServer({
+    name: "fake Anthropic",
+    scenarios: SCENARIOS,
+    scenarioOf: (rec) => (SCENARIOS.has(rec.body?.model) ? rec.body.model : "ok"),
+    handle,
+  });
+
+  async function handle(req, res, rec) {
+    const { method, path, body } = rec;
+    const routes = ["/v1/messages", "/v1/messages/count_tokens"];
+    if (!routes.includes(path)) return sendError(res, 404, "not_found_error", `Not Found (${method} ${path})`);
+    if (method !== "POST") return sendError(res, 405, "invalid_request_error", `Method Not Allowed (${method} ${path})`);
+    const key = req.headers["x-api-key"];
+    if (!key) return sendError(res, 401, "authentication_error", "x-api-key header is required");
+    if (!req.headers["anthropic-version"]) return sendError(res, 400, "invalid_request_error", "anthropic-version: header is required");
+    if (body === undefined || body === null) {
+      return sendError(res, 400, "invalid_request_error", "There was an issue with the request body: it is not valid JSON.");
+    }
+    const count = path === "/v1/messages/count_tokens";
+    try {
+      validateMessagesBody(body, { count });
+    } catch (e) {
+      if (!(e instanceof InvalidRequest)) throw e;
+      rec.invalid = e.message;
+      return sendError(res, 400, "invalid_request_error", e.message);
+    }
+    const stream = !count && body.stream === true;
+    switch (rec.scenario) {
+      case "err-400":
+        return sendError(res, 400, "invalid_request_error", "messages.0.content: err-400 was asked for by the test");
+      case "err-401":
+        return sendError(res, 401, "authentication_error", "invalid x-api-key");
+      case "err-401-key":
+        return sendError(res, 401, "authentication_error", `invalid x-api-key: ${key}`);
+      case "err-429":
+        return sendError(
+          res,
+          429,
+          "rate_limit_error",
+          "This request would exceed the rate limit for your organization of 50 requests per minute.",
+          {
+            "retry-after": RETRY_AFTER,
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": new Date(Date.now() + 7000).toISOString(),
+          },
+        );
+      case "err-500":
+        return sendError(res, 500, "api_error", "Internal server error");
+      case "err-529":
+        return sendError(res, 529, "overloaded_error", "Overloaded");
+      case "stream-error":
+        if (!stream) return sendError(res, 529, "overloaded_error", "Overloaded");
+    }
+    if (count) return sendJson(res, 200, { input_tokens: COUNT_TOKENS }, { "request-id": fakeId("req_") });
+    if (stream) return streamReply(res, body.model, rec.scenario);
+    return sendJson(res, 200, wholeReply(body.model, rec.scenario), { "request-id": fakeId("req_") });
+  }
+
+  return { ...fake, baseUrl: `${fake.origin}/v1` };
+}
+
+function wholeReply(model, scenario) {
+  switch (scenario) {
+    case "tools":
+      return message(
+        model,
+        [
+          { type: "text", text: TOOLS_TEXT },
+          ...TOOL_USES.map((t) => ({ type: "tool_use", id: t.id, name: t.name, input: t.input })),
+        ],
+        "tool_use",
+        USAGE,
+      );
+    case "thinking":
+      return message(
+        model,
+        [
+          { type: "thinking", thinking: THINKING, signature: SIGNATURE },
+          { type: "text", text: THINKING_TEXT },
+        ],
+        "end_turn",
+        USAGE,
+      );
+    default:
+      return message(model, [{ type: "text", text: TEXT }], "end_turn", USAGE);
+  }
+}
+
+function streamReply(res, model, scenario) {
+  startSse(res, { "request-id": fakeId("req_") });
+  const start = message(model, [], null, { ...STREAM_USAGE, output_tokens: 1 });
+  res.write(sseEvent("message_start", { message: start }));
+  let index = 0;
+  const textBlock = (pieces) => {
+    const i = index++;
+    res.write(sseEvent("content_block_start", { index: i, content_block: { type: "text", text: "" } }));
+    if (i === 0) res.write(sseEvent("ping", {}));
+    for (const text of pieces) writeSplit(res, sseEvent("content_block_delta", { index: i, delta: { type: "text_delta", text } }));
+    res.write(sseEvent("content_block_stop", { index: i }));
+  };
+  let stopReason = "end_turn";
+  if (scenario === "stream-error") {
+    res.write(sseEvent("content_block_start", { index: 0, content_block: { type: "text", text: "" } }));
+    res.write(sseEvent("content_block_delta", { index: 0, delta: { type: "text_delta", text: "Once upon" } }));
+    res.end(sseEvent("error", { error: { type: "overloaded_error", message: "Overloaded" } }));
+    return;
+  }
+  if (scenario === "tools") {
+    textBlock([TOOLS_TEXT.slice(0, 4), TOOLS_TEXT.slice(4)]);
+    for (const tool of TOOL_USES) {
+      const i = index++;
+      res.write(sseEvent("content_block_start", { index: i, content_block: { type: "tool_use", id: tool.id, name: tool.name, input: {} } }));
+      for (const partial_json of tool.fragments) {
+        writeSplit(res, sseEvent("content_block_delta", { index: i, delta: { type: "input_json_delta", partial_json } }));
+      }
+      res.write(sseEvent("content_block_stop", { index: i }));
+    }
+    stopReason = "tool_use";
+  } else if (scenario === "thinking") {
+    const i = index++;
+    res.write(sseEvent("content_block_start", { index: i, content_block: { type: "thinking", thinking: "", signature: "" } }));
+    for (const thinking of THINKING_PIECES) res.write(sseEvent("content_block_delta", { index: i, delta: { type: "thinking_delta", thinking } }));
+    res.write(sseEvent("content_block_delta", { index: i, delta: { type: "signature_delta", signature: SIGNATURE } }));
+    res.write(sseEvent("content_block_stop", { index: i }));
+    textBlock([THINKING_TEXT]);
+  } else {
+    textBlock(STREAM_TEXT_PIECES);
+  }
+  res.write(sseEvent("message_delta", { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { ...STREAM_USAGE } }));
+  res.end(sseEvent("message_stop", {}));
+}
