@@ -3,6 +3,7 @@
 
 use crate::config::{KeyGrant, KeyStatus, ModelMap, ModelTarget, Status};
 use crate::error::RelayError;
+use crate::rules::Denial;
 
 /// Is this key usable at `now_ms`? Checked on every request, also when the record is cached,
 /// so an expiry takes effect on the millisecond.
@@ -15,6 +16,30 @@ pub fn check_key(grant: &KeyGrant, now_ms: i64) -> Result<(), RelayError> {
     }
     if grant.tenant_status == Status::Disabled {
         return Err(RelayError::TenantDisabled);
+    }
+    Ok(())
+}
+
+/// Do the key's and its tenant's access rules let this client in now?
+pub fn check_rules(
+    grant: &KeyGrant,
+    client_ip: Option<&str>,
+    country: Option<&str>,
+    now_ms: i64,
+) -> Result<(), RelayError> {
+    for rules in [&grant.key_rules, &grant.tenant_rules] {
+        if rules.is_open() {
+            continue;
+        }
+        crate::rules::check(rules, client_ip, country, now_ms).map_err(|denial| {
+            RelayError::AccessDenied {
+                reason: match denial {
+                    Denial::IpNotAllowed => "from this address",
+                    Denial::CountryNotAllowed => "from this country",
+                    Denial::OutsideTimeWindow => "at this time",
+                },
+            }
+        })?;
     }
     Ok(())
 }
@@ -62,6 +87,10 @@ mod tests {
             key_models: None,
             tenant_models: None,
             expires_at: None,
+            key_limits: Default::default(),
+            tenant_limits: Default::default(),
+            key_rules: Default::default(),
+            tenant_rules: Default::default(),
         }
     }
 
@@ -93,6 +122,23 @@ mod tests {
         assert_eq!(check_key(&g, 0), Err(RelayError::TenantDisabled));
         g.key_status = KeyStatus::Revoked;
         assert_eq!(check_key(&g, 0), Err(RelayError::KeyRevoked));
+    }
+
+    #[test]
+    fn key_and_tenant_rules_both_apply() {
+        let mut g = grant();
+        assert_eq!(check_rules(&g, None, None, 0), Ok(()));
+        g.key_rules.ip_allow = vec!["10.0.0.0/8".into()];
+        g.tenant_rules.countries_deny = vec!["KP".into()];
+        assert_eq!(check_rules(&g, Some("10.1.2.3"), Some("DE"), 0), Ok(()));
+        assert_eq!(
+            check_rules(&g, Some("11.1.2.3"), Some("DE"), 0)
+                .unwrap_err()
+                .code(),
+            "access_denied"
+        );
+        let e = check_rules(&g, Some("10.1.2.3"), Some("KP"), 0).unwrap_err();
+        assert_eq!((e.status(), e.message().contains("country")), (403, true));
     }
 
     #[test]

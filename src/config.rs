@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::RelayError;
+use crate::limits::{self, Limits};
 use crate::providers::ProviderKind;
+use crate::rules::{self, AccessRules};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +36,12 @@ pub struct Tenant {
     pub name: String,
     pub status: Status,
     pub models: Option<Vec<String>>,
+    /// Limits over all the tenant's keys together (one limiter per tenant).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Access rules every key of the tenant must also pass.
+    #[serde(default)]
+    pub rules: AccessRules,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -47,9 +55,16 @@ pub struct KeyView {
     pub prefix: String,
     pub status: KeyStatus,
     pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub rules: AccessRules,
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Set when the key was rotated: the key that replaced it (this one stops at `expires_at`).
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +84,10 @@ pub struct KeyGrant {
     pub key_models: Option<Vec<String>>,
     pub tenant_models: Option<Vec<String>>,
     pub expires_at: Option<i64>,
+    pub key_limits: Limits,
+    pub tenant_limits: Limits,
+    pub key_rules: AccessRules,
+    pub tenant_rules: AccessRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +267,35 @@ impl Fields {
         }
     }
 
+    fn limits(&self) -> Result<Option<Limits>, RelayError> {
+        match self.map.get("limits") {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(Limits::default())),
+            Some(v) => limits::parse_limits(v, "limits")
+                .map(Some)
+                .map_err(|(param, message)| RelayError::InvalidValue { param, message }),
+        }
+    }
+
+    fn rules(&self) -> Result<Option<AccessRules>, RelayError> {
+        match self.map.get("rules") {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(AccessRules::default())),
+            Some(v) => {
+                rules::parse(v)
+                    .map(Some)
+                    .map_err(|(param, message)| RelayError::InvalidValue {
+                        param: if param.is_empty() {
+                            "rules".into()
+                        } else {
+                            format!("rules.{param}")
+                        },
+                        message,
+                    })
+            }
+        }
+    }
+
     fn integer(&self, field: &str) -> Result<Option<i64>, RelayError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -312,13 +360,17 @@ fn check_name(field: &str, name: &str) -> Result<(), RelayError> {
 pub struct NewTenant {
     pub name: String,
     pub models: Option<Vec<String>>,
+    pub limits: Limits,
+    pub rules: AccessRules,
 }
 
 pub fn parse_new_tenant(bytes: &[u8]) -> Result<NewTenant, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models"])?;
+    let f = Fields::parse(bytes, &["name", "models", "limits", "rules"])?;
     Ok(NewTenant {
         name: f.required_name("name")?,
         models: f.string_list("models")?,
+        limits: f.limits()?.unwrap_or_default(),
+        rules: f.rules()?.unwrap_or_default(),
     })
 }
 
@@ -328,10 +380,12 @@ pub struct TenantPatch {
     pub name: Option<String>,
     pub models: Option<Option<Vec<String>>>,
     pub status: Option<Status>,
+    pub limits: Option<Limits>,
+    pub rules: Option<AccessRules>,
 }
 
 pub fn parse_tenant_patch(bytes: &[u8]) -> Result<TenantPatch, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "status"])?;
+    let f = Fields::parse(bytes, &["name", "models", "status", "limits", "rules"])?;
     let name = match f.string("name")? {
         Some(n) => {
             check_name("name", &n)?;
@@ -347,6 +401,8 @@ pub fn parse_tenant_patch(bytes: &[u8]) -> Result<TenantPatch, RelayError> {
             None
         },
         status: f.status("status")?,
+        limits: f.limits()?,
+        rules: f.rules()?,
     })
 }
 
@@ -361,6 +417,12 @@ impl TenantPatch {
         if let Some(status) = self.status {
             tenant.status = status;
         }
+        if let Some(limits) = &self.limits {
+            tenant.limits = limits.clone();
+        }
+        if let Some(rules) = &self.rules {
+            tenant.rules = rules.clone();
+        }
         tenant.updated_at = now_ms;
     }
 }
@@ -370,10 +432,12 @@ pub struct NewKey {
     pub name: String,
     pub models: Option<Vec<String>>,
     pub expires_at: Option<i64>,
+    pub limits: Limits,
+    pub rules: AccessRules,
 }
 
 pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "expires_at"])?;
+    let f = Fields::parse(bytes, &["name", "models", "expires_at", "limits", "rules"])?;
     let name = f.string("name")?.unwrap_or_default();
     if name.chars().count() > 200 {
         return Err(bad_value("name", "must be at most 200 characters"));
@@ -391,7 +455,84 @@ pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
         name,
         models: f.string_list("models")?,
         expires_at,
+        limits: f.limits()?.unwrap_or_default(),
+        rules: f.rules()?.unwrap_or_default(),
     })
+}
+
+/// A partial update of a key: what it may use and until when, without reissuing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub models: Option<Option<Vec<String>>>,
+    pub expires_at: Option<Option<i64>>,
+    pub limits: Option<Limits>,
+    pub rules: Option<AccessRules>,
+}
+
+pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError> {
+    let f = Fields::parse(bytes, &["name", "models", "expires_at", "limits", "rules"])?;
+    let name = f.string("name")?;
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(bad_value("name", "must be at most 200 characters"));
+    }
+    let expires_at = if f.has("expires_at") {
+        Some(f.integer("expires_at")?)
+    } else {
+        None
+    };
+    if let Some(Some(at)) = expires_at {
+        if at <= now_ms {
+            return Err(bad_value(
+                "expires_at",
+                "must be in the future (Unix milliseconds)",
+            ));
+        }
+    }
+    Ok(KeyPatch {
+        name,
+        models: if f.has("models") {
+            Some(f.string_list("models")?)
+        } else {
+            None
+        },
+        expires_at,
+        limits: f.limits()?,
+        rules: f.rules()?,
+    })
+}
+
+impl KeyPatch {
+    pub fn apply(&self, key: &mut KeyView) {
+        if let Some(name) = &self.name {
+            key.name = name.clone();
+        }
+        if let Some(models) = &self.models {
+            key.models = models.clone();
+        }
+        if let Some(at) = self.expires_at {
+            key.expires_at = at;
+        }
+        if let Some(limits) = &self.limits {
+            key.limits = limits.clone();
+        }
+        if let Some(rules) = &self.rules {
+            key.rules = rules.clone();
+        }
+    }
+}
+
+/// How long a rotated key keeps working beside its replacement.
+pub fn parse_rotation(bytes: &[u8]) -> Result<i64, RelayError> {
+    let f = Fields::parse(bytes, &["grace_seconds"])?;
+    match f.integer("grace_seconds")? {
+        None => Ok(24 * 3600),
+        Some(s) if (0..=90 * 24 * 3600).contains(&s) => Ok(s),
+        Some(_) => Err(bad_value(
+            "grace_seconds",
+            "must be between 0 and 7776000 (90 days)",
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -791,8 +932,30 @@ mod tests {
             t,
             NewTenant {
                 name: "acme".into(),
-                models: Some(vec!["a".into(), "b".into()])
+                models: Some(vec!["a".into(), "b".into()]),
+                limits: Limits::default(),
+                rules: AccessRules::default(),
             }
+        );
+        let t = parse_new_tenant(
+            br#"{"name":"a","limits":{"rpm":5},"rules":{"countries_deny":["kp"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.limits.rpm, t.rules.countries_deny.clone()),
+            (Some(5), vec!["KP".to_string()])
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{"name":"a","limits":{"rpm":0}}"#)
+                .unwrap_err()
+                .param(),
+            Some("limits.rpm")
+        );
+        assert_eq!(
+            parse_new_tenant(br#"{"name":"a","rules":{"ip_allow":["10.0.0.0/33"]}}"#)
+                .unwrap_err()
+                .param(),
+            Some("rules.ip_allow[0]")
         );
         assert_eq!(
             parse_new_tenant(br#"{}"#).unwrap_err().param(),
@@ -824,6 +987,30 @@ mod tests {
             Some("status")
         );
         assert_eq!(parse_tenant_patch(b"").unwrap(), TenantPatch::default());
+    }
+
+    #[test]
+    fn key_patches_and_rotation() {
+        let p = parse_key_patch(
+            br#"{"models":null,"limits":{"concurrency":2},"expires_at":null}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!((p.models.clone(), p.expires_at), (Some(None), Some(None)));
+        assert_eq!(p.limits.as_ref().and_then(|l| l.concurrency), Some(2));
+        assert_eq!(
+            parse_key_patch(br#"{"expires_at":5}"#, 10)
+                .unwrap_err()
+                .param(),
+            Some("expires_at")
+        );
+        assert_eq!(parse_rotation(b"").unwrap(), 86_400);
+        assert_eq!(
+            parse_rotation(br#"{"grace_seconds":-1}"#)
+                .unwrap_err()
+                .param(),
+            Some("grace_seconds")
+        );
     }
 
     #[test]

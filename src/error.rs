@@ -30,6 +30,22 @@ pub enum RelayError {
     KeyExpired,
     InvalidAdminToken,
     TenantDisabled,
+    /// An access rule of the key or its tenant refuses this client.
+    AccessDenied {
+        reason: &'static str,
+    },
+    /// A rate limit, concurrency limit or quota of the key or its tenant.
+    LimitExceeded {
+        /// Which limit, in words ("requests per minute", "tokens per day").
+        limit: String,
+        /// Whose limit: "key" or "tenant".
+        scope: &'static str,
+        /// Per-minute and concurrency limits pass; quotas are spent until the period ends.
+        quota: bool,
+        retry_after_ms: Option<u64>,
+        /// The limiter's view, for the `x-ratelimit-*` headers of the refusal.
+        rate: Box<crate::limits::RateInfo>,
+    },
     ModelNotFound {
         model: String,
     },
@@ -104,13 +120,13 @@ impl RelayError {
             | InvalidValue { .. } => 400,
             UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
-            TenantDisabled => 403,
+            TenantDisabled | AccessDenied { .. } => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             Conflict { .. } => 409,
             RequestTooLarge { .. } => 413,
             UpstreamInvalidRequest { status, .. } => *status,
-            UpstreamRateLimited { .. } => 429,
+            UpstreamRateLimited { .. } | LimitExceeded { .. } => 429,
             Internal { .. } => 500,
             UpstreamAuthFailed
             | UpstreamError { .. }
@@ -144,8 +160,9 @@ impl RelayError {
             | KeyRevoked
             | KeyExpired
             | InvalidAdminToken => "invalid_request_error",
-            TenantDisabled => "permission_error",
-            UpstreamRateLimited { .. } => "rate_limit_error",
+            TenantDisabled | AccessDenied { .. } => "permission_error",
+            LimitExceeded { quota: true, .. } => "insufficient_quota",
+            UpstreamRateLimited { .. } | LimitExceeded { quota: false, .. } => "rate_limit_error",
             ChannelUnavailable { .. }
             | UpstreamAuthFailed
             | UpstreamError { .. }
@@ -172,6 +189,9 @@ impl RelayError {
             KeyExpired => "key_expired",
             InvalidAdminToken => "invalid_admin_token",
             TenantDisabled => "tenant_disabled",
+            AccessDenied { .. } => "access_denied",
+            LimitExceeded { quota: false, .. } => "rate_limit_exceeded",
+            LimitExceeded { quota: true, .. } => "insufficient_quota",
             ModelNotFound { .. } => "model_not_found",
             NotFound { .. } => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -220,6 +240,12 @@ impl RelayError {
             KeyExpired => "This API key has expired.".into(),
             InvalidAdminToken => "Missing or incorrect admin token.".into(),
             TenantDisabled => "The tenant this key belongs to is disabled.".into(),
+            AccessDenied { reason } => format!("This key may not be used {reason}."),
+            LimitExceeded { limit, scope, quota, retry_after_ms, .. } => {
+                let when = retry_after_ms.map(|ms| format!(" Try again in {}s.", ms.div_ceil(1000))).unwrap_or_default();
+                let what = if *quota { "quota" } else { "limit" };
+                format!("The {scope}'s {what} of {limit} has been reached.{when}")
+            }
             ModelNotFound { model } => {
                 format!("The model '{model}' does not exist or you do not have access to it.")
             }
@@ -257,6 +283,17 @@ impl RelayError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             RelayError::MethodNotAllowed { allowed } => vec![("allow", allowed.join(", "))],
+            RelayError::LimitExceeded {
+                retry_after_ms,
+                rate,
+                ..
+            } => {
+                let mut h = crate::limits::rate_headers(rate);
+                if let Some(ms) = retry_after_ms {
+                    h.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
+                }
+                h
+            }
             RelayError::UpstreamRateLimited {
                 retry_after: Some(after),
             }
@@ -340,6 +377,16 @@ mod tests {
                 retry_after: Some("3".into()),
             },
             UpstreamOverloaded { retry_after: None },
+            AccessDenied {
+                reason: "from this address",
+            },
+            LimitExceeded {
+                limit: "requests per minute".into(),
+                scope: "key",
+                quota: false,
+                retry_after_ms: Some(1500),
+                rate: Default::default(),
+            },
             UpstreamBadResponse { detail: "x".into() },
             FieldNotSupported {
                 field: "seed".into(),

@@ -265,6 +265,9 @@ struct Reservation {
 /// Everything a limiter remembers; the Durable Object stores it as one JSON value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimiterState {
+    /// The key was revoked: every request is refused, worldwide, from the next one on.
+    #[serde(default)]
+    revoked: bool,
     requests: Bucket,
     tokens: Bucket,
     periods: [PeriodUsage; 3],
@@ -275,6 +278,7 @@ pub struct LimiterState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "limit")]
 pub enum LimitHit {
+    Revoked,
     Concurrency,
     RequestsPerMinute,
     TokensPerMinute,
@@ -292,6 +296,7 @@ pub enum Measure {
 impl LimitHit {
     pub fn describe(&self) -> String {
         match self {
+            LimitHit::Revoked => "revoked".into(),
             LimitHit::Concurrency => "concurrent requests".into(),
             LimitHit::RequestsPerMinute => "requests per minute".into(),
             LimitHit::TokensPerMinute => "tokens per minute".into(),
@@ -393,6 +398,14 @@ impl LimiterState {
             retry_after_ms: None,
             rate: s.rate_info(limits),
         };
+        if self.revoked {
+            return Decision {
+                admitted: false,
+                hit: Some(LimitHit::Revoked),
+                retry_after_ms: None,
+                rate: RateInfo::default(),
+            };
+        }
         if self.in_flight.contains_key(id) {
             return admitted(self);
         }
@@ -520,8 +533,133 @@ impl LimiterState {
     }
 }
 
+/// A call to a limiter Durable Object (JSON over its fetch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LimiterCall {
+    Reserve {
+        id: String,
+        ask: Ask,
+        limits: Limits,
+    },
+    Settle {
+        id: String,
+        used: Ask,
+        limits: Limits,
+    },
+    Revoke,
+    /// Current usage, for the admin API.
+    Peek {
+        limits: Limits,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LimiterReply {
+    Decision(Decision),
+    Rate(RateInfo),
+    Usage(UsageView),
+}
+
+/// What a limiter holds now, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageView {
+    pub revoked: bool,
+    pub in_flight: usize,
+    pub day: PeriodView,
+    pub week: PeriodView,
+    pub month: PeriodView,
+    pub rate: RateInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodView {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl LimiterState {
+    /// One call, as the Durable Object receives it; returns whether the state changed.
+    pub fn handle(&mut self, call: LimiterCall, now_ms: i64) -> (LimiterReply, bool) {
+        match call {
+            LimiterCall::Reserve { id, ask, limits } => {
+                let d = self.reserve(&limits, &id, ask, now_ms);
+                let changed = d.admitted;
+                (LimiterReply::Decision(d), changed)
+            }
+            LimiterCall::Settle { id, used, limits } => (
+                LimiterReply::Rate(self.settle(&limits, &id, used, now_ms)),
+                true,
+            ),
+            LimiterCall::Revoke => {
+                self.revoked = true;
+                self.in_flight.clear();
+                (LimiterReply::Rate(RateInfo::default()), true)
+            }
+            LimiterCall::Peek { limits } => {
+                self.roll_periods(&limits, now_ms);
+                let view = |p: &PeriodUsage| PeriodView {
+                    start_ms: p.start_ms,
+                    end_ms: p.end_ms,
+                    requests: p.requests,
+                    tokens: p.tokens,
+                    cost_micros: p.cost_micros,
+                };
+                let usage = UsageView {
+                    revoked: self.revoked,
+                    in_flight: self.in_flight.len(),
+                    day: view(&self.periods[0]),
+                    week: view(&self.periods[1]),
+                    month: view(&self.periods[2]),
+                    rate: self.rate_info(&limits),
+                };
+                (LimiterReply::Usage(usage), false)
+            }
+        }
+    }
+}
+
 fn apply(value: u64, delta: i128) -> u64 {
     u64::try_from((i128::from(value) + delta).max(0)).unwrap_or(u64::MAX)
+}
+
+/// OpenAI's rate-limit response headers for what a limiter reported.
+pub fn rate_headers(rate: &RateInfo) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    let mut add = |name: &'static str, value: Option<String>| {
+        if let Some(v) = value {
+            headers.push((name, v));
+        }
+    };
+    add(
+        "x-ratelimit-limit-requests",
+        rate.limit_requests.map(|v| v.to_string()),
+    );
+    add(
+        "x-ratelimit-remaining-requests",
+        rate.remaining_requests.map(|v| v.to_string()),
+    );
+    add(
+        "x-ratelimit-reset-requests",
+        rate.reset_requests_ms.map(format_reset),
+    );
+    add(
+        "x-ratelimit-limit-tokens",
+        rate.limit_tokens.map(|v| v.to_string()),
+    );
+    add(
+        "x-ratelimit-remaining-tokens",
+        rate.remaining_tokens.map(|v| v.to_string()),
+    );
+    add(
+        "x-ratelimit-reset-tokens",
+        rate.reset_tokens_ms.map(format_reset),
+    );
+    headers
 }
 
 /// OpenAI's duration format for `x-ratelimit-reset-*`: "1s", "6m0s", "120ms".
@@ -810,11 +948,53 @@ mod tests {
     }
 
     #[test]
+    fn calls_round_trip_as_json_and_revocation_is_final() {
+        let limits = Limits {
+            rpm: Some(10),
+            ..Limits::default()
+        };
+        let mut s = LimiterState::default();
+        let call: LimiterCall = serde_json::from_value(serde_json::json!({
+            "op": "reserve", "id": "r1", "ask": {"tokens": 5, "cost_micros": 0}, "limits": {"rpm": 10}
+        }))
+        .unwrap();
+        let (reply, changed) = s.handle(call, T0);
+        assert!(changed);
+        let LimiterReply::Decision(d) = reply else {
+            panic!("a decision")
+        };
+        assert!(d.admitted && d.rate.remaining_requests == Some(9));
+        let json = serde_json::to_string(&LimiterReply::Decision(d.clone())).unwrap();
+        assert_eq!(serde_json::from_str::<Decision>(&json).unwrap(), d);
+        s.handle(LimiterCall::Revoke, T0);
+        let d = s.reserve(&limits, "r2", ask(1), T0 + 1);
+        assert_eq!((d.admitted, d.hit), (false, Some(LimitHit::Revoked)));
+        let (LimiterReply::Usage(u), changed) = s.handle(LimiterCall::Peek { limits }, T0) else {
+            panic!()
+        };
+        assert!(u.revoked && !changed && u.in_flight == 0);
+    }
+
+    #[test]
     fn reset_durations_read_like_openai() {
         assert_eq!(format_reset(20), "20ms");
         assert_eq!(format_reset(1000), "1s");
         assert_eq!(format_reset(360_000), "6m0s");
         assert_eq!(format_reset(3_600_500), "1h0m1s");
         assert_eq!(worst_case_tokens(10, None), 10 + DEFAULT_OUTPUT_RESERVE);
+        let rate = RateInfo {
+            limit_requests: Some(60),
+            remaining_requests: Some(59),
+            reset_requests_ms: Some(1000),
+            ..RateInfo::default()
+        };
+        assert_eq!(
+            rate_headers(&rate),
+            vec![
+                ("x-ratelimit-limit-requests", "60".to_string()),
+                ("x-ratelimit-remaining-requests", "59".to_string()),
+                ("x-ratelimit-reset-requests", "1s".to_string())
+            ]
+        );
     }
 }

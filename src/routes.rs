@@ -21,6 +21,10 @@ pub enum Resource {
     TenantKeys(String),
     Key(String),
     KeyRevoke(String),
+    KeyRotate(String),
+    /// What a key's limiter holds now.
+    KeyLimits(String),
+    TenantLimits(String),
     Channels,
     Channel(String),
     ModelMap,
@@ -59,6 +63,9 @@ impl Resource {
             ["admin", "tenants", t, "keys"] => Resource::TenantKeys(id(t)?),
             ["admin", "keys", k] => Resource::Key(id(k)?),
             ["admin", "keys", k, "revoke"] => Resource::KeyRevoke(id(k)?),
+            ["admin", "keys", k, "rotate"] => Resource::KeyRotate(id(k)?),
+            ["admin", "keys", k, "limits"] => Resource::KeyLimits(id(k)?),
+            ["admin", "tenants", t, "limits"] => Resource::TenantLimits(id(t)?),
             ["admin", "channels"] => Resource::Channels,
             ["admin", "channels", c] => Resource::Channel(id(c)?),
             ["admin", "model-map"] => Resource::ModelMap,
@@ -71,9 +78,10 @@ impl Resource {
     pub fn allowed_methods(&self) -> &'static [&'static str] {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Key(_) | Usage => &["GET"],
+            Health | Models | Model(_) | Usage | KeyLimits(_) | TenantLimits(_) => &["GET"],
+            Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
-            | KeyRevoke(_) => &["POST"],
+            | KeyRevoke(_) | KeyRotate(_) => &["POST"],
             Tenants | Channels | TenantKeys(_) => &["GET", "POST"],
             Tenant(_) => &["GET", "PATCH"],
             Channel(_) => &["GET", "PATCH", "DELETE"],
@@ -87,7 +95,8 @@ impl Resource {
         match self {
             Health | Models | Model(_) | Relay(_) | Messages | CountTokens => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
-            | KeyRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_) | Usage => true,
+            | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
+            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage => true,
         }
     }
 }

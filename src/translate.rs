@@ -101,6 +101,16 @@ impl ClientRequest {
         }
     }
 
+    /// The most output the client allows (`None`: the upstream's default).
+    pub fn max_tokens(&self) -> Option<u64> {
+        match self {
+            ClientRequest::OpenAi(r) => ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| r.body.get(*k).and_then(Value::as_u64)),
+            ClientRequest::Anthropic { neutral, .. } => neutral.max_tokens,
+        }
+    }
+
     /// The name the usage row records.
     pub fn endpoint_name(&self) -> &'static str {
         match self {

@@ -3,9 +3,10 @@
 //! `CONFIG_CACHE_TTL_MS` on other isolates.
 
 use serde_json::json;
-use worker::Request;
+use worker::{Env, Request};
 
 use super::http::{header, read_body};
+use super::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
 use super::store::{Store, UsageQuery};
 use crate::auth;
@@ -50,6 +51,7 @@ pub async fn handle(
     mut req: Request,
     resource: Resource,
     store: &Store,
+    env: &Env,
 ) -> Result<(u16, serde_json::Value), RelayError> {
     let method = req.method().to_string();
     let now = now_ms();
@@ -71,6 +73,8 @@ pub async fn handle(
                 name: input.name,
                 status: config::Status::Active,
                 models: input.models,
+                limits: input.limits,
+                rules: input.rules,
                 created_at: now,
                 updated_at: now,
             };
@@ -108,9 +112,12 @@ pub async fn handle(
                 prefix: auth::key_prefix(&plaintext),
                 status: KeyStatus::Active,
                 models: input.models,
+                limits: input.limits,
+                rules: input.rules,
                 expires_at: input.expires_at,
                 created_at: now,
                 revoked_at: None,
+                replaced_by: None,
             };
             store.insert_key(&key, &auth::hash_key(&plaintext)).await?;
             let mut shown = json!(key);
@@ -118,17 +125,65 @@ pub async fn handle(
             shown["key"] = json!(plaintext);
             (201, shown)
         }
-        (Resource::Key(id), _) => (
-            200,
-            json!(store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?),
-        ),
+        (Resource::Key(id), "GET") => (200, json!(key(store, &id).await?)),
+        (Resource::Key(id), _) => {
+            let patch = config::parse_key_patch(&body, now)?;
+            let mut key = key(store, &id).await?;
+            if key.status == KeyStatus::Revoked {
+                return Err(RelayError::InvalidValue {
+                    param: "id".into(),
+                    message: "a revoked key cannot be changed".into(),
+                });
+            }
+            patch.apply(&mut key);
+            store.update_key(&key).await?;
+            (200, json!(key))
+        }
         (Resource::KeyRevoke(id), _) => {
-            store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?;
+            key(store, &id).await?;
             store.revoke_key(&id, now).await?;
-            (
-                200,
-                json!(store.key(&id).await?.ok_or_else(|| not_found("Key", &id))?),
-            )
+            // The key's limiter refuses its next request everywhere, whatever isolates cached.
+            limiter::revoke(env, &id).await?;
+            (200, json!(key(store, &id).await?))
+        }
+        (Resource::KeyRotate(id), _) => {
+            let grace_s = config::parse_rotation(&body)?;
+            let mut old = key(store, &id).await?;
+            if old.status == KeyStatus::Revoked {
+                return Err(RelayError::InvalidValue {
+                    param: "id".into(),
+                    message: "a revoked key cannot be rotated".into(),
+                });
+            }
+            let plaintext = auth::generate_key(&random_bytes::<32>());
+            let new = KeyView {
+                id: new_id("key"),
+                prefix: auth::key_prefix(&plaintext),
+                created_at: now,
+                revoked_at: None,
+                replaced_by: None,
+                ..old.clone()
+            };
+            store.insert_key(&new, &auth::hash_key(&plaintext)).await?;
+            // The old key keeps working until the grace deadline (or its own, earlier, expiry).
+            let deadline = now + grace_s * 1000;
+            old.expires_at = Some(old.expires_at.map_or(deadline, |at| at.min(deadline)));
+            old.replaced_by = Some(new.id.clone());
+            store.update_key(&old).await?;
+            let mut shown = json!(new);
+            shown["key"] = json!(plaintext);
+            shown["replaces"] = json!(old);
+            (201, shown)
+        }
+        (Resource::KeyLimits(id), _) => {
+            let key = key(store, &id).await?;
+            let usage = limiter::peek(env, &limiter::key_object(&id), &key.limits).await?;
+            (200, json!({"limits": key.limits, "usage": usage}))
+        }
+        (Resource::TenantLimits(id), _) => {
+            let tenant = tenant(store, &id).await?;
+            let usage = limiter::peek(env, &limiter::tenant_object(&id), &tenant.limits).await?;
+            (200, json!({"limits": tenant.limits, "usage": usage}))
         }
         (Resource::Channels, "GET") => {
             let views: Vec<_> = store.channels().await?.iter().map(Channel::view).collect();
@@ -243,6 +298,10 @@ fn unprefix(err: RelayError, model: &str) -> RelayError {
         },
         other => other,
     }
+}
+
+async fn key(store: &Store, id: &str) -> Result<KeyView, RelayError> {
+    store.key(id).await?.ok_or_else(|| not_found("Key", id))
 }
 
 async fn tenant(store: &Store, id: &str) -> Result<Tenant, RelayError> {

@@ -6,6 +6,7 @@ mod admin;
 mod entry;
 mod gcp_auth;
 mod http;
+mod limiter;
 mod relay;
 mod state;
 mod store;

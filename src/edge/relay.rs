@@ -18,6 +18,7 @@ use worker::{
 
 use super::gcp_auth;
 use super::http::{error_response, header, json_response, json_value, read_body};
+use super::limiter;
 use super::state::{now_ms, random_bytes, with_caches, Settings};
 use super::store::Store;
 use super::usage_log::record_later;
@@ -26,6 +27,7 @@ use crate::auth;
 use crate::config::{Channel, KeyGrant, ModelMap, Status};
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
+use crate::limits::{self, Ask, RateInfo};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
 use crate::usage::{self, Usage, UsageRow};
@@ -62,6 +64,9 @@ pub async fn authenticate(req: &Request, rc: &RelayCtx<'_>) -> Result<KeyGrant, 
         }
     };
     access::check_key(&grant, now)?;
+    let ip = header(req, "cf-connecting-ip");
+    let country = req.cf().and_then(|cf| cf.country());
+    access::check_rules(&grant, ip.as_deref(), country.as_deref(), now)?;
     Ok(grant)
 }
 
@@ -127,9 +132,40 @@ struct Ledger {
     upstream_model: Option<String>,
     channel_id: Option<String>,
     stream: bool,
+    /// The reservation at the key's (and tenant's) limiter, settled with the row.
+    held: Option<limiter::Held>,
+    /// What the limiter said, for the `x-ratelimit-*` headers.
+    rate: RateInfo,
 }
 
 impl Ledger {
+    /// Record the row `row` resolves to, after settling the reservation with its tokens: a
+    /// failed request settles at zero, a broken or abandoned stream at what it produced.
+    fn record(
+        &self,
+        rc: &RelayCtx<'_>,
+        row: impl std::future::Future<Output = Option<UsageRow>> + 'static,
+    ) {
+        let held = self.held.clone();
+        let env = rc.env.clone();
+        record_later(rc.env, rc.ctx, async move {
+            let row = row.await;
+            if let Some(held) = held {
+                let tokens = row.as_ref().map_or(0, |r| r.total_tokens);
+                limiter::settle(
+                    &env,
+                    &held,
+                    Ask {
+                        tokens,
+                        cost_micros: 0,
+                    },
+                )
+                .await;
+            }
+            row
+        });
+    }
+
     fn row(
         &self,
         status: u16,
@@ -215,9 +251,16 @@ pub async fn relay(
         upstream_model: None,
         channel_id: None,
         stream: false,
+        held: None,
+        rate: RateInfo::default(),
     };
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
-        Ok(response) => response,
+        Ok(mut response) => {
+            for (name, value) in limits::rate_headers(&ledger.rate) {
+                let _ = response.headers_mut().set(name, &value);
+            }
+            response
+        }
         Err(err) => {
             if let RelayError::Internal { detail } = &err {
                 worker::console_error!("request {}: {}", rc.request_id, detail);
@@ -229,7 +272,7 @@ pub async fn relay(
                 usage::UsageSource::None,
                 None,
             );
-            record_later(rc.env, rc.ctx, async move { Some(row) });
+            ledger.record(rc, async move { Some(row) });
             client_error(inbound.format(), &err)
         }
     }
@@ -268,6 +311,18 @@ async fn relay_inner(
             reason: "its channel is disabled".into(),
         });
     }
+    // Hold the request's worst case at the key's (and tenant's) limiter before anything is
+    // spent upstream; it is settled to what was used when the usage row is written.
+    let ask = Ask {
+        tokens: limits::worst_case_tokens(
+            usage::estimate_tokens(client.prompt_bytes()),
+            client.max_tokens(),
+        ),
+        cost_micros: 0,
+    };
+    let (held, rate) = limiter::reserve(rc.env, grant, rc.request_id, ask).await?;
+    ledger.held = Some(held);
+    ledger.rate = rate;
     let upstream_model = target.upstream_model.clone();
     let created_s = rc.started_ms / 1000;
     // The request id's random part names the reply too, in the client format's style.
@@ -517,7 +572,7 @@ fn finish_reply(
     );
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
     let row = ledger.row(200, None, usage, source, ttfb);
-    record_later(rc.env, rc.ctx, async move { Some(row) });
+    ledger.record(rc, async move { Some(row) });
     json_response(200, reply.body)
 }
 
@@ -553,7 +608,7 @@ fn stream_response(
         abort: abort.map(|(c, _)| c),
     };
     let prompt_bytes = client.prompt_bytes();
-    record_later(rc.env, rc.ctx, async move {
+    ledger.clone().record(rc, async move {
         let report = report_rx.await.ok()?;
         let (usage, source) = usage::settle(
             report.usage,

@@ -8,7 +8,9 @@ use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
 use crate::config::{Channel, KeyGrant, KeyStatus, KeyView, ModelMap, Status, Tenant};
 use crate::error::RelayError;
+use crate::limits::Limits;
 use crate::providers::ProviderKind;
+use crate::rules::AccessRules;
 use crate::usage::UsageRow;
 
 /// The KV key holding the whole model map.
@@ -50,6 +52,29 @@ fn json_list(list: &Option<Vec<String>>) -> JsValue {
     }
 }
 
+/// A JSON column holding a limits or rules object; an unreadable one counts as empty rather
+/// than failing every request of the key (the admin API only ever writes valid ones).
+fn parse_json<T: DeserializeOwned + Default>(column: Option<String>) -> T {
+    column
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn json_object<T: serde::Serialize>(value: &T, empty: bool) -> JsValue {
+    if empty {
+        return JsValue::NULL;
+    }
+    serde_json::to_string(value).map_or(JsValue::NULL, |s| text(&s))
+}
+
+fn limits_column(l: &Limits) -> JsValue {
+    json_object(l, l.is_empty() && l.utc_offset_minutes == 0)
+}
+
+fn rules_column(r: &AccessRules) -> JsValue {
+    json_object(r, r.is_open())
+}
+
 fn parse_list(column: Option<String>) -> Option<Vec<String>> {
     column.and_then(|s| serde_json::from_str(&s).ok())
 }
@@ -76,6 +101,8 @@ struct TenantRow {
     name: String,
     status: String,
     models: Option<String>,
+    limits: Option<String>,
+    rules: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -87,6 +114,8 @@ impl From<TenantRow> for Tenant {
             name: r.name,
             status: parse_status(&r.status),
             models: parse_list(r.models),
+            limits: parse_json(r.limits),
+            rules: parse_json(r.rules),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -101,9 +130,12 @@ struct KeyRow {
     prefix: String,
     status: String,
     models: Option<String>,
+    limits: Option<String>,
+    rules: Option<String>,
     expires_at: Option<i64>,
     created_at: i64,
     revoked_at: Option<i64>,
+    replaced_by: Option<String>,
 }
 
 impl From<KeyRow> for KeyView {
@@ -115,9 +147,12 @@ impl From<KeyRow> for KeyView {
             prefix: r.prefix,
             status: parse_key_status(&r.status),
             models: parse_list(r.models),
+            limits: parse_json(r.limits),
+            rules: parse_json(r.rules),
             expires_at: r.expires_at,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
+            replaced_by: r.replaced_by,
         }
     }
 }
@@ -128,9 +163,13 @@ struct GrantRow {
     tenant_id: String,
     key_status: String,
     key_models: Option<String>,
+    key_limits: Option<String>,
+    key_rules: Option<String>,
     expires_at: Option<i64>,
     tenant_status: String,
     tenant_models: Option<String>,
+    tenant_limits: Option<String>,
+    tenant_rules: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -229,9 +268,9 @@ pub struct UsageQuery {
     pub limit: u32,
 }
 
-const TENANT_COLUMNS: &str = "id, name, status, models, created_at, updated_at";
+const TENANT_COLUMNS: &str = "id, name, status, models, limits, rules, created_at, updated_at";
 const KEY_COLUMNS: &str =
-    "id, tenant_id, name, prefix, status, models, expires_at, created_at, revoked_at";
+    "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by";
 const CHANNEL_COLUMNS: &str =
     "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, created_at, updated_at";
 
@@ -293,7 +332,8 @@ impl Store {
         let row: Option<GrantRow> = self
             .first(
                 "SELECT k.id AS key_id, k.tenant_id, k.status AS key_status, k.models AS key_models, \
-                 k.expires_at, t.status AS tenant_status, t.models AS tenant_models \
+                 k.limits AS key_limits, k.rules AS key_rules, k.expires_at, t.status AS tenant_status, \
+                 t.models AS tenant_models, t.limits AS tenant_limits, t.rules AS tenant_rules \
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?1",
                 &[text(key_hash)],
             )
@@ -306,6 +346,10 @@ impl Store {
             key_models: parse_list(r.key_models),
             tenant_models: parse_list(r.tenant_models),
             expires_at: r.expires_at,
+            key_limits: parse_json(r.key_limits),
+            tenant_limits: parse_json(r.tenant_limits),
+            key_rules: parse_json(r.key_rules),
+            tenant_rules: parse_json(r.tenant_rules),
         }))
     }
 
@@ -333,8 +377,18 @@ impl Store {
 
     pub async fn insert_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
         self.run(
-            "INSERT INTO tenants (id, name, status, models, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            &[text(&t.id), text(&t.name), text(t.status.as_str()), json_list(&t.models), int(t.created_at), int(t.updated_at)],
+            "INSERT INTO tenants (id, name, status, models, created_at, updated_at, limits, rules) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &[
+                text(&t.id),
+                text(&t.name),
+                text(t.status.as_str()),
+                json_list(&t.models),
+                int(t.created_at),
+                int(t.updated_at),
+                limits_column(&t.limits),
+                rules_column(&t.rules),
+            ],
         )
         .await
         .map(drop)
@@ -342,13 +396,15 @@ impl Store {
 
     pub async fn update_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
         self.run(
-            "UPDATE tenants SET name = ?2, status = ?3, models = ?4, updated_at = ?5 WHERE id = ?1",
+            "UPDATE tenants SET name = ?2, status = ?3, models = ?4, updated_at = ?5, limits = ?6, rules = ?7 WHERE id = ?1",
             &[
                 text(&t.id),
                 text(&t.name),
                 text(t.status.as_str()),
                 json_list(&t.models),
                 int(t.updated_at),
+                limits_column(&t.limits),
+                rules_column(&t.rules),
             ],
         )
         .await
@@ -359,8 +415,8 @@ impl Store {
 
     pub async fn insert_key(&self, k: &KeyView, key_hash: &str) -> Result<(), RelayError> {
         self.run(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, status, models, expires_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8)",
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, status, models, expires_at, created_at, limits, rules) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10)",
             &[
                 text(&k.id),
                 text(&k.tenant_id),
@@ -370,6 +426,8 @@ impl Store {
                 json_list(&k.models),
                 opt_int(k.expires_at),
                 int(k.created_at),
+                limits_column(&k.limits),
+                rules_column(&k.rules),
             ],
         )
         .await
@@ -398,6 +456,24 @@ impl Store {
         self.run(
             "UPDATE api_keys SET status = 'revoked', revoked_at = ?2 WHERE id = ?1 AND status = 'active'",
             &[text(id), int(now_ms)],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Writes what a key patch may change.
+    pub async fn update_key(&self, k: &KeyView) -> Result<(), RelayError> {
+        self.run(
+            "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, limits = ?5, rules = ?6, replaced_by = ?7 WHERE id = ?1",
+            &[
+                text(&k.id),
+                text(&k.name),
+                json_list(&k.models),
+                opt_int(k.expires_at),
+                limits_column(&k.limits),
+                rules_column(&k.rules),
+                opt_text(k.replaced_by.as_deref()),
+            ],
         )
         .await
         .map(drop)
