@@ -30,6 +30,7 @@ pub enum Resource {
     ModelMap,
     ModelMapEntry(String),
     Usage,
+    Audit,
 }
 
 impl Resource {
@@ -71,6 +72,7 @@ impl Resource {
             ["admin", "model-map"] => Resource::ModelMap,
             ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
             ["admin", "usage"] => Resource::Usage,
+            ["admin", "audit"] => Resource::Audit,
             _ => return None,
         })
     }
@@ -78,7 +80,7 @@ impl Resource {
     pub fn allowed_methods(&self) -> &'static [&'static str] {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Usage | KeyLimits(_) | TenantLimits(_) => &["GET"],
+            Health | Models | Model(_) | Usage | Audit | KeyLimits(_) | TenantLimits(_) => &["GET"],
             Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
             | KeyRevoke(_) | KeyRotate(_) => &["POST"],
@@ -96,8 +98,38 @@ impl Resource {
             Health | Models | Model(_) | Relay(_) | Messages | CountTokens => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
-            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage => true,
+            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit => true,
         }
+    }
+}
+
+impl Resource {
+    /// What the audit log calls a change: `(action, target type, target id)`. `None` for
+    /// requests that change nothing. A create's id is only known after it (`None` here).
+    pub fn audit(&self, method: &str) -> Option<(&'static str, &'static str, Option<&str>)> {
+        use Resource::*;
+        Some(match (self, method) {
+            (_, "GET" | "HEAD") => return None,
+            (Tenants, _) => ("tenant.create", "tenant", None),
+            (Tenant(id), _) => ("tenant.update", "tenant", Some(id)),
+            (TenantDisable(id), _) => ("tenant.disable", "tenant", Some(id)),
+            (TenantEnable(id), _) => ("tenant.enable", "tenant", Some(id)),
+            (TenantKeys(_), _) => ("key.create", "key", None),
+            (Key(id), _) => ("key.update", "key", Some(id)),
+            (KeyRevoke(id), _) => ("key.revoke", "key", Some(id)),
+            (KeyRotate(id), _) => ("key.rotate", "key", Some(id)),
+            (Channels, _) => ("channel.create", "channel", None),
+            (Channel(id), "DELETE") => ("channel.delete", "channel", Some(id)),
+            (Channel(id), _) => ("channel.update", "channel", Some(id)),
+            (ModelMap, _) => ("model_map.replace", "model_map", Some("model_map")),
+            (ModelMapEntry(m), "DELETE") => ("model_map.delete", "model_map", Some(m)),
+            (ModelMapEntry(m), _) => ("model_map.set", "model_map", Some(m)),
+            (
+                Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
+                | TenantLimits(_) | Usage | Audit,
+                _,
+            ) => return None,
+        })
     }
 }
 
@@ -229,6 +261,45 @@ mod tests {
         );
         assert!(route("GET", "/admin/usage").unwrap().is_admin());
         assert!(!route("GET", "/health").unwrap().is_admin());
+    }
+
+    #[test]
+    fn every_admin_change_has_an_audit_action() {
+        assert_eq!(
+            Resource::Tenants.audit("POST"),
+            Some(("tenant.create", "tenant", None))
+        );
+        assert_eq!(
+            Resource::Channel("c".into()).audit("DELETE"),
+            Some(("channel.delete", "channel", Some("c")))
+        );
+        assert_eq!(
+            Resource::KeyRevoke("k".into()).audit("POST"),
+            Some(("key.revoke", "key", Some("k")))
+        );
+        assert_eq!(Resource::Tenants.audit("GET"), None);
+        assert_eq!(
+            Resource::Relay(Endpoint::ChatCompletions).audit("POST"),
+            None
+        );
+        // Every admin resource that accepts a non-GET method is audited.
+        for r in [
+            Resource::Tenants,
+            Resource::Tenant("t".into()),
+            Resource::TenantKeys("t".into()),
+            Resource::Key("k".into()),
+            Resource::KeyRotate("k".into()),
+            Resource::Channels,
+            Resource::Channel("c".into()),
+            Resource::ModelMap,
+            Resource::ModelMapEntry("m".into()),
+            Resource::TenantDisable("t".into()),
+            Resource::TenantEnable("t".into()),
+        ] {
+            for m in r.allowed_methods().iter().filter(|m| **m != "GET") {
+                assert!(r.audit(m).is_some(), "{r:?} {m}");
+            }
+        }
     }
 
     #[test]

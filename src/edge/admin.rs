@@ -8,7 +8,7 @@ use worker::{Env, Request};
 use super::http::{header, read_body};
 use super::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
-use super::store::{Store, UsageQuery};
+use super::store::{AuditEntry, AuditQuery, Store, UsageQuery};
 use crate::auth;
 use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
 use crate::error::RelayError;
@@ -52,7 +52,9 @@ pub async fn handle(
     resource: Resource,
     store: &Store,
     env: &Env,
+    request_id: &str,
 ) -> Result<(u16, serde_json::Value), RelayError> {
+    let client_ip = header(&req, "cf-connecting-ip");
     let method = req.method().to_string();
     let now = now_ms();
     let query = req
@@ -64,6 +66,14 @@ pub async fn handle(
     } else {
         read_body(&mut req, ADMIN_BODY_LIMIT).await?
     };
+    let audit = resource
+        .audit(&method)
+        .map(|(action, kind, id)| (action, kind, id.map(str::to_string)));
+    let before = match &audit {
+        Some(_) => snapshot(store, &resource).await,
+        None => None,
+    };
+    let audited_resource = resource.clone();
     let result = match (resource, method.as_str()) {
         (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
         (Resource::Tenants, "POST") => {
@@ -270,6 +280,16 @@ pub async fn handle(
             store.put_model_map(&map).await?;
             (200, json!({"model": model, "deleted": true}))
         }
+        (Resource::Audit, _) => {
+            let query = audit_query(&query)?;
+            let rows: Vec<_> = store
+                .audit(&query)
+                .await?
+                .iter()
+                .map(|r| r.view())
+                .collect();
+            (200, list(rows))
+        }
         (Resource::Usage, _) => {
             let query = usage_query(&query)?;
             (200, list(store.usage(&query).await?))
@@ -283,7 +303,117 @@ pub async fn handle(
     if method != "GET" {
         invalidate_all();
     }
+    if let Some((action, target_type, target_id)) = audit {
+        let after = match &audited_resource {
+            // What a delete leaves is nothing.
+            Resource::Channel(_) | Resource::ModelMapEntry(_) if method == "DELETE" => None,
+            Resource::ModelMapEntry(_) | Resource::ModelMap => {
+                snapshot(store, &audited_resource).await
+            }
+            _ => Some(redacted(&result.1)),
+        };
+        let target_id = target_id
+            .or_else(|| {
+                after
+                    .as_ref()
+                    .and_then(|a| a["id"].as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let tenant_id = match target_type {
+            "tenant" => Some(target_id.clone()),
+            _ => [&after, &before].iter().find_map(|v| {
+                v.as_ref()
+                    .and_then(|v| v["tenant_id"].as_str())
+                    .map(str::to_string)
+            }),
+        };
+        let entry = AuditEntry {
+            at: now,
+            actor: "admin",
+            action,
+            target_type,
+            target_id: &target_id,
+            tenant_id: tenant_id.as_deref(),
+            before: before.as_ref(),
+            after: after.as_ref(),
+            client_ip: client_ip.as_deref(),
+            request_id,
+        };
+        if let Err(e) = store.insert_audit(&entry).await {
+            // The change is made; losing its record must at least be loud.
+            worker::console_error!("audit row lost for {} {}: {:?}", action, target_id, e);
+        }
+    }
     Ok(result)
+}
+
+/// The admin API's own view of what a change is about to touch (it holds no secrets).
+async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Value> {
+    let value = match resource {
+        Resource::Tenant(id) | Resource::TenantDisable(id) | Resource::TenantEnable(id) => {
+            json!(store.tenant(id).await.ok()??)
+        }
+        Resource::Key(id) | Resource::KeyRevoke(id) | Resource::KeyRotate(id) => {
+            json!(store.key(id).await.ok()??)
+        }
+        Resource::Channel(id) => json!(store.channel(id).await.ok()??.view()),
+        Resource::ModelMap => json!(store.model_map().await.ok()?),
+        Resource::ModelMapEntry(model) => json!(store.model_map().await.ok()?.get(model)?),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// A reply as recorded: a created key's plaintext never reaches the log.
+fn redacted(reply: &serde_json::Value) -> serde_json::Value {
+    let mut v = reply.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("key");
+    }
+    v
+}
+
+fn audit_query(query: &str) -> Result<AuditQuery, RelayError> {
+    let mut q = AuditQuery {
+        target_id: None,
+        tenant_id: None,
+        action: None,
+        before: None,
+        limit: 100,
+    };
+    for (name, value) in query_pairs(query) {
+        let bad = |param: &str, message: &str| RelayError::InvalidValue {
+            param: param.into(),
+            message: message.into(),
+        };
+        match name.as_str() {
+            "target_id" => q.target_id = Some(value),
+            "tenant_id" => q.tenant_id = Some(value),
+            "action" => q.action = Some(value),
+            "before" => {
+                q.before = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad("before", "must be Unix milliseconds"))?,
+                )
+            }
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| bad("limit", "must be between 1 and 1000"))?
+            }
+            _ => {
+                return Err(bad(
+                    &name,
+                    "unknown filter; expected target_id, tenant_id, action, before, limit",
+                ))
+            }
+        }
+    }
+    Ok(q)
 }
 
 /// Errors of a single-entry PUT name the entry's field, not `model.field`.

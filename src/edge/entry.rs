@@ -80,7 +80,7 @@ async fn dispatch(
     let result = match Store::new(env) {
         Err(e) => Err(e),
         Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings) {
-            Ok(()) => admin::handle(req, resource, &store, env)
+            Ok(()) => admin::handle(req, resource, &store, env, request_id)
                 .await
                 .map(|(status, body)| json_value(status, &body)),
             Err(e) => Err(e),

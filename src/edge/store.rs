@@ -260,6 +260,61 @@ impl From<UsageDbRow> for UsageRow {
     }
 }
 
+/// One audit row as written.
+pub struct AuditEntry<'a> {
+    pub at: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target_type: &'a str,
+    pub target_id: &'a str,
+    pub tenant_id: Option<&'a str>,
+    pub before: Option<&'a serde_json::Value>,
+    pub after: Option<&'a serde_json::Value>,
+    pub client_ip: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+/// Filters of the audit listing.
+pub struct AuditQuery {
+    pub target_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub action: Option<String>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+pub struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    target_type: String,
+    target_id: String,
+    tenant_id: Option<String>,
+    #[serde(skip_serializing)]
+    before: Option<String>,
+    #[serde(skip_serializing)]
+    after: Option<String>,
+    client_ip: Option<String>,
+    request_id: String,
+}
+
+impl AuditRow {
+    /// The row with its before/after as JSON objects rather than strings.
+    pub fn view(&self) -> serde_json::Value {
+        let parse = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["before"] = parse(&self.before);
+        v["after"] = parse(&self.after);
+        v
+    }
+}
+
 /// Filters of the usage listing.
 pub struct UsageQuery {
     pub tenant_id: Option<String>,
@@ -613,6 +668,46 @@ impl Store {
             Some(e) => Err(internal("D1 usage batch", e)),
             None => Ok(()),
         }
+    }
+
+    // ---- audit log (append-only: there is no update or delete) ----
+
+    pub async fn insert_audit(&self, e: &AuditEntry<'_>) -> Result<(), RelayError> {
+        let json =
+            |v: Option<&serde_json::Value>| v.map_or(JsValue::NULL, |v| text(&v.to_string()));
+        self.run(
+            "INSERT INTO audit_log (at, actor, action, target_type, target_id, tenant_id, before, after, client_ip, request_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            &[
+                int(e.at),
+                text(e.actor),
+                text(e.action),
+                text(e.target_type),
+                text(e.target_id),
+                opt_text(e.tenant_id),
+                json(e.before),
+                json(e.after),
+                opt_text(e.client_ip),
+                text(e.request_id),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, RelayError> {
+        self.all(
+            "SELECT * FROM audit_log WHERE (?1 IS NULL OR target_id = ?1) AND (?2 IS NULL OR tenant_id = ?2) \
+             AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR at < ?4) ORDER BY at DESC, id DESC LIMIT ?5",
+            &[
+                opt_text(q.target_id.as_deref()),
+                opt_text(q.tenant_id.as_deref()),
+                opt_text(q.action.as_deref()),
+                opt_int(q.before),
+                int(i64::from(q.limit)),
+            ],
+        )
+        .await
     }
 
     pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, RelayError> {
