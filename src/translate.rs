@@ -1255,6 +1255,111 @@ mod tests {
         assert_eq!(no_keys.code(), "channel_unavailable");
     }
 
+    fn rich_openai_request() -> ClientRequest {
+        openai_client(json!({"model":"pub","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":"what is the weather in Paris?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"18C and sunny"},
+            {"role":"user","content":"and tomorrow?"}],
+            "tools":[{"type":"function","function":{"name":"weather","description":"current weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}],
+            "tool_choice":"auto","max_tokens":200,"temperature":0.5,"top_p":0.9,"stop":["END"]}))
+    }
+
+    /// OpenAI → Anthropic → OpenAI: through Anthropic's own request decoder and back, the
+    /// conversation, the tools and every parameter Anthropic supports survive.
+    #[test]
+    fn openai_to_anthropic_and_back_keeps_what_anthropic_supports() {
+        let original = rich_openai_request();
+        let p = plan(
+            &channel("anthropic", "https://a/v1"),
+            Some("k"),
+            &original,
+            "claude",
+            None,
+            0,
+        )
+        .unwrap();
+        assert!(p.drops.is_empty(), "{:?}", p.drops);
+        let back = anthropic::decode_request(&p.request.body).unwrap();
+        let (again, _) = openai::encode_request(&back);
+        let ClientRequest::OpenAi(first) = &original else {
+            unreachable!()
+        };
+        let first = Value::Object(first.body.clone());
+        assert_eq!(
+            again["messages"].as_array().unwrap().len(),
+            first["messages"].as_array().unwrap().len()
+        );
+        assert_eq!(
+            again["messages"][0],
+            json!({"role":"system","content":"be brief"})
+        );
+        assert_eq!(
+            again["messages"][2]["tool_calls"][0]["function"]["name"],
+            "weather"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(
+                again["messages"][2]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+            )
+            .unwrap(),
+            json!({"city":"Paris"})
+        );
+        assert_eq!(again["messages"][3]["content"], "18C and sunny");
+        assert_eq!(
+            again["tools"][0]["function"]["parameters"],
+            first["tools"][0]["function"]["parameters"]
+        );
+        for k in ["max_tokens", "temperature", "top_p", "stop"] {
+            assert_eq!(again[k], first[k], "{k}");
+        }
+    }
+
+    /// OpenAI → X for every other format: the conversation and tools arrive, and nothing is
+    /// reported dropped for a request using only what they all support.
+    #[test]
+    fn every_format_carries_a_plain_tool_conversation() {
+        let req = rich_openai_request();
+        let mut bedrock = channel("bedrock", "");
+        bedrock.api_keys = vec!["AKID:SECRET".into()];
+        bedrock.options.insert("region".into(), "us-east-1".into());
+        for (ch, model, turns_path) in [
+            (
+                channel("gemini", "https://g/v1beta"),
+                "gemini-2.5-flash",
+                "contents",
+            ),
+            (channel("cohere", "https://c/v2"), "command-a", "messages"),
+            (
+                bedrock,
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                "messages",
+            ),
+        ] {
+            let key = ch.api_keys[0].clone();
+            let p = plan(&ch, Some(&key), &req, model, None, 0).unwrap();
+            let approximated: Vec<_> = p.drops.iter().filter(|d| !d.approximated).collect();
+            assert!(
+                approximated.is_empty(),
+                "{}: {:?}",
+                ch.provider.as_str(),
+                p.drops
+            );
+            let b = body(&p);
+            let turns = b[turns_path].as_array().unwrap();
+            // Gemini merges the tool result and the next question into one user turn.
+            assert!(turns.len() >= 3, "{}: {b}", ch.provider.as_str());
+            assert!(
+                b.to_string().contains("weather") && b.to_string().contains("Paris"),
+                "{}: {b}",
+                ch.provider.as_str()
+            );
+        }
+    }
+
     #[test]
     fn endpoints_a_provider_cannot_serve_are_refused() {
         let req = ClientRequest::OpenAi(
