@@ -1656,4 +1656,71 @@ mod tests {
         assert!(text.contains("\"error\"") && text.contains("Overloaded"));
         assert!(!text.contains("[DONE]"));
     }
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_bytes!(concat!("../../tests/fixtures/openai/", $name))
+        };
+    }
+
+    #[test]
+    fn fixtures_decode_into_the_neutral_model() {
+        let text = decode_response(fixture!("text.json")).unwrap();
+        assert_eq!(
+            text.message.joined_text(),
+            "Hello! How can I assist you today?"
+        );
+        assert_eq!(
+            (text.finish_reason, text.usage.map(|u| u.total_tokens())),
+            (Some(FinishReason::Stop), Some(29))
+        );
+
+        let tools = decode_response(fixture!("tool_calls.json")).unwrap();
+        assert_eq!(tools.message.tool_calls[0].name, "get_current_weather");
+        assert_eq!(tools.finish_reason, Some(FinishReason::ToolCalls));
+
+        let parallel = decode_response(fixture!("parallel_tool_calls.json")).unwrap();
+        let ids: Vec<_> = parallel
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["call_Paris", "call_Tokyo"]);
+        let u = parallel.usage.unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cache_read_tokens,
+                u.uncached_prompt_tokens()
+            ),
+            (120, 64, 56)
+        );
+
+        let json_mode = decode_response(fixture!("json_mode.json")).unwrap();
+        let parsed: Value = serde_json::from_str(&json_mode.message.joined_text()).unwrap();
+        assert_eq!(parsed["name"], "Ada");
+    }
+
+    #[test]
+    fn image_request_fixture_keeps_url_and_inline_images() {
+        let req = parse_request(Endpoint::ChatCompletions, fixture!("image_request.json")).unwrap();
+        let (neutral, drops) = to_neutral(&req);
+        assert!(drops.is_empty());
+        let parts = &neutral.messages[0].content;
+        assert!(matches!(&parts[1], Part::Image(ImageSource::Url(u)) if u.starts_with("https://")));
+        assert!(
+            matches!(&parts[2], Part::Image(ImageSource::Base64 { media_type, .. }) if media_type == "image/png")
+        );
+        assert_eq!(neutral.max_tokens, Some(300));
+    }
+
+    #[test]
+    fn error_fixtures_parse() {
+        let e = parse_error_body(fixture!("error_401.json"));
+        assert_eq!(e.code.as_deref(), Some("invalid_api_key"));
+        assert!(e.message.unwrap().contains("sk-proj-"));
+        let e = parse_error_body(fixture!("error_429.json"));
+        assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
+    }
 }
