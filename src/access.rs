@@ -3,6 +3,7 @@
 
 use crate::config::{KeyGrant, KeyStatus, ModelMap, ModelTarget, Status};
 use crate::error::RelayError;
+use crate::routes::Resource;
 use crate::rules::Denial;
 
 /// Is this key usable at `now_ms`? Checked on every request, also when the record is cached,
@@ -18,6 +19,54 @@ pub fn check_key(grant: &KeyGrant, now_ms: i64) -> Result<(), RelayError> {
         return Err(RelayError::TenantDisabled);
     }
     Ok(())
+}
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The global admin token: everything.
+    Admin,
+    /// A tenant-scoped admin token: its own tenant's keys, limits, usage and audit rows only.
+    Tenant { tenant_id: String, token_id: String },
+}
+
+impl Actor {
+    /// How the audit log names it.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Admin => "admin".into(),
+            Actor::Tenant { token_id, .. } => format!("tenant_token:{token_id}"),
+        }
+    }
+}
+
+/// What a tenant token may do with an admin resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantScope<'a> {
+    /// Allowed if this tenant id is the token's own.
+    OwnTenant(&'a str),
+    /// Allowed if this key belongs to the token's tenant.
+    OwnKey(&'a str),
+    /// A listing, narrowed to the token's tenant.
+    Narrowed,
+    /// Operator territory: tenants at large, channels, the model map, tokens.
+    Forbidden,
+}
+
+pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a> {
+    use Resource::*;
+    match resource {
+        // A tenant may read itself, but not raise its own limits or re-enable itself.
+        Tenant(t) if method == "GET" => TenantScope::OwnTenant(t),
+        TenantKeys(t) | TenantLimits(t) => TenantScope::OwnTenant(t),
+        Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
+        Usage | Audit => TenantScope::Narrowed,
+        Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
+        | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_) => {
+            TenantScope::Forbidden
+        }
+        Health | Models | Model(_) | Relay(_) | Messages | CountTokens => TenantScope::Forbidden,
+    }
 }
 
 /// Do the key's and its tenant's access rules let this client in now?
@@ -122,6 +171,51 @@ mod tests {
         assert_eq!(check_key(&g, 0), Err(RelayError::TenantDisabled));
         g.key_status = KeyStatus::Revoked;
         assert_eq!(check_key(&g, 0), Err(RelayError::KeyRevoked));
+    }
+
+    #[test]
+    fn tenant_tokens_reach_only_their_own_tenant() {
+        fn own<'a>(r: &'a Resource, m: &str) -> TenantScope<'a> {
+            tenant_scope(r, m)
+        }
+        assert_eq!(
+            own(&Resource::TenantKeys("t1".into()), "POST"),
+            TenantScope::OwnTenant("t1")
+        );
+        assert_eq!(
+            own(&Resource::Tenant("t1".into()), "GET"),
+            TenantScope::OwnTenant("t1")
+        );
+        assert_eq!(
+            own(&Resource::Tenant("t1".into()), "PATCH"),
+            TenantScope::Forbidden
+        );
+        assert_eq!(
+            own(&Resource::KeyRevoke("k".into()), "POST"),
+            TenantScope::OwnKey("k")
+        );
+        assert_eq!(own(&Resource::Usage, "GET"), TenantScope::Narrowed);
+        for forbidden in [
+            Resource::Tenants,
+            Resource::Channels,
+            Resource::ModelMap,
+            Resource::TenantEnable("t1".into()),
+            Resource::TenantTokens("t1".into()),
+        ] {
+            assert_eq!(
+                own(&forbidden, "GET"),
+                TenantScope::Forbidden,
+                "{forbidden:?}"
+            );
+        }
+        assert_eq!(
+            Actor::Tenant {
+                tenant_id: "t".into(),
+                token_id: "tt_1".into()
+            }
+            .name(),
+            "tenant_token:tt_1"
+        );
     }
 
     #[test]

@@ -522,6 +522,16 @@ impl KeyPatch {
     }
 }
 
+/// The body of a tenant token's creation: an optional name.
+pub fn parse_token_name(bytes: &[u8]) -> Result<String, RelayError> {
+    let f = Fields::parse(bytes, &["name"])?;
+    let name = f.string("name")?.unwrap_or_default();
+    if name.chars().count() > 200 {
+        return Err(bad_value("name", "must be at most 200 characters"));
+    }
+    Ok(name)
+}
+
 /// How long a rotated key keeps working beside its replacement.
 pub fn parse_rotation(bytes: &[u8]) -> Result<i64, RelayError> {
     let f = Fields::parse(bytes, &["grace_seconds"])?;

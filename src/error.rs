@@ -30,6 +30,8 @@ pub enum RelayError {
     KeyExpired,
     InvalidAdminToken,
     TenantDisabled,
+    /// A tenant-scoped admin token reaching for what only the operator may touch.
+    Forbidden,
     /// An access rule of the key or its tenant refuses this client.
     AccessDenied {
         reason: &'static str,
@@ -120,7 +122,7 @@ impl RelayError {
             | InvalidValue { .. } => 400,
             UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
-            TenantDisabled | AccessDenied { .. } => 403,
+            TenantDisabled | AccessDenied { .. } | Forbidden => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             Conflict { .. } => 409,
@@ -160,7 +162,7 @@ impl RelayError {
             | KeyRevoked
             | KeyExpired
             | InvalidAdminToken => "invalid_request_error",
-            TenantDisabled | AccessDenied { .. } => "permission_error",
+            TenantDisabled | AccessDenied { .. } | Forbidden => "permission_error",
             LimitExceeded { quota: true, .. } => "insufficient_quota",
             UpstreamRateLimited { .. } | LimitExceeded { quota: false, .. } => "rate_limit_error",
             ChannelUnavailable { .. }
@@ -190,6 +192,7 @@ impl RelayError {
             InvalidAdminToken => "invalid_admin_token",
             TenantDisabled => "tenant_disabled",
             AccessDenied { .. } => "access_denied",
+            Forbidden => "forbidden",
             LimitExceeded { quota: false, .. } => "rate_limit_exceeded",
             LimitExceeded { quota: true, .. } => "insufficient_quota",
             ModelNotFound { .. } => "model_not_found",
@@ -241,6 +244,7 @@ impl RelayError {
             InvalidAdminToken => "Missing or incorrect admin token.".into(),
             TenantDisabled => "The tenant this key belongs to is disabled.".into(),
             AccessDenied { reason } => format!("This key may not be used {reason}."),
+            Forbidden => "This token manages only its own tenant's keys, limits, usage and audit log.".into(),
             LimitExceeded { limit, scope, quota, retry_after_ms, .. } => {
                 let when = retry_after_ms.map(|ms| format!(" Try again in {}s.", ms.div_ceil(1000))).unwrap_or_default();
                 let what = if *quota { "quota" } else { "limit" };
@@ -380,6 +384,7 @@ mod tests {
             AccessDenied {
                 reason: "from this address",
             },
+            Forbidden,
             LimitExceeded {
                 limit: "requests per minute".into(),
                 scope: "key",

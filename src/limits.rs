@@ -26,6 +26,7 @@ pub const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
 pub const MAX_LIMIT: u64 = 1_000_000_000_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Quota {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
@@ -522,6 +523,30 @@ impl LimiterState {
         self.rate_info(limits)
     }
 
+    /// Undo a reservation entirely, as if the request had never been admitted: for a request
+    /// another limiter refused (a key's quota must not pay for its tenant's refusal).
+    pub fn release(&mut self, limits: &Limits, id: &str, now_ms: i64) {
+        self.roll_periods(limits, now_ms);
+        let Some(r) = self.in_flight.remove(id) else {
+            return;
+        };
+        for usage in &mut self.periods {
+            if r.at_ms >= usage.start_ms {
+                usage.requests = usage.requests.saturating_sub(1);
+                usage.tokens = usage.tokens.saturating_sub(r.tokens);
+                usage.cost_micros = usage.cost_micros.saturating_sub(r.cost_micros);
+            }
+        }
+        if let Some(rpm) = limits.rpm {
+            let cap = i128::from(rpm + limits.burst_requests.unwrap_or(0)) * UNIT;
+            self.requests.level = (self.requests.level + UNIT).min(cap);
+        }
+        if let Some(tpm) = limits.tpm {
+            let cap = i128::from(tpm + limits.burst_tokens.unwrap_or(0)) * UNIT;
+            self.tokens.level = (self.tokens.level + i128::from(r.tokens) * UNIT).min(cap);
+        }
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
@@ -545,6 +570,11 @@ pub enum LimiterCall {
     Settle {
         id: String,
         used: Ask,
+        limits: Limits,
+    },
+    /// Undo a reservation another limiter made pointless.
+    Release {
+        id: String,
         limits: Limits,
     },
     Revoke,
@@ -595,6 +625,10 @@ impl LimiterState {
                 LimiterReply::Rate(self.settle(&limits, &id, used, now_ms)),
                 true,
             ),
+            LimiterCall::Release { id, limits } => {
+                self.release(&limits, &id, now_ms);
+                (LimiterReply::Rate(self.rate_info(&limits)), true)
+            }
             LimiterCall::Revoke => {
                 self.revoked = true;
                 self.in_flight.clear();
@@ -879,6 +913,39 @@ mod tests {
         // A request larger than the bucket passes once the bucket is full.
         let mut fresh = LimiterState::default();
         assert!(fresh.reserve(&limits, "huge", ask(5000), T0).admitted);
+    }
+
+    #[test]
+    fn a_released_reservation_leaves_no_trace() {
+        let limits = Limits {
+            rpm: Some(2),
+            tpm: Some(1000),
+            day: Some(Quota {
+                requests: Some(1),
+                tokens: Some(500),
+                ..Quota::default()
+            }),
+            ..Limits::default()
+        };
+        let mut s = LimiterState::default();
+        let before = {
+            let mut fresh = LimiterState::default();
+            fresh.reserve(&limits, "warm", ask(0), T0);
+            fresh.release(&limits, "warm", T0);
+            fresh
+        };
+        assert!(s.reserve(&limits, "a", ask(300), T0).admitted);
+        s.release(&limits, "a", T0);
+        assert_eq!(s, before);
+        assert_eq!(s.period_usage(Period::Day), (0, 0, 0));
+        assert!(
+            s.reserve(&limits, "b", ask(300), T0).admitted,
+            "the day's one request is still there"
+        );
+        assert!(
+            parse_limits(&serde_json::json!({"day": {"reqests": 5}}), "limits").is_err(),
+            "a misspelt quota field"
+        );
     }
 
     #[test]

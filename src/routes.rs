@@ -31,6 +31,9 @@ pub enum Resource {
     ModelMapEntry(String),
     Usage,
     Audit,
+    /// A tenant's admin tokens (the global admin issues them).
+    TenantTokens(String),
+    TenantTokenRevoke(String),
 }
 
 impl Resource {
@@ -73,6 +76,8 @@ impl Resource {
             ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
             ["admin", "usage"] => Resource::Usage,
             ["admin", "audit"] => Resource::Audit,
+            ["admin", "tenants", t, "tokens"] => Resource::TenantTokens(id(t)?),
+            ["admin", "tenant-tokens", k, "revoke"] => Resource::TenantTokenRevoke(id(k)?),
             _ => return None,
         })
     }
@@ -84,7 +89,8 @@ impl Resource {
             Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
             | KeyRevoke(_) | KeyRotate(_) => &["POST"],
-            Tenants | Channels | TenantKeys(_) => &["GET", "POST"],
+            Tenants | Channels | TenantKeys(_) | TenantTokens(_) => &["GET", "POST"],
+            TenantTokenRevoke(_) => &["POST"],
             Tenant(_) => &["GET", "PATCH"],
             Channel(_) => &["GET", "PATCH", "DELETE"],
             ModelMap => &["GET", "PUT"],
@@ -98,7 +104,8 @@ impl Resource {
             Health | Models | Model(_) | Relay(_) | Messages | CountTokens => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
-            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit => true,
+            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
+            | TenantTokenRevoke(_) => true,
         }
     }
 }
@@ -124,6 +131,8 @@ impl Resource {
             (ModelMap, _) => ("model_map.replace", "model_map", Some("model_map")),
             (ModelMapEntry(m), "DELETE") => ("model_map.delete", "model_map", Some(m)),
             (ModelMapEntry(m), _) => ("model_map.set", "model_map", Some(m)),
+            (TenantTokens(_), _) => ("tenant_token.create", "tenant_token", None),
+            (TenantTokenRevoke(id), _) => ("tenant_token.revoke", "tenant_token", Some(id)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
                 | TenantLimits(_) | Usage | Audit,

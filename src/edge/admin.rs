@@ -8,7 +8,8 @@ use worker::{Env, Request};
 use super::http::{header, read_body};
 use super::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
-use super::store::{AuditEntry, AuditQuery, Store, UsageQuery};
+use super::store::{AuditEntry, AuditQuery, Store, TenantToken, UsageQuery};
+use crate::access::{self, Actor, TenantScope};
 use crate::auth;
 use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
 use crate::error::RelayError;
@@ -17,19 +18,56 @@ use crate::routes::{query_pairs, Resource};
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
 const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;
 
-pub fn check_admin(req: &Request, settings: &Settings) -> Result<(), RelayError> {
-    let presented = auth::credential_from_headers(header(req, "authorization").as_deref(), None);
-    match (presented, settings.admin_token.as_deref()) {
-        (Some(presented), Some(expected))
-            if auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) =>
-        {
-            Ok(())
+/// The global admin token (compared in constant time), or a tenant-scoped token (looked up
+/// by its hash, so it is never compared as plaintext at all).
+pub async fn check_admin(
+    req: &Request,
+    settings: &Settings,
+    store: &Store,
+) -> Result<Actor, RelayError> {
+    let presented = auth::credential_from_headers(header(req, "authorization").as_deref(), None)
+        .ok_or(RelayError::InvalidAdminToken)?;
+    match settings.admin_token.as_deref() {
+        Some(expected) if auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) => {
+            return Ok(Actor::Admin)
         }
-        (_, None) => {
-            worker::console_error!("ADMIN_TOKEN is not set: the admin API refuses every request");
-            Err(RelayError::InvalidAdminToken)
-        }
-        _ => Err(RelayError::InvalidAdminToken),
+        Some(_) => {}
+        None => worker::console_error!(
+            "ADMIN_TOKEN is not set: only tenant tokens can use the admin API"
+        ),
+    }
+    match store
+        .tenant_token_by_hash(&auth::hash_key(&presented))
+        .await?
+    {
+        Some(t) => Ok(Actor::Tenant {
+            tenant_id: t.tenant_id,
+            token_id: t.id,
+        }),
+        None => Err(RelayError::InvalidAdminToken),
+    }
+}
+
+/// Whether `actor` may touch `resource`; an object of another tenant is "not found", so a
+/// tenant token cannot even learn what exists beyond its own tenant.
+async fn authorize(
+    actor: &Actor,
+    resource: &Resource,
+    method: &str,
+    store: &Store,
+) -> Result<(), RelayError> {
+    let Actor::Tenant { tenant_id, .. } = actor else {
+        return Ok(());
+    };
+    match access::tenant_scope(resource, method) {
+        TenantScope::OwnTenant(t) if t == tenant_id => Ok(()),
+        TenantScope::OwnTenant(t) => Err(not_found("Tenant", t)),
+        TenantScope::OwnKey(k) => match store.key(k).await? {
+            Some(key) if key.tenant_id == *tenant_id => Ok(()),
+            _ => Err(not_found("Key", k)),
+        },
+        TenantScope::Narrowed => Ok(()),
+        TenantScope::Forbidden => Err(RelayError::Forbidden),
     }
 }
 
@@ -53,8 +91,15 @@ pub async fn handle(
     store: &Store,
     env: &Env,
     request_id: &str,
+    actor: &Actor,
 ) -> Result<(u16, serde_json::Value), RelayError> {
     let client_ip = header(&req, "cf-connecting-ip");
+    authorize(actor, &resource, req.method().as_ref(), store).await?;
+    // A tenant token's listings are its own tenant's, whatever filter it asks for.
+    let own_tenant = match actor {
+        Actor::Tenant { tenant_id, .. } => Some(tenant_id.clone()),
+        Actor::Admin => None,
+    };
     let method = req.method().to_string();
     let now = now_ms();
     let query = req
@@ -281,7 +326,10 @@ pub async fn handle(
             (200, json!({"model": model, "deleted": true}))
         }
         (Resource::Audit, _) => {
-            let query = audit_query(&query)?;
+            let mut query = audit_query(&query)?;
+            if own_tenant.is_some() {
+                query.tenant_id = own_tenant.clone();
+            }
             let rows: Vec<_> = store
                 .audit(&query)
                 .await?
@@ -290,8 +338,52 @@ pub async fn handle(
                 .collect();
             (200, list(rows))
         }
+        (Resource::TenantTokens(id), "GET") => {
+            tenant(store, &id).await?;
+            (200, list(store.tenant_tokens(&id).await?))
+        }
+        (Resource::TenantTokens(id), _) => {
+            let name = config::parse_token_name(&body)?;
+            tenant(store, &id).await?;
+            let plaintext = format!(
+                "er-tt-{}",
+                &auth::generate_key(&random_bytes::<32>())[auth::KEY_PREFIX.len()..]
+            );
+            let token = TenantToken {
+                id: new_id("tt"),
+                tenant_id: id,
+                name,
+                prefix: auth::key_prefix(&plaintext),
+                status: "active".into(),
+                created_at: now,
+                revoked_at: None,
+            };
+            store
+                .insert_tenant_token(&token, &auth::hash_key(&plaintext))
+                .await?;
+            let mut shown = json!(token);
+            shown["token"] = json!(plaintext);
+            (201, shown)
+        }
+        (Resource::TenantTokenRevoke(id), _) => {
+            store
+                .tenant_token(&id)
+                .await?
+                .ok_or_else(|| not_found("Tenant token", &id))?;
+            store.revoke_tenant_token(&id, now).await?;
+            (
+                200,
+                json!(store
+                    .tenant_token(&id)
+                    .await?
+                    .ok_or_else(|| not_found("Tenant token", &id))?),
+            )
+        }
         (Resource::Usage, _) => {
-            let query = usage_query(&query)?;
+            let mut query = usage_query(&query)?;
+            if own_tenant.is_some() {
+                query.tenant_id = own_tenant.clone();
+            }
             (200, list(store.usage(&query).await?))
         }
         (resource, method) => {
@@ -330,7 +422,7 @@ pub async fn handle(
         };
         let entry = AuditEntry {
             at: now,
-            actor: "admin",
+            actor: &actor.name(),
             action,
             target_type,
             target_id: &target_id,
@@ -358,6 +450,7 @@ async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Valu
             json!(store.key(id).await.ok()??)
         }
         Resource::Channel(id) => json!(store.channel(id).await.ok()??.view()),
+        Resource::TenantTokenRevoke(id) => json!(store.tenant_token(id).await.ok()??),
         Resource::ModelMap => json!(store.model_map().await.ok()?),
         Resource::ModelMapEntry(model) => json!(store.model_map().await.ok()?.get(model)?),
         _ => return None,
@@ -370,6 +463,7 @@ fn redacted(reply: &serde_json::Value) -> serde_json::Value {
     let mut v = reply.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("key");
+        o.remove("token");
     }
     v
 }

@@ -79,8 +79,9 @@ async fn dispatch(
     let settings = Settings::get(env);
     let result = match Store::new(env) {
         Err(e) => Err(e),
-        Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings) {
-            Ok(()) => admin::handle(req, resource, &store, env, request_id)
+        Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings, &store).await
+        {
+            Ok(actor) => admin::handle(req, resource, &store, env, request_id, &actor)
                 .await
                 .map(|(status, body)| json_value(status, &body)),
             Err(e) => Err(e),

@@ -187,16 +187,7 @@ pub async fn reserve(
             ..held.clone()
         };
         if key.admitted || release.tenant.is_some() {
-            settle_parts(
-                env,
-                &release,
-                key.admitted,
-                Ask {
-                    tokens: 0,
-                    cost_micros: 0,
-                },
-            )
-            .await;
+            release_parts(env, &release, key.admitted).await;
         }
         return Err(err);
     }
@@ -210,30 +201,45 @@ pub async fn reserve(
 
 /// Replace the reservation by what the request used (zero when it failed).
 pub async fn settle(env: &Env, held: &Held, used: Ask) {
-    settle_parts(env, held, true, used).await;
+    let id = held.request_id.clone();
+    each_side(env, held, true, "settle", |limits| LimiterCall::Settle {
+        id: id.clone(),
+        used,
+        limits,
+    })
+    .await;
 }
 
-async fn settle_parts(env: &Env, held: &Held, key: bool, used: Ask) {
-    let settle_at = |limits: &Limits| LimiterCall::Settle {
-        id: held.request_id.clone(),
-        used,
-        limits: limits.clone(),
-    };
+/// Undo the reservations of a request one limiter refused: it never ran, so it costs neither
+/// requests nor tokens at the other.
+async fn release_parts(env: &Env, held: &Held, key: bool) {
+    let id = held.request_id.clone();
+    each_side(env, held, key, "release", |limits| LimiterCall::Release {
+        id: id.clone(),
+        limits,
+    })
+    .await;
+}
+
+/// The same call at the key's limiter (when `key`) and at the tenant's (when held there).
+/// Failures are logged: the reservation then lapses after `RESERVATION_TTL_MS`.
+async fn each_side(
+    env: &Env,
+    held: &Held,
+    key: bool,
+    what: &str,
+    make: impl Fn(Limits) -> LimiterCall,
+) {
+    let mut sides: Vec<(String, LimiterCall)> = Vec::new();
     if key {
-        if let Err(e) =
-            call::<RateInfo>(env, &key_object(&held.key_id), &settle_at(&held.key_limits)).await
-        {
-            worker::console_error!("settle {} at key {}: {:?}", held.request_id, held.key_id, e);
-        }
+        sides.push((key_object(&held.key_id), make(held.key_limits.clone())));
     }
     if let Some((tenant_id, limits)) = &held.tenant {
-        if let Err(e) = call::<RateInfo>(env, &tenant_object(tenant_id), &settle_at(limits)).await {
-            worker::console_error!(
-                "settle {} at tenant {}: {:?}",
-                held.request_id,
-                tenant_id,
-                e
-            );
+        sides.push((tenant_object(tenant_id), make(limits.clone())));
+    }
+    for (object, c) in sides {
+        if let Err(e) = call::<RateInfo>(env, &object, &c).await {
+            worker::console_error!("{} {} at {}: {:?}", what, held.request_id, object, e);
         }
     }
 }

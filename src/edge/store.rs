@@ -260,6 +260,18 @@ impl From<UsageDbRow> for UsageRow {
     }
 }
 
+/// A tenant-scoped admin token as listed (never its hash).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TenantToken {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub status: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
 /// One audit row as written.
 pub struct AuditEntry<'a> {
     pub at: i64,
@@ -668,6 +680,56 @@ impl Store {
             Some(e) => Err(internal("D1 usage batch", e)),
             None => Ok(()),
         }
+    }
+
+    // ---- tenant-scoped admin tokens ----
+
+    pub async fn tenant_token_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<TenantToken>, RelayError> {
+        self.first(
+            "SELECT id, tenant_id, name, prefix, status, created_at, revoked_at FROM tenant_tokens \
+             WHERE token_hash = ?1 AND status = 'active'",
+            &[text(hash)],
+        )
+        .await
+    }
+
+    pub async fn tenant_tokens(&self, tenant_id: &str) -> Result<Vec<TenantToken>, RelayError> {
+        self.all(
+            "SELECT id, tenant_id, name, prefix, status, created_at, revoked_at FROM tenant_tokens \
+             WHERE tenant_id = ?1 ORDER BY created_at, id",
+            &[text(tenant_id)],
+        )
+        .await
+    }
+
+    pub async fn tenant_token(&self, id: &str) -> Result<Option<TenantToken>, RelayError> {
+        self.first(
+            "SELECT id, tenant_id, name, prefix, status, created_at, revoked_at FROM tenant_tokens WHERE id = ?1",
+            &[text(id)],
+        )
+        .await
+    }
+
+    pub async fn insert_tenant_token(&self, t: &TenantToken, hash: &str) -> Result<(), RelayError> {
+        self.run(
+            "INSERT INTO tenant_tokens (id, tenant_id, name, token_hash, prefix, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6)",
+            &[text(&t.id), text(&t.tenant_id), text(&t.name), text(hash), text(&t.prefix), int(t.created_at)],
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn revoke_tenant_token(&self, id: &str, now_ms: i64) -> Result<(), RelayError> {
+        self.run(
+            "UPDATE tenant_tokens SET status = 'revoked', revoked_at = ?2 WHERE id = ?1 AND status = 'active'",
+            &[text(id), int(now_ms)],
+        )
+        .await
+        .map(drop)
     }
 
     // ---- audit log (append-only: there is no update or delete) ----

@@ -201,7 +201,8 @@ export async function startRelay({ vars = {}, extra = {} } = {}) {
   /**
    * Creates through the admin API a tenant, a key, a channel and model-map entries.
    * models: ["a","b"] maps each public name to the same upstream name; {public: upstream} maps
-   * explicitly. Returns { tenantId, keyId, key, channelId, tenant, keyObj, channel, models }.
+   * explicitly. options: the channel's provider options (region, project, api_version).
+   * Returns { tenantId, keyId, key, channelId, tenant, keyObj, channel, models }.
    */
   async function seed({
     upstreamBaseUrl = "",
@@ -214,6 +215,7 @@ export async function startRelay({ vars = {}, extra = {} } = {}) {
     keyModels = null,
     expiresAt = null,
     name,
+    options,
   } = {}) {
     const n = `${name ?? "seed"}-${++seq}`;
     const map = Array.isArray(models) ? Object.fromEntries(models.map((m) => [m, m])) : { ...models };
@@ -232,6 +234,7 @@ export async function startRelay({ vars = {}, extra = {} } = {}) {
       models: channelModels ?? [...new Set(Object.values(map))],
     };
     if (timeoutMs !== undefined) channelBody.timeout_ms = timeoutMs;
+    if (options !== undefined) channelBody.options = options;
     const channel = await adminOk("POST", "/admin/channels", channelBody, [200, 201]);
     for (const [pub, up] of Object.entries(map)) {
       await adminOk("PUT", `/admin/model-map/${encodeURIComponent(pub)}`, { channel_id: channel.id, upstream_model: up }, [200, 201, 204]);
@@ -467,4 +470,38 @@ export function assertNowhere(r, strings, what = "response") {
     assert.ok(!r.text.includes(s), `${what} body must not contain ${JSON.stringify(s)}: ${r.text}`);
     assert.ok(!headerText.includes(s), `${what} headers must not contain ${JSON.stringify(s)}:\n${headerText}`);
   }
+}
+
+/**
+ * Bounded polling for an asynchronous side effect (e.g. a settlement done in waitUntil): calls
+ * `fn` until `pred(value)` holds and returns that value; fails with the last value after
+ * `timeoutMs`. `onPoll` runs between attempts. The interval paces polls; it is not a sync point.
+ */
+export async function pollUntil(fn, pred, { timeoutMs = 10_000, intervalMs = 25, what = "condition", onPoll } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (pred(value)) return value;
+    if (Date.now() > deadline) assert.fail(`${what}: not reached within ${timeoutMs} ms; last value ${JSON.stringify(value)}`);
+    onPoll?.();
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/**
+ * The usage row of `requestId` as GET /admin/usage lists it (filtered by `keyId` when given),
+ * polled until the row has been written (bounded; rows are written after the response).
+ */
+export async function adminUsageRow(relay, requestId, { keyId, timeoutMs = 10_000 } = {}) {
+  const q = keyId ? `?key_id=${encodeURIComponent(keyId)}&limit=1000` : "?limit=1000";
+  const rows = await pollUntil(
+    async () => {
+      const r = await relay.admin("GET", `/admin/usage${q}`);
+      assert.equal(r.status, 200, `GET /admin/usage${q}: ${r.text}`);
+      return r.json.data;
+    },
+    (data) => data.some((row) => row.request_id === requestId),
+    { timeoutMs, what: `usage row ${requestId} in GET /admin/usage${q}` },
+  );
+  return rows.find((row) => row.request_id === requestId);
 }
