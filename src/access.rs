@@ -1,7 +1,9 @@
 //! Access decisions for an authenticated key: may it be used now, and which public models may
 //! it reach. Pure: the caller passes the key's record, the model map and the time.
 
-use crate::config::{KeyGrant, KeyStatus, ModelMap, ModelTarget, Status};
+use crate::config::{
+    KeyGrant, KeyStatus, ModelGroups, ModelMap, ModelTarget, Status, GROUP_PREFIX,
+};
 use crate::error::RelayError;
 use crate::routes::Resource;
 use crate::rules::Denial;
@@ -62,9 +64,8 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
         Usage | Audit => TenantScope::Narrowed,
         Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
-        | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_) => {
-            TenantScope::Forbidden
-        }
+        | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
+        | ModelGroups | ModelGroup(_) => TenantScope::Forbidden,
         Health | Models | Model(_) | Relay(_) | Messages | CountTokens => TenantScope::Forbidden,
     }
 }
@@ -95,9 +96,16 @@ pub fn check_rules(
 
 /// May this key use `model`? Both the tenant's and the key's allowlists must admit it
 /// (`None` admits everything).
-pub fn model_allowed(grant: &KeyGrant, model: &str) -> bool {
+pub fn model_allowed(grant: &KeyGrant, groups: &ModelGroups, model: &str) -> bool {
+    let admits_entry = |entry: &String| match entry.strip_prefix(GROUP_PREFIX) {
+        // A group that no longer exists admits nothing: fail closed.
+        Some(group) => groups
+            .get(group)
+            .is_some_and(|members| members.iter().any(|m| m == model)),
+        None => entry == model,
+    };
     let admits =
-        |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(|m| m == model));
+        |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(admits_entry));
     admits(&grant.tenant_models) && admits(&grant.key_models)
 }
 
@@ -105,20 +113,25 @@ pub fn model_allowed(grant: &KeyGrant, model: &str) -> bool {
 /// same 404, so a key cannot probe which models exist beyond its own.
 pub fn resolve<'a>(
     map: &'a ModelMap,
+    groups: &ModelGroups,
     grant: &KeyGrant,
     model: &str,
 ) -> Result<&'a ModelTarget, RelayError> {
     map.get(model)
-        .filter(|_| model_allowed(grant, model))
+        .filter(|_| model_allowed(grant, groups, model))
         .ok_or_else(|| RelayError::ModelNotFound {
             model: model.to_string(),
         })
 }
 
 /// The public models this key may use, sorted.
-pub fn visible_models<'a>(map: &'a ModelMap, grant: &KeyGrant) -> Vec<(&'a str, &'a ModelTarget)> {
+pub fn visible_models<'a>(
+    map: &'a ModelMap,
+    groups: &ModelGroups,
+    grant: &KeyGrant,
+) -> Vec<(&'a str, &'a ModelTarget)> {
     map.iter()
-        .filter(|(m, _)| model_allowed(grant, m))
+        .filter(|(m, _)| model_allowed(grant, groups, m))
         .map(|(m, t)| (m.as_str(), t))
         .collect()
 }
@@ -236,18 +249,60 @@ mod tests {
     }
 
     #[test]
+    fn groups_admit_their_members_as_they_are_now() {
+        let m = map(&["mini", "big", "other"]);
+        let mut groups: ModelGroups = [("cheap".to_string(), vec!["mini".to_string()])].into();
+        let mut g = grant();
+        g.key_models = Some(vec!["@cheap".into(), "other".into()]);
+        let names = |groups: &ModelGroups| -> Vec<String> {
+            visible_models(&m, groups, &g)
+                .into_iter()
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        assert_eq!(names(&groups), vec!["mini", "other"]);
+        groups.insert("cheap".into(), vec!["mini".into(), "big".into()]);
+        assert_eq!(
+            names(&groups),
+            vec!["big", "mini", "other"],
+            "a group change applies at once"
+        );
+        groups.clear();
+        assert_eq!(
+            names(&groups),
+            vec!["other"],
+            "a deleted group admits nothing"
+        );
+    }
+
+    #[test]
     fn allowlists_intersect() {
         let m = map(&["a", "b", "c"]);
         let mut g = grant();
-        assert_eq!(visible_models(&m, &g).len(), 3);
+        assert_eq!(visible_models(&m, &ModelGroups::new(), &g).len(), 3);
         g.tenant_models = Some(vec!["a".into(), "b".into()]);
         g.key_models = Some(vec!["b".into(), "c".into()]);
-        let names: Vec<_> = visible_models(&m, &g).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = visible_models(&m, &ModelGroups::new(), &g)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, vec!["b"]);
-        assert_eq!(resolve(&m, &g, "b").unwrap().upstream_model, "up-b");
-        assert_eq!(resolve(&m, &g, "a").unwrap_err().code(), "model_not_found");
         assert_eq!(
-            resolve(&m, &g, "zzz").unwrap_err().code(),
+            resolve(&m, &ModelGroups::new(), &g, "b")
+                .unwrap()
+                .upstream_model,
+            "up-b"
+        );
+        assert_eq!(
+            resolve(&m, &ModelGroups::new(), &g, "a")
+                .unwrap_err()
+                .code(),
+            "model_not_found"
+        );
+        assert_eq!(
+            resolve(&m, &ModelGroups::new(), &g, "zzz")
+                .unwrap_err()
+                .code(),
             "model_not_found"
         );
     }

@@ -161,6 +161,69 @@ pub struct ModelTarget {
 /// Public model name → target. A BTreeMap, so listings come out sorted.
 pub type ModelMap = BTreeMap<String, ModelTarget>;
 
+/// Named sets of public models (`cheap`, `frontier`): an allowlist entry `@cheap` admits every
+/// model of the group as the group is at the time of the request, so changing a group changes
+/// what every key listing it may use, without reissuing any key.
+pub type ModelGroups = BTreeMap<String, Vec<String>>;
+
+pub const GROUP_PREFIX: char = '@';
+
+pub fn parse_model_groups(text: &str) -> Result<ModelGroups, String> {
+    serde_json::from_str(text).map_err(|e| format!("model groups in KV are not valid: {e}"))
+}
+
+/// A group's name: lowercase letters, digits, `-` and `_`.
+pub fn check_group_name(name: &str) -> Result<(), RelayError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_value(
+            "name",
+            "a group name is 1 to 64 of a-z, 0-9, - and _",
+        ))
+    }
+}
+
+/// The body of `PUT /admin/model-groups/{name}`: `{"models": [...]}`.
+pub fn parse_group_models(bytes: &[u8]) -> Result<Vec<String>, RelayError> {
+    let f = Fields::parse(bytes, &["models"])?;
+    let models = f
+        .string_list("models")?
+        .ok_or_else(|| RelayError::MissingParameter {
+            param: "models".into(),
+        })?;
+    if let Some(i) = models.iter().position(|m| m.starts_with(GROUP_PREFIX)) {
+        return Err(bad_value(
+            &format!("models[{i}]"),
+            "groups cannot contain groups",
+        ));
+    }
+    Ok(models)
+}
+
+/// Every `@group` in an allowlist must name an existing group.
+pub fn check_allowlist(
+    models: &Option<Vec<String>>,
+    groups: &ModelGroups,
+) -> Result<(), RelayError> {
+    for (i, entry) in models.iter().flatten().enumerate() {
+        if let Some(group) = entry.strip_prefix(GROUP_PREFIX) {
+            if !groups.contains_key(group) {
+                return Err(bad_value(
+                    &format!("models[{i}]"),
+                    &format!("no model group '{group}'"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_model_map(text: &str) -> Result<ModelMap, String> {
     serde_json::from_str(text).map_err(|e| format!("model map in KV is not valid: {e}"))
 }
@@ -997,6 +1060,31 @@ mod tests {
             Some("status")
         );
         assert_eq!(parse_tenant_patch(b"").unwrap(), TenantPatch::default());
+    }
+
+    #[test]
+    fn model_groups_are_validated() {
+        let groups: ModelGroups = [("cheap".to_string(), vec!["mini".to_string()])].into();
+        assert!(check_allowlist(&Some(vec!["gpt".into(), "@cheap".into()]), &groups).is_ok());
+        assert_eq!(
+            check_allowlist(&Some(vec!["@frontier".into()]), &groups)
+                .unwrap_err()
+                .param(),
+            Some("models[0]")
+        );
+        assert!(check_allowlist(&None, &groups).is_ok());
+        assert!(check_group_name("cheap-2").is_ok());
+        assert!(check_group_name("Cheap").is_err());
+        assert_eq!(
+            parse_group_models(br#"{"models":["a","@b"]}"#)
+                .unwrap_err()
+                .param(),
+            Some("models[1]")
+        );
+        assert_eq!(
+            parse_group_models(br#"{}"#).unwrap_err().param(),
+            Some("models")
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Resource {
     /// A tenant's admin tokens (the global admin issues them).
     TenantTokens(String),
     TenantTokenRevoke(String),
+    ModelGroups,
+    ModelGroup(String),
 }
 
 impl Resource {
@@ -76,6 +78,8 @@ impl Resource {
             ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
             ["admin", "usage"] => Resource::Usage,
             ["admin", "audit"] => Resource::Audit,
+            ["admin", "model-groups"] => Resource::ModelGroups,
+            ["admin", "model-groups", g] => Resource::ModelGroup(id(g)?),
             ["admin", "tenants", t, "tokens"] => Resource::TenantTokens(id(t)?),
             ["admin", "tenant-tokens", k, "revoke"] => Resource::TenantTokenRevoke(id(k)?),
             _ => return None,
@@ -94,7 +98,8 @@ impl Resource {
             Tenant(_) => &["GET", "PATCH"],
             Channel(_) => &["GET", "PATCH", "DELETE"],
             ModelMap => &["GET", "PUT"],
-            ModelMapEntry(_) => &["GET", "PUT", "DELETE"],
+            ModelMapEntry(_) | ModelGroup(_) => &["GET", "PUT", "DELETE"],
+            ModelGroups => &["GET"],
         }
     }
 
@@ -105,7 +110,7 @@ impl Resource {
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
             | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
-            | TenantTokenRevoke(_) => true,
+            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) => true,
         }
     }
 }
@@ -132,10 +137,12 @@ impl Resource {
             (ModelMapEntry(m), "DELETE") => ("model_map.delete", "model_map", Some(m)),
             (ModelMapEntry(m), _) => ("model_map.set", "model_map", Some(m)),
             (TenantTokens(_), _) => ("tenant_token.create", "tenant_token", None),
+            (ModelGroup(g), "DELETE") => ("model_group.delete", "model_group", Some(g)),
+            (ModelGroup(g), _) => ("model_group.set", "model_group", Some(g)),
             (TenantTokenRevoke(id), _) => ("tenant_token.revoke", "tenant_token", Some(id)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
-                | TenantLimits(_) | Usage | Audit,
+                | TenantLimits(_) | Usage | Audit | ModelGroups,
                 _,
             ) => return None,
         })

@@ -123,6 +123,7 @@ pub async fn handle(
         (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
         (Resource::Tenants, "POST") => {
             let input = config::parse_new_tenant(&body)?;
+            config::check_allowlist(&input.models, &store.model_groups().await?)?;
             let tenant = Tenant {
                 id: new_id("ten"),
                 name: input.name,
@@ -139,6 +140,9 @@ pub async fn handle(
         (Resource::Tenant(id), "GET") => (200, json!(tenant(store, &id).await?)),
         (Resource::Tenant(id), _) => {
             let patch = config::parse_tenant_patch(&body)?;
+            if let Some(models) = &patch.models {
+                config::check_allowlist(models, &store.model_groups().await?)?;
+            }
             let mut tenant = tenant(store, &id).await?;
             patch.apply(&mut tenant, now);
             store.update_tenant(&tenant).await?;
@@ -158,6 +162,7 @@ pub async fn handle(
         }
         (Resource::TenantKeys(id), _) => {
             let input = config::parse_new_key(&body, now)?;
+            config::check_allowlist(&input.models, &store.model_groups().await?)?;
             tenant(store, &id).await?;
             let plaintext = auth::generate_key(&random_bytes::<32>());
             let key = KeyView {
@@ -183,6 +188,9 @@ pub async fn handle(
         (Resource::Key(id), "GET") => (200, json!(key(store, &id).await?)),
         (Resource::Key(id), _) => {
             let patch = config::parse_key_patch(&body, now)?;
+            if let Some(models) = &patch.models {
+                config::check_allowlist(models, &store.model_groups().await?)?;
+            }
             let mut key = key(store, &id).await?;
             if key.status == KeyStatus::Revoked {
                 return Err(RelayError::InvalidValue {
@@ -338,6 +346,30 @@ pub async fn handle(
                 .collect();
             (200, list(rows))
         }
+        (Resource::ModelGroups, _) => (200, json!(store.model_groups().await?)),
+        (Resource::ModelGroup(name), "GET") => {
+            let groups = store.model_groups().await?;
+            (
+                200,
+                json!({"name": name, "models": groups.get(&name).ok_or_else(|| not_found("Model group", &name))?}),
+            )
+        }
+        (Resource::ModelGroup(name), "PUT") => {
+            config::check_group_name(&name)?;
+            let models = config::parse_group_models(&body)?;
+            let mut groups = store.model_groups().await?;
+            groups.insert(name.clone(), models.clone());
+            store.put_model_groups(&groups).await?;
+            (200, json!({"name": name, "models": models}))
+        }
+        (Resource::ModelGroup(name), _) => {
+            let mut groups = store.model_groups().await?;
+            groups
+                .remove(&name)
+                .ok_or_else(|| not_found("Model group", &name))?;
+            store.put_model_groups(&groups).await?;
+            (200, json!({"name": name, "deleted": true}))
+        }
         (Resource::TenantTokens(id), "GET") => {
             tenant(store, &id).await?;
             (200, list(store.tenant_tokens(&id).await?))
@@ -398,7 +430,11 @@ pub async fn handle(
     if let Some((action, target_type, target_id)) = audit {
         let after = match &audited_resource {
             // What a delete leaves is nothing.
-            Resource::Channel(_) | Resource::ModelMapEntry(_) if method == "DELETE" => None,
+            Resource::Channel(_) | Resource::ModelMapEntry(_) | Resource::ModelGroup(_)
+                if method == "DELETE" =>
+            {
+                None
+            }
             Resource::ModelMapEntry(_) | Resource::ModelMap => {
                 snapshot(store, &audited_resource).await
             }
@@ -451,6 +487,7 @@ async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Valu
         }
         Resource::Channel(id) => json!(store.channel(id).await.ok()??.view()),
         Resource::TenantTokenRevoke(id) => json!(store.tenant_token(id).await.ok()??),
+        Resource::ModelGroup(name) => json!(store.model_groups().await.ok()?.get(name)?),
         Resource::ModelMap => json!(store.model_map().await.ok()?),
         Resource::ModelMapEntry(model) => json!(store.model_map().await.ok()?.get(model)?),
         _ => return None,

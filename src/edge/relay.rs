@@ -24,7 +24,7 @@ use super::store::Store;
 use super::usage_log::record_later;
 use crate::access;
 use crate::auth;
-use crate::config::{Channel, KeyGrant, ModelMap, Status};
+use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap, Status, GROUP_PREFIX};
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
 use crate::limits::{self, Ask, RateInfo};
@@ -81,6 +81,24 @@ async fn model_map(rc: &RelayCtx<'_>) -> Result<Rc<ModelMap>, RelayError> {
     Ok(map)
 }
 
+/// The model groups, fetched only when an allowlist of this key names one.
+async fn model_groups(rc: &RelayCtx<'_>, grant: &KeyGrant) -> Result<Rc<ModelGroups>, RelayError> {
+    let names_a_group = [&grant.key_models, &grant.tenant_models]
+        .iter()
+        .any(|l| l.iter().flatten().any(|m| m.starts_with(GROUP_PREFIX)));
+    if !names_a_group {
+        return Ok(Rc::new(ModelGroups::new()));
+    }
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    if let Some(groups) = with_caches(ttl, |c| c.model_groups.get(&(), now)) {
+        return Ok(groups);
+    }
+    let groups = Rc::new(rc.store.model_groups().await?);
+    with_caches(ttl, |c| c.model_groups.insert((), groups.clone(), now));
+    Ok(groups)
+}
+
 async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, RelayError> {
     let ttl = rc.settings.cache_ttl_ms;
     let now = now_ms();
@@ -107,14 +125,15 @@ pub async fn models(
     let entry = |id: &str, created: i64| json!({"id": id, "object": "model", "created": created, "owned_by": "edgerelay"});
     match one {
         Some(model) => {
-            let target = access::resolve(&map, grant, model)?;
+            let target = access::resolve(&map, &*model_groups(rc, grant).await?, grant, model)?;
             Ok(json_value(200, &entry(model, target.created)))
         }
         None => {
-            let data: Vec<_> = access::visible_models(&map, grant)
-                .into_iter()
-                .map(|(id, t)| entry(id, t.created))
-                .collect();
+            let data: Vec<_> =
+                access::visible_models(&map, &*model_groups(rc, grant).await?, grant)
+                    .into_iter()
+                    .map(|(id, t)| entry(id, t.created))
+                    .collect();
             Ok(json_value(200, &json!({"object": "list", "data": data})))
         }
     }
@@ -297,7 +316,12 @@ async fn relay_inner(
     ledger.stream = client.stream();
 
     let map = model_map(rc).await?;
-    let target = access::resolve(&map, grant, client.model())?;
+    let target = access::resolve(
+        &map,
+        &*model_groups(rc, grant).await?,
+        grant,
+        client.model(),
+    )?;
     ledger.upstream_model = Some(target.upstream_model.clone());
     ledger.channel_id = Some(target.channel_id.clone());
     let channel =
@@ -466,7 +490,12 @@ pub async fn count_tokens(
     let body = read_body(&mut req, rc.settings.max_body_bytes).await?;
     let client = translate::parse_count_tokens(&body)?;
     let map = model_map(rc).await?;
-    let target = access::resolve(&map, grant, client.model())?;
+    let target = access::resolve(
+        &map,
+        &*model_groups(rc, grant).await?,
+        grant,
+        client.model(),
+    )?;
     let channel = channel(rc, &target.channel_id).await?;
     if let Some(channel) =
         channel.filter(|c| c.provider == ProviderKind::Anthropic && c.status == Status::Active)

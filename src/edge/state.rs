@@ -8,7 +8,7 @@ use std::rc::Rc;
 use worker::{Date, Env};
 
 use crate::cache::TtlCache;
-use crate::config::{Channel, KeyGrant, ModelMap};
+use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap};
 
 pub fn now_ms() -> i64 {
     Date::now().as_millis() as i64
@@ -67,6 +67,7 @@ pub struct Caches {
     pub grants: TtlCache<String, KeyGrant>,
     pub channels: TtlCache<String, Rc<Channel>>,
     pub model_map: TtlCache<(), Rc<ModelMap>>,
+    pub model_groups: TtlCache<(), Rc<ModelGroups>>,
 }
 
 thread_local! {
@@ -75,6 +76,7 @@ thread_local! {
         grants: TtlCache::new(2000, 10_000),
         channels: TtlCache::new(2000, 1_000),
         model_map: TtlCache::new(2000, 1),
+        model_groups: TtlCache::new(2000, 1),
     });
 }
 
@@ -84,6 +86,7 @@ pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
         c.grants.set_ttl(ttl_ms);
         c.channels.set_ttl(ttl_ms);
         c.model_map.set_ttl(ttl_ms);
+        c.model_groups.set_ttl(ttl_ms);
         f(&mut c)
     })
 }
@@ -95,5 +98,6 @@ pub fn invalidate_all() {
         c.grants.clear();
         c.channels.clear();
         c.model_map.clear();
+        c.model_groups.clear();
     });
 }

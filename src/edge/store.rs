@@ -6,7 +6,7 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
-use crate::config::{Channel, KeyGrant, KeyStatus, KeyView, ModelMap, Status, Tenant};
+use crate::config::{Channel, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant};
 use crate::error::RelayError;
 use crate::limits::Limits;
 use crate::providers::ProviderKind;
@@ -15,6 +15,8 @@ use crate::usage::UsageRow;
 
 /// The KV key holding the whole model map.
 pub const MODEL_MAP_KEY: &str = "model_map";
+/// The KV key holding the model groups.
+pub const MODEL_GROUPS_KEY: &str = "model_groups";
 
 pub struct Store {
     db: D1Database,
@@ -632,6 +634,31 @@ impl Store {
         let json = serde_json::to_string(map).map_err(|e| internal("model map", e))?;
         self.kv
             .put(MODEL_MAP_KEY, json)
+            .map_err(|e| internal("KV put", e))?
+            .execute()
+            .await
+            .map_err(|e| internal("KV put", e))
+    }
+
+    pub async fn model_groups(&self) -> Result<ModelGroups, RelayError> {
+        let raw = self
+            .kv
+            .get(MODEL_GROUPS_KEY)
+            .text()
+            .await
+            .map_err(|e| internal("KV get", e))?;
+        match raw {
+            None => Ok(ModelGroups::new()),
+            Some(text) => {
+                crate::config::parse_model_groups(&text).map_err(|e| internal("KV model groups", e))
+            }
+        }
+    }
+
+    pub async fn put_model_groups(&self, groups: &ModelGroups) -> Result<(), RelayError> {
+        let json = serde_json::to_string(groups).map_err(|e| internal("model groups", e))?;
+        self.kv
+            .put(MODEL_GROUPS_KEY, json)
             .map_err(|e| internal("KV put", e))?
             .execute()
             .await
