@@ -657,6 +657,8 @@ pub struct Watch {
     usage: Option<Usage>,
     completion_bytes: usize,
     finished: bool,
+    /// The upstream reported an error inside the stream (already passed on to the client).
+    errored: bool,
 }
 
 impl Watch {
@@ -669,7 +671,8 @@ impl Watch {
                 self.completion_bytes += arguments.len()
             }
             StreamEvent::Usage(u) => self.usage = Some(*u),
-            StreamEvent::Finish { .. } | StreamEvent::Error { .. } => self.finished = true,
+            StreamEvent::Finish { .. } => self.finished = true,
+            StreamEvent::Error { .. } => self.errored = true,
             StreamEvent::Start { .. }
             | StreamEvent::ReasoningSignature(_)
             | StreamEvent::ToolCallStart { .. } => {}
@@ -783,7 +786,7 @@ impl StreamPipe {
                     }
                 }
                 watch.events = events;
-                if chunk.is_none() && watch.finished {
+                if chunk.is_none() && watch.finished && !watch.errored {
                     match encoder {
                         Encoder::OpenAi(enc) => enc.finish(out),
                         Encoder::Anthropic(enc) => enc.finish(out),
@@ -814,7 +817,18 @@ impl StreamPipe {
     pub fn completed(&self) -> bool {
         match &self.0 {
             Pipe::OpenAiPass(p) => p.saw_done(),
-            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => watch.finished,
+            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => {
+                watch.finished && !watch.errored
+            }
+        }
+    }
+
+    /// The upstream reported an error mid-stream, and the client has already been told in
+    /// its own format: the stream is broken, but needs no second error event.
+    pub fn errored(&self) -> bool {
+        match &self.0 {
+            Pipe::OpenAiPass(_) => false,
+            Pipe::AnthropicPass { watch, .. } | Pipe::Translate { watch, .. } => watch.errored,
         }
     }
 
@@ -1358,6 +1372,24 @@ mod tests {
                 ch.provider.as_str()
             );
         }
+    }
+
+    #[test]
+    fn an_error_inside_the_stream_breaks_it_once() {
+        let mode = Mode::Translate {
+            upstream: WireFormat::Bedrock,
+            client: ClientFormat::OpenAi,
+        };
+        let (out, pipe) = run_pipe(
+            StreamPipe::new(mode, true, "m", "id", 1),
+            include_bytes!("../tests/fixtures/bedrock/stream_exception.bin"),
+        );
+        assert!(pipe.errored() && !pipe.completed(), "{out}");
+        assert_eq!(out.matches("\"error\"").count(), 1, "{out}");
+        assert!(
+            out.contains("upstream_stream_broken") && !out.contains("[DONE]"),
+            "{out}"
+        );
     }
 
     #[test]

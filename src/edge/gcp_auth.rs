@@ -29,17 +29,34 @@ fn auth_failure(why: impl std::fmt::Display) -> RelayError {
 pub async fn access_token(key_file: &str) -> Result<String, RelayError> {
     let sa = gcp::parse_service_account(key_file)
         .map_err(|why| auth_failure(format!("key file {why}")))?;
-    let cache_key = format!("{}|{}", sa.client_email, sa.token_uri);
+    let cache_key = cache_key(&sa);
     let now = now_ms();
     if let Some(token) =
         TOKENS.with(|t| t.borrow().get(&cache_key).filter(|t| t.fresh(now)).cloned())
     {
         return Ok(token.token);
     }
-    let token = fetch_token(&sa, now).await?;
+    // Each request fetches for itself on a miss: the Workers runtime does not let one request
+    // wait on I/O started by another (it cancels the waiter as hung), so a burst on a cold
+    // isolate may exchange a few tokens at once; every request after that uses the cache.
+    let result = fetch_token(&sa, now).await;
+    let token = result?;
     let value = token.token.clone();
     TOKENS.with(|t| t.borrow_mut().insert(cache_key, token));
     Ok(value)
+}
+
+/// The upstream refused a token: drop it so the next request fetches a new one instead of
+/// failing until the old one would have expired.
+pub fn forget(key_file: &str) {
+    if let Ok(sa) = gcp::parse_service_account(key_file) {
+        let key = cache_key(&sa);
+        TOKENS.with(|t| t.borrow_mut().remove(&key));
+    }
+}
+
+fn cache_key(sa: &ServiceAccount) -> String {
+    format!("{}|{}", sa.client_email, sa.token_uri)
 }
 
 async fn fetch_token(sa: &ServiceAccount, now: i64) -> Result<AccessToken, RelayError> {

@@ -419,6 +419,11 @@ async fn relay_inner(
         let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
             .await
             .unwrap_or_default();
+        if channel.provider.uses_service_accounts() && matches!(status, 401 | 403) {
+            if let Some(key_file) = providers::pick_key(&channel.api_keys, spread) {
+                gcp_auth::forget(key_file);
+            }
+        }
         let (err, detail) = {
             // AWS keys are "id:secret:token"; its errors may echo a part, never the whole.
             let mut secrets = channel.api_keys.clone();
@@ -706,8 +711,11 @@ impl Relayed {
             controller.abort();
         }
         let mut out = Vec::new();
-        self.pass
-            .break_off(&RelayError::UpstreamStreamBroken, &mut out);
+        // An error the upstream sent in-stream has already reached the client in its format.
+        if !self.pass.errored() {
+            self.pass
+                .break_off(&RelayError::UpstreamStreamBroken, &mut out);
+        }
         self.send_report();
         out
     }
@@ -743,7 +751,8 @@ impl Stream for Relayed {
                     let mut out = Vec::new();
                     let finished = this.pass.finish(&mut out);
                     if finished.is_err() || !this.pass.completed() {
-                        // The upstream closed without `[DONE]`: it broke off, whatever it sent.
+                        // The upstream closed without finishing (no `[DONE]`, no finish reason),
+                        // or reported an error: it broke off, whatever it sent.
                         let mut tail = this.break_off("upstream closed the stream early");
                         out.append(&mut tail);
                         return Poll::Ready(Some(Ok(out)));

@@ -945,7 +945,7 @@ impl StreamEncoder {
             StreamEvent::Usage(u) => self.usage = Some(*u),
             StreamEvent::Error { message, .. } => {
                 // OpenAI reports a failure after the stream started as an error object in-band.
-                let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "upstream_stream_error"}});
+                let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": RelayError::UpstreamStreamBroken.code()}});
                 sse::encode_event(None, &body.to_string(), out);
                 self.ended = true;
             }

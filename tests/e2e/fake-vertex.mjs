@@ -95,7 +95,7 @@ export async function startFakeVertex({ project = PROJECT, region = REGION } = {
     if (!m || rec.method !== "POST") return sendGoogleError(res, 404, `The requested URL ${rec.path} was not found on this server.`);
     const [, proj, loc, publisher, rawModel, method] = m;
     const model = decodeURIComponent(rawModel);
-    Object.assign(rec, { project: decodeURIComponent(proj), region: decodeURIComponent(loc), publisher, model, method });
+    Object.assign(rec, { project: decodeURIComponent(proj), region: decodeURIComponent(loc), publisher, model, rpc: method });
     const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? "");
     rec.token = auth?.[1];
     if (!auth || !issued.has(auth[1])) {
