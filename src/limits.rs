@@ -407,7 +407,8 @@ impl LimiterState {
                 rate: RateInfo::default(),
             };
         }
-        if self.in_flight.contains_key(id) {
+        // A key without limits is consulted only for revocation: nothing to hold or settle.
+        if limits.is_empty() || self.in_flight.contains_key(id) {
             return admitted(self);
         }
         let refuse = |s: &LimiterState, hit: LimitHit, retry_after_ms: Option<u64>| Decision {
@@ -913,6 +914,19 @@ mod tests {
         // A request larger than the bucket passes once the bucket is full.
         let mut fresh = LimiterState::default();
         assert!(fresh.reserve(&limits, "huge", ask(5000), T0).admitted);
+    }
+
+    #[test]
+    fn without_limits_nothing_is_held() {
+        let mut s = LimiterState::default();
+        let d = s.reserve(&Limits::default(), "a", ask(100), T0);
+        assert!(d.admitted);
+        assert_eq!((s.in_flight(), s.period_usage(Period::Day)), (0, (0, 0, 0)));
+        s.handle(LimiterCall::Revoke, T0);
+        assert_eq!(
+            s.reserve(&Limits::default(), "b", ask(1), T0).hit,
+            Some(LimitHit::Revoked)
+        );
     }
 
     #[test]

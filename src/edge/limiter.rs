@@ -199,10 +199,12 @@ pub async fn reserve(
     Ok((held, rate))
 }
 
-/// Replace the reservation by what the request used (zero when it failed).
+/// Replace the reservation by what the request used (zero when it failed). A key without
+/// limits held nothing (its limiter only checked revocation), so it is not called again.
 pub async fn settle(env: &Env, held: &Held, used: Ask) {
     let id = held.request_id.clone();
-    each_side(env, held, true, "settle", |limits| LimiterCall::Settle {
+    let key = !held.key_limits.is_empty();
+    each_side(env, held, key, "settle", |limits| LimiterCall::Settle {
         id: id.clone(),
         used,
         limits,

@@ -278,8 +278,11 @@ describe("governance: limits, quotas and reservations", () => {
   });
 
   it("tenant limits sit above keys: 3 requests a day across two keys; a tenant refusal costs the key nothing", async () => {
-    const { tenant, key: a } = await tenantAndKey({ tenantLimits: { day: { requests: 3 } } });
-    const b = await newKey(tenant.id);
+    // The keys have generous limits of their own, so their limiters count what they hold (a
+    // key without limits is consulted only for revocation and counts nothing).
+    const keyQuota = { day: { requests: 1000 } };
+    const { tenant, key: a } = await tenantAndKey({ tenantLimits: { day: { requests: 3 } }, keyLimits: keyQuota });
+    const b = await newKey(tenant.id, keyQuota);
     const marker = `tenant-${randomUUID()}`;
     const send = (k) => relay.callJson("/v1/chat/completions", { key: k.key, body: chatBody("g-ok", marker) });
     for (const k of [a, b, a]) {
