@@ -54,6 +54,7 @@ seeds_for() {
     anthropic_stream) echo 'anthropic/*.sse' ;;
     gemini_stream) echo 'gemini/*.sse' ;;
     eventstream) echo '*/*.bin' ;;
+    bedrock_stream) echo 'bedrock/*.json' ;;
     request_decoders) echo '*/*request*.json' ;;
     reply_decoders) echo '*/*.json' ;;
     *) echo '*/*' ;;

@@ -887,12 +887,19 @@ pub fn check_strict(drops: &[Drop], provider: ProviderKind) -> Result<(), RelayE
 }
 
 /// The fidelity response headers: fields dropped, and fields approximated, comma-separated.
+/// Field names can come from the client (an unknown top-level key), so only header-safe names
+/// are listed, and the list is capped: a header the runtime refused would lose all of it.
 pub fn fidelity_headers(drops: &[Drop]) -> Vec<(&'static str, String)> {
+    let safe = |f: &&str| {
+        !f.is_empty() && f.len() <= 128 && f.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+    };
     let list = |approximated: bool| {
         let mut fields: Vec<&str> = drops
             .iter()
             .filter(|d| d.approximated == approximated)
             .map(|d| d.field.as_str())
+            .filter(safe)
+            .take(64)
             .collect();
         fields.sort_unstable();
         fields.dedup();
@@ -1389,6 +1396,23 @@ mod tests {
         assert!(
             out.contains("upstream_stream_broken") && !out.contains("[DONE]"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn fidelity_headers_carry_only_header_safe_names() {
+        let drops = vec![
+            Drop::dropped("seed"),
+            Drop::dropped("bad\r\nx-evil: 1"),
+            Drop::dropped("a,b"),
+            Drop::approximated("temperature"),
+        ];
+        assert_eq!(
+            fidelity_headers(&drops),
+            vec![
+                ("x-relay-dropped", "seed".to_string()),
+                ("x-relay-approximated", "temperature".to_string())
+            ]
         );
     }
 

@@ -465,6 +465,9 @@ fn clean_schema(schema: &Value) -> (Option<Value>, bool) {
         root: schema,
         lossy: false,
         nodes_left: SCHEMA_MAX_NODES,
+        // Inlining copies `$ref` targets: without a byte budget, a small schema that refers to a
+        // large definition many times would make an upstream body thousands of times its size.
+        bytes_left: schema.to_string().len().saturating_mul(2) + 16 * 1024,
         refs: Vec::new(),
     };
     let cleaned = cleaner.clean(schema, 0);
@@ -475,6 +478,8 @@ struct SchemaCleaner<'a> {
     root: &'a Value,
     lossy: bool,
     nodes_left: usize,
+    /// Bytes of `$ref` targets that may still be copied in.
+    bytes_left: usize,
     /// The `$ref`s being inlined right now: meeting one again means recursion.
     refs: Vec<String>,
 }
@@ -668,6 +673,12 @@ impl SchemaCleaner<'_> {
             .filter(|_| self.refs.len() < SCHEMA_MAX_REF_NESTING)
             .and_then(|r| r.strip_prefix('#').map(|pointer| (r, pointer)))
             .and_then(|(r, pointer)| self.root.pointer(pointer).map(|t| (r, t)));
+        let size = match target {
+            Some((_, t)) => t.to_string().len(),
+            None => 0,
+        };
+        let target = target.filter(|_| size <= self.bytes_left);
+        self.bytes_left = self.bytes_left.saturating_sub(size);
         let mut merged = Map::new();
         match target {
             Some((reference, Value::Object(target))) => {
@@ -675,8 +686,8 @@ impl SchemaCleaner<'_> {
                 self.refs.push(reference.to_string());
             }
             _ => {
-                // Remote, missing or recursive: an untyped object is the closest Gemini can
-                // hold.
+                // Remote, missing, recursive or over the budget: an untyped object is the
+                // closest Gemini can hold.
                 self.lossy = true;
                 merged.insert("type".into(), json!("object"));
             }
@@ -1961,6 +1972,24 @@ mod tests {
                     message: "The model is overloaded.".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn ref_inlining_cannot_amplify_a_request() {
+        // 300 properties all referring to one 8 KB definition: inlined naively, 2.4 MB.
+        let description = "x".repeat(8000);
+        let properties: Map<String, Value> = (0..300)
+            .map(|i| (format!("p{i}"), json!({"$ref": "#/$defs/a"})))
+            .collect();
+        let schema = json!({"type": "object", "$defs": {"a": {"type": "string", "description": description}}, "properties": properties});
+        let input = schema.to_string().len();
+        let (cleaned, lossy) = clean_schema(&schema);
+        let output = cleaned.unwrap().to_string().len();
+        assert!(lossy, "what could not be inlined is reported");
+        assert!(
+            output <= 2 * input + 32 * 1024,
+            "{input} bytes in, {output} out"
         );
     }
 }
