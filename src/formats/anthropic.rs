@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::RelayError;
 use crate::formats::neutral::{
-    ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
+    ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
@@ -44,25 +44,42 @@ const CONTINUED: &str = "(continued)";
 
 // ---- Anthropic as an upstream: the request ---------------------------------------------------
 
-/// Collects drops once per field: a long conversation with many unsigned reasoning turns is
-/// one fact for the client, not forty.
-#[derive(Default)]
-struct Drops(Vec<Drop>);
-
-impl Drops {
-    fn push(&mut self, drop: Drop) {
-        if !self.0.contains(&drop) {
-            self.0.push(drop);
+/// Temperature and top_p as Claude accepts them, wherever it is served (Anthropic, Bedrock,
+/// Vertex): temperature within 0–1, and with extended thinking only temperature 1 and a
+/// top_p of at least 0.95. What had to change is reported.
+pub(crate) fn claude_sampling(
+    req: &ChatRequest,
+    thinking: bool,
+    drops: &mut Drops,
+) -> (Option<f64>, Option<f64>) {
+    let temperature = req.temperature.and_then(|t| {
+        if thinking {
+            // Anthropic allows only temperature 1 with thinking; sending 1 changes nothing.
+            if t != 1.0 {
+                drops.dropped("temperature");
+            }
+            None
+        } else {
+            let clamped = t.clamp(0.0, 1.0);
+            if clamped != t {
+                drops.approximated("temperature");
+            }
+            Some(clamped)
         }
-    }
-
-    fn dropped(&mut self, field: &str) {
-        self.push(Drop::dropped(field));
-    }
-
-    fn approximated(&mut self, field: &str) {
-        self.push(Drop::approximated(field));
-    }
+    });
+    let top_p = req.top_p.map(|p| {
+        let floor = if thinking {
+            MIN_TOP_P_WITH_THINKING
+        } else {
+            0.0
+        };
+        let clamped = p.clamp(floor, 1.0);
+        if clamped != p {
+            drops.approximated("top_p");
+        }
+        clamped
+    });
+    (temperature, top_p)
 }
 
 /// Neutral request → Anthropic request body. Returns the body and what could not be carried.
@@ -195,31 +212,12 @@ fn encode_sampling(
     body: &mut Map<String, Value>,
     drops: &mut Drops,
 ) {
-    if let Some(t) = req.temperature {
-        if thinking {
-            // Anthropic allows only temperature 1 with thinking; sending 1 changes nothing.
-            if t != 1.0 {
-                drops.dropped("temperature");
-            }
-        } else {
-            let clamped = t.clamp(0.0, 1.0);
-            if clamped != t {
-                drops.approximated("temperature");
-            }
-            body.insert("temperature".into(), json!(clamped));
-        }
+    let (temperature, top_p) = claude_sampling(req, thinking, drops);
+    if let Some(t) = temperature {
+        body.insert("temperature".into(), json!(t));
     }
-    if let Some(p) = req.top_p {
-        let floor = if thinking {
-            MIN_TOP_P_WITH_THINKING
-        } else {
-            0.0
-        };
-        let clamped = p.clamp(floor, 1.0);
-        if clamped != p {
-            drops.approximated("top_p");
-        }
-        body.insert("top_p".into(), json!(clamped));
+    if let Some(p) = top_p {
+        body.insert("top_p".into(), json!(p));
     }
     if let Some(k) = req.top_k {
         if thinking {

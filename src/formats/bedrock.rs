@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::{hex, sha256};
 use crate::formats::eventstream::{EventStreamDecoder, EventStreamError, Frame};
 use crate::formats::neutral::{
-    ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
+    ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::usage::Usage;
@@ -35,9 +35,6 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// Claude rejects a thinking budget below this.
 const MIN_THINKING_BUDGET: u64 = 1024;
-
-/// With thinking enabled Claude accepts `top_p` only from here to 1.
-const MIN_TOP_P_WITH_THINKING: f64 = 0.95;
 
 /// Stands in for the user turn Converse requires before a conversation that starts with the
 /// assistant, and for a tool result with no content: Converse rejects empty text blocks.
@@ -69,26 +66,6 @@ fn family(model: &str) -> Family {
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
-
-/// Collects drops once each, in the order first met.
-#[derive(Default)]
-struct Drops(Vec<Drop>);
-
-impl Drops {
-    fn push(&mut self, drop: Drop) {
-        if !self.0.contains(&drop) {
-            self.0.push(drop);
-        }
-    }
-
-    fn dropped(&mut self, field: &str) {
-        self.push(Drop::dropped(field));
-    }
-
-    fn approximated(&mut self, field: &str) {
-        self.push(Drop::approximated(field));
-    }
-}
 
 /// Neutral request → Converse request body (`messages`, `system`, `inferenceConfig`,
 /// `toolConfig`, `additionalModelRequestFields`). The model id is not in the body but in the
@@ -274,31 +251,13 @@ fn encode_inference_config(
     }
 
     let thinking = thinking_budget.is_some();
-    if let Some(t) = req.temperature {
-        if thinking {
-            // Claude allows only temperature 1 with thinking; sending 1 changes nothing.
-            if t != 1.0 {
-                drops.dropped("temperature");
-            }
-        } else {
-            let clamped = t.clamp(0.0, 1.0);
-            if clamped != t {
-                drops.approximated("temperature");
-            }
-            config.insert("temperature".into(), json!(clamped));
-        }
+    // Converse takes the same ranges as Claude; thinking is only ever on for Claude models.
+    let (temperature, top_p) = crate::formats::anthropic::claude_sampling(req, thinking, drops);
+    if let Some(t) = temperature {
+        config.insert("temperature".into(), json!(t));
     }
-    if let Some(p) = req.top_p {
-        let floor = if thinking {
-            MIN_TOP_P_WITH_THINKING
-        } else {
-            0.0
-        };
-        let clamped = p.clamp(floor, 1.0);
-        if clamped != p {
-            drops.approximated("top_p");
-        }
-        config.insert("topP".into(), json!(clamped));
+    if let Some(p) = top_p {
+        config.insert("topP".into(), json!(p));
     }
     if let Some(k) = req.top_k {
         match family {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::formats::neutral::{
-    ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
+    ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{SseError, SseEvent, SseParser};
@@ -39,26 +39,6 @@ const BUDGET_MAX: u64 = 31_000;
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
-
-/// Collects drops once each, in the order first met.
-#[derive(Default)]
-struct Drops(Vec<Drop>);
-
-impl Drops {
-    fn push(&mut self, drop: Drop) {
-        if !self.0.contains(&drop) {
-            self.0.push(drop);
-        }
-    }
-
-    fn dropped(&mut self, field: &str) {
-        self.push(Drop::dropped(field));
-    }
-
-    fn approximated(&mut self, field: &str) {
-        self.push(Drop::approximated(field));
-    }
-}
 
 /// Neutral request → Cohere v2 chat body. Returns the body and what could not be carried.
 pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::formats::neutral::{
-    ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
+    ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{SseError, SseEvent, SseParser};
@@ -122,30 +122,6 @@ fn encode_path(name: &str) -> String {
         }
     }
     out
-}
-
-/// Collects drops once each, in the order first met.
-#[derive(Default)]
-struct Drops(Vec<Drop>);
-
-impl Drops {
-    fn push(&mut self, drop: Drop) {
-        if !self.0.contains(&drop) {
-            self.0.push(drop);
-        }
-    }
-
-    fn dropped(&mut self, field: &str) {
-        self.push(Drop::dropped(field));
-    }
-
-    fn approximated(&mut self, field: &str) {
-        self.push(Drop::approximated(field));
-    }
-
-    fn into_vec(self) -> Vec<Drop> {
-        self.0
-    }
 }
 
 fn encode_contents(req: &ChatRequest, drops: &mut Drops) -> Vec<Value> {

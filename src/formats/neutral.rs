@@ -234,3 +234,27 @@ impl Drop {
         }
     }
 }
+
+/// What an encoder could not carry, collected while it works: each field reported once.
+#[derive(Debug, Default)]
+pub struct Drops(pub Vec<Drop>);
+
+impl Drops {
+    pub fn push(&mut self, drop: Drop) {
+        if !self.0.contains(&drop) {
+            self.0.push(drop);
+        }
+    }
+
+    pub fn dropped(&mut self, field: &str) {
+        self.push(Drop::dropped(field));
+    }
+
+    pub fn approximated(&mut self, field: &str) {
+        self.push(Drop::approximated(field));
+    }
+
+    pub fn into_vec(self) -> Vec<Drop> {
+        self.0
+    }
+}
