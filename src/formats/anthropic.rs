@@ -275,61 +275,55 @@ fn encode_tool_choice(req: &ChatRequest, drops: &mut Drops) -> Option<Value> {
     Some(choice)
 }
 
-/// One Anthropic turn being assembled. Tool results are kept apart because Anthropic wants
-/// them before any other block of the user turn that carries them.
-struct Turn {
-    role: &'static str,
-    tool_results: Vec<Value>,
-    blocks: Vec<Value>,
-}
-
-impl Turn {
-    fn into_value(self) -> Value {
-        let mut content = self.tool_results;
-        content.extend(self.blocks);
-        json!({"role": self.role, "content": content})
-    }
-}
-
 /// Neutral messages → Anthropic's alternating user/assistant turns: consecutive same-role
 /// messages merge, tool results become user turns, empty messages vanish.
 fn encode_messages(messages: &[Message], drops: &mut Drops) -> Vec<Value> {
-    let mut turns: Vec<Turn> = Vec::new();
-    for message in messages {
-        let (role, tool_results, blocks) = match message.role {
+    let encoded: Vec<_> = messages
+        .iter()
+        .map(|message| match message.role {
             Role::User => ("user", Vec::new(), user_blocks(&message.content, drops)),
             Role::Assistant => ("assistant", Vec::new(), assistant_blocks(message, drops)),
             Role::Tool => ("user", vec![tool_result_block(message, drops)], Vec::new()),
-        };
+        })
+        .collect();
+    alternate_turns(encoded, json!({"type": "text", "text": CONTINUED}), drops)
+}
+
+/// Encoded messages `(role, tool results, other blocks)` as the alternating user/assistant
+/// turns Anthropic requires — and Bedrock's Converse, which follows the same rules:
+/// consecutive same-role messages merge with tool results first in their turn, empty ones
+/// vanish, and a conversation that starts with the assistant gets a placeholder user turn,
+/// reported so the client knows its conversation was touched.
+pub(crate) fn alternate_turns(
+    encoded: Vec<(&'static str, Vec<Value>, Vec<Value>)>,
+    placeholder: Value,
+    drops: &mut Drops,
+) -> Vec<Value> {
+    // (role, tool results, other blocks) of each turn being built.
+    let mut turns: Vec<(&'static str, Vec<Value>, Vec<Value>)> = Vec::new();
+    for (role, tool_results, blocks) in encoded {
         if tool_results.is_empty() && blocks.is_empty() {
             continue;
         }
         match turns.last_mut() {
-            Some(last) if last.role == role => {
-                last.tool_results.extend(tool_results);
-                last.blocks.extend(blocks);
+            Some(last) if last.0 == role => {
+                last.1.extend(tool_results);
+                last.2.extend(blocks);
             }
-            _ => turns.push(Turn {
-                role,
-                tool_results,
-                blocks,
-            }),
+            _ => turns.push((role, tool_results, blocks)),
         }
     }
-    if turns.first().is_some_and(|t| t.role == "assistant") {
-        // Anthropic requires the first turn to be the user's; the smallest honest fix is a
-        // placeholder user turn, reported so the client knows its conversation was touched.
+    if turns.first().is_some_and(|t| t.0 == "assistant") {
         drops.approximated("messages");
-        turns.insert(
-            0,
-            Turn {
-                role: "user",
-                tool_results: Vec::new(),
-                blocks: vec![json!({"type": "text", "text": CONTINUED})],
-            },
-        );
+        turns.insert(0, ("user", Vec::new(), vec![placeholder]));
     }
-    turns.into_iter().map(Turn::into_value).collect()
+    turns
+        .into_iter()
+        .map(|(role, mut content, blocks)| {
+            content.extend(blocks);
+            json!({"role": role, "content": content})
+        })
+        .collect()
 }
 
 fn user_blocks(parts: &[Part], drops: &mut Drops) -> Vec<Value> {

@@ -366,28 +366,12 @@ fn has_tool_blocks(messages: &[Message]) -> bool {
         .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty())
 }
 
-/// One Converse turn being assembled. Tool results are kept apart so they lead the user turn
-/// that carries them, right after the assistant turn that made the calls.
-struct Turn {
-    role: &'static str,
-    tool_results: Vec<Value>,
-    blocks: Vec<Value>,
-}
-
-impl Turn {
-    fn into_value(self) -> Value {
-        let mut content = self.tool_results;
-        content.extend(self.blocks);
-        json!({"role": self.role, "content": content})
-    }
-}
-
 /// Neutral messages → Converse's alternating user/assistant turns: consecutive same-role
 /// messages merge, tool results become user turns, empty messages vanish.
 fn encode_messages(messages: &[Message], family: Family, drops: &mut Drops) -> Vec<Value> {
-    let mut turns: Vec<Turn> = Vec::new();
-    for message in messages {
-        let (role, tool_results, blocks) = match message.role {
+    let encoded: Vec<_> = messages
+        .iter()
+        .map(|message| match message.role {
             Role::User => ("user", Vec::new(), user_blocks(&message.content, drops)),
             Role::Assistant => (
                 "assistant",
@@ -395,36 +379,9 @@ fn encode_messages(messages: &[Message], family: Family, drops: &mut Drops) -> V
                 assistant_blocks(message, family, drops),
             ),
             Role::Tool => ("user", vec![tool_result_block(message, drops)], Vec::new()),
-        };
-        if tool_results.is_empty() && blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some(last) if last.role == role => {
-                last.tool_results.extend(tool_results);
-                last.blocks.extend(blocks);
-            }
-            _ => turns.push(Turn {
-                role,
-                tool_results,
-                blocks,
-            }),
-        }
-    }
-    if turns.first().is_some_and(|t| t.role == "assistant") {
-        // Converse requires the user to speak first; the smallest honest fix is a placeholder
-        // user turn, reported so the client knows its conversation was touched.
-        drops.approximated("messages");
-        turns.insert(
-            0,
-            Turn {
-                role: "user",
-                tool_results: Vec::new(),
-                blocks: vec![json!({"text": CONTINUED})],
-            },
-        );
-    }
-    turns.into_iter().map(Turn::into_value).collect()
+        })
+        .collect();
+    crate::formats::anthropic::alternate_turns(encoded, json!({"text": CONTINUED}), drops)
 }
 
 fn user_blocks(parts: &[Part], drops: &mut Drops) -> Vec<Value> {
