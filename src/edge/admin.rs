@@ -13,7 +13,7 @@ use crate::access::{self, Actor, TenantScope};
 use crate::auth;
 use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
 use crate::error::RelayError;
-use crate::routes::{query_pairs, Resource};
+use crate::routes::{parse_listing, Resource};
 
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
 const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;
@@ -506,45 +506,14 @@ fn redacted(reply: &serde_json::Value) -> serde_json::Value {
 }
 
 fn audit_query(query: &str) -> Result<AuditQuery, RelayError> {
-    let mut q = AuditQuery {
-        target_id: None,
-        tenant_id: None,
-        action: None,
-        before: None,
-        limit: 100,
-    };
-    for (name, value) in query_pairs(query) {
-        let bad = |param: &str, message: &str| RelayError::InvalidValue {
-            param: param.into(),
-            message: message.into(),
-        };
-        match name.as_str() {
-            "target_id" => q.target_id = Some(value),
-            "tenant_id" => q.tenant_id = Some(value),
-            "action" => q.action = Some(value),
-            "before" => {
-                q.before = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("before", "must be Unix milliseconds"))?,
-                )
-            }
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| bad("limit", "must be between 1 and 1000"))?
-            }
-            _ => {
-                return Err(bad(
-                    &name,
-                    "unknown filter; expected target_id, tenant_id, action, before, limit",
-                ))
-            }
-        }
-    }
-    Ok(q)
+    let l = parse_listing(query, &["target_id", "tenant_id", "action"])?;
+    Ok(AuditQuery {
+        target_id: l.filter("target_id"),
+        tenant_id: l.filter("tenant_id"),
+        action: l.filter("action"),
+        before: l.before,
+        limit: l.limit,
+    })
 }
 
 /// Errors of a single-entry PUT name the entry's field, not `model.field`.
@@ -593,41 +562,11 @@ async fn set_tenant_status(
 }
 
 fn usage_query(query: &str) -> Result<UsageQuery, RelayError> {
-    let mut q = UsageQuery {
-        tenant_id: None,
-        key_id: None,
-        before: None,
-        limit: 100,
-    };
-    for (name, value) in query_pairs(query) {
-        let bad = |param: &str, message: &str| RelayError::InvalidValue {
-            param: param.into(),
-            message: message.into(),
-        };
-        match name.as_str() {
-            "tenant_id" => q.tenant_id = Some(value),
-            "key_id" => q.key_id = Some(value),
-            "before" => {
-                q.before = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("before", "must be Unix milliseconds"))?,
-                )
-            }
-            "limit" => {
-                q.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| bad("limit", "must be between 1 and 1000"))?
-            }
-            _ => {
-                return Err(bad(
-                    &name,
-                    "unknown filter; expected tenant_id, key_id, before, limit",
-                ))
-            }
-        }
-    }
-    Ok(q)
+    let l = parse_listing(query, &["tenant_id", "key_id"])?;
+    Ok(UsageQuery {
+        tenant_id: l.filter("tenant_id"),
+        key_id: l.filter("key_id"),
+        before: l.before,
+        limit: l.limit,
+    })
 }
