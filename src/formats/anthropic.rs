@@ -44,6 +44,29 @@ const CONTINUED: &str = "(continued)";
 
 // ---- Anthropic as an upstream: the request ---------------------------------------------------
 
+/// OpenAI's sampling parameters that neither Anthropic nor Converse has: reported when set
+/// to anything but their neutral value.
+pub(crate) fn drop_openai_only_sampling(req: &ChatRequest, drops: &mut Drops) {
+    if req.seed.is_some() {
+        drops.dropped("seed");
+    }
+    if req.n.is_some_and(|n| n > 1) {
+        drops.dropped("n");
+    }
+    if req.presence_penalty.is_some_and(|p| p != 0.0) {
+        drops.dropped("presence_penalty");
+    }
+    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
+        drops.dropped("frequency_penalty");
+    }
+    if req.logprobs == Some(true) {
+        drops.dropped("logprobs");
+    }
+    if req.top_logprobs.is_some_and(|n| n > 0) {
+        drops.dropped("top_logprobs");
+    }
+}
+
 /// Temperature and top_p as Claude accepts them, wherever it is served (Anthropic, Bedrock,
 /// Vertex): temperature within 0–1, and with extended thinking only temperature 1 and a
 /// top_p of at least 0.95. What had to change is reported.
@@ -137,24 +160,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
         body.insert("stream".into(), json!(true));
     }
 
-    if req.seed.is_some() {
-        drops.dropped("seed");
-    }
-    if req.n.is_some_and(|n| n > 1) {
-        drops.dropped("n");
-    }
-    if req.presence_penalty.is_some_and(|p| p != 0.0) {
-        drops.dropped("presence_penalty");
-    }
-    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
-        drops.dropped("frequency_penalty");
-    }
-    if req.logprobs == Some(true) {
-        drops.dropped("logprobs");
-    }
-    if req.top_logprobs.is_some_and(|n| n > 0) {
-        drops.dropped("top_logprobs");
-    }
+    drop_openai_only_sampling(req, &mut drops);
     match req.response_format {
         None | Some(ResponseFormat::Text) => {}
         Some(ResponseFormat::JsonObject) | Some(ResponseFormat::JsonSchema { .. }) => {

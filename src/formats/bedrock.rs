@@ -119,24 +119,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
         );
     }
 
-    if req.seed.is_some() {
-        drops.dropped("seed");
-    }
-    if req.n.is_some_and(|n| n > 1) {
-        drops.dropped("n");
-    }
-    if req.presence_penalty.is_some_and(|p| p != 0.0) {
-        drops.dropped("presence_penalty");
-    }
-    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
-        drops.dropped("frequency_penalty");
-    }
-    if req.logprobs == Some(true) {
-        drops.dropped("logprobs");
-    }
-    if req.top_logprobs.is_some_and(|n| n > 0) {
-        drops.dropped("top_logprobs");
-    }
+    crate::formats::anthropic::drop_openai_only_sampling(req, &mut drops);
     match req.response_format {
         None | Some(ResponseFormat::Text) => {}
         // Converse's `outputConfig.textFormat` takes a JSON schema, but only some models
