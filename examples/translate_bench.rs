@@ -174,6 +174,7 @@ fn channel(kind: ProviderKind) -> Channel {
         models: vec![],
         status: Status::Active,
         timeout_ms: None,
+        region: None,
         options: BTreeMap::new(),
         created_at: 0,
         updated_at: 0,

@@ -65,7 +65,9 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         Usage | Audit => TenantScope::Narrowed,
         Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
         | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
-        | ModelGroups | ModelGroup(_) => TenantScope::Forbidden,
+        | ModelGroups | ModelGroup(_) | Price(_) => TenantScope::Forbidden,
+        // Prices are what every tenant is charged by: readable, not writable.
+        Prices => TenantScope::Narrowed,
         Health | Models | Model(_) | Relay(_) | Messages | CountTokens => TenantScope::Forbidden,
     }
 }
@@ -152,6 +154,8 @@ mod tests {
             key_limits: Default::default(),
             tenant_limits: Default::default(),
             key_rules: Default::default(),
+            jurisdiction: None,
+            settings: Default::default(),
             tenant_rules: Default::default(),
         }
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::budget::{self, Budget};
 use crate::error::RelayError;
 use crate::limits::{self, Limits};
 use crate::providers::ProviderKind;
@@ -42,9 +43,33 @@ pub struct Tenant {
     /// Access rules every key of the tenant must also pass.
     #[serde(default)]
     pub rules: AccessRules,
+    /// Where this tenant's limiters live and which channels may serve it (`eu`); fixed at
+    /// creation, since its counters live in objects created in that jurisdiction.
+    #[serde(default)]
+    pub jurisdiction: Option<String>,
+    #[serde(default, flatten)]
+    pub settings: TenantSettings,
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// Tenant options stored together (one JSON column).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// Lease mode: isolates spend capacity leased for this long (ms) without a Durable
+    /// Object call per request. `None`: every request is decided at the limiter.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+}
+
+/// Durable Object jurisdictions Cloudflare offers.
+pub const JURISDICTIONS: &[&str] = &["eu", "fedramp"];
+
+/// Lease lengths accepted, in ms: long enough to matter, short enough that a revocation or a
+/// limit change reaches every isolate soon.
+pub const LEASE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 /// A relay key as listed: everything but the plaintext and the hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +113,8 @@ pub struct KeyGrant {
     pub tenant_limits: Limits,
     pub key_rules: AccessRules,
     pub tenant_rules: AccessRules,
+    pub jurisdiction: Option<String>,
+    pub settings: TenantSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +128,9 @@ pub struct Channel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    /// Where the upstream runs (a region name of `routing::REGIONS`): routing prefers the
+    /// nearest, and a tenant pinned to a jurisdiction uses only channels in it.
+    pub region: Option<String>,
     /// Provider-specific settings (e.g. Azure's `api_version`); only known names are accepted.
     pub options: BTreeMap<String, String>,
     pub created_at: i64,
@@ -118,6 +148,7 @@ pub struct ChannelView {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub region: Option<String>,
     pub options: BTreeMap<String, String>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -134,6 +165,7 @@ impl Channel {
             models: self.models.clone(),
             status: self.status,
             timeout_ms: self.timeout_ms,
+            region: self.region.clone(),
             options: self.options.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -235,27 +267,34 @@ struct Fields {
     map: Map<String, Value>,
 }
 
+/// An admin body as a JSON object with only `allowed` fields (an empty body is `{}`).
+pub fn parse_object(bytes: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, RelayError> {
+    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| RelayError::InvalidJson {
+            detail: e.to_string(),
+        })?
+    };
+    let Value::Object(map) = value else {
+        return Err(RelayError::InvalidJson {
+            detail: "the body must be a JSON object".into(),
+        });
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(RelayError::InvalidValue {
+            param: unknown.clone(),
+            message: format!("unknown field; expected one of {}", allowed.join(", ")),
+        });
+    }
+    Ok(map)
+}
+
 impl Fields {
     fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Fields, RelayError> {
-        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Map::new())
-        } else {
-            serde_json::from_slice(bytes).map_err(|e| RelayError::InvalidJson {
-                detail: e.to_string(),
-            })?
-        };
-        let Value::Object(map) = value else {
-            return Err(RelayError::InvalidJson {
-                detail: "the body must be a JSON object".into(),
-            });
-        };
-        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(RelayError::InvalidValue {
-                param: unknown.clone(),
-                message: format!("unknown field; expected one of {}", allowed.join(", ")),
-            });
-        }
-        Ok(Fields { map })
+        Ok(Fields {
+            map: parse_object(bytes, allowed)?,
+        })
     }
 
     fn has(&self, field: &str) -> bool {
@@ -359,6 +398,45 @@ impl Fields {
         }
     }
 
+    /// `None`: absent; `Some(None)`: `null` (off).
+    fn lease_ms(&self) -> Result<Option<Option<u64>>, RelayError> {
+        if !self.has("lease_ms") {
+            return Ok(None);
+        }
+        match self.integer("lease_ms")? {
+            None => Ok(Some(None)),
+            Some(ms) if ms >= 0 && LEASE_MS_RANGE.contains(&(ms as u64)) => {
+                Ok(Some(Some(ms as u64)))
+            }
+            Some(_) => Err(bad_value(
+                "lease_ms",
+                &format!(
+                    "must be between {} and {} (ms), or null to turn lease mode off",
+                    LEASE_MS_RANGE.start(),
+                    LEASE_MS_RANGE.end()
+                ),
+            )),
+        }
+    }
+
+    /// `None`: absent; `Some(None)`: `null` (no budget).
+    fn budget(&self, allow_loopback_http: bool) -> Result<Option<Option<Budget>>, RelayError> {
+        match self.map.get("budget") {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => {
+                let b: Budget =
+                    serde_json::from_value(v.clone()).map_err(|e| RelayError::InvalidValue {
+                        param: "budget".into(),
+                        message: e.to_string(),
+                    })?;
+                budget::check_budget(&b, "budget", allow_loopback_http)
+                    .map_err(|(param, message)| RelayError::InvalidValue { param, message })?;
+                Ok(Some(Some(b)))
+            }
+        }
+    }
+
     fn integer(&self, field: &str) -> Result<Option<i64>, RelayError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -425,15 +503,44 @@ pub struct NewTenant {
     pub models: Option<Vec<String>>,
     pub limits: Limits,
     pub rules: AccessRules,
+    pub jurisdiction: Option<String>,
+    pub settings: TenantSettings,
 }
 
-pub fn parse_new_tenant(bytes: &[u8]) -> Result<NewTenant, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "limits", "rules"])?;
+/// `allow_loopback_http`: the deployment is local development (budget webhooks may then be
+/// plain http to 127.0.0.1, where tests listen).
+pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTenant, RelayError> {
+    let f = Fields::parse(
+        bytes,
+        &[
+            "name",
+            "models",
+            "limits",
+            "rules",
+            "jurisdiction",
+            "lease_ms",
+            "budget",
+        ],
+    )?;
     Ok(NewTenant {
         name: f.required_name("name")?,
         models: f.string_list("models")?,
         limits: f.limits()?.unwrap_or_default(),
         rules: f.rules()?.unwrap_or_default(),
+        jurisdiction: match f.string("jurisdiction")? {
+            None => None,
+            Some(j) if JURISDICTIONS.contains(&j.as_str()) => Some(j),
+            Some(_) => {
+                return Err(bad_value(
+                    "jurisdiction",
+                    &format!("must be one of {}", JURISDICTIONS.join(", ")),
+                ))
+            }
+        },
+        settings: TenantSettings {
+            lease_ms: f.lease_ms()?.flatten(),
+            budget: f.budget(allow_loopback_http)?.flatten(),
+        },
     })
 }
 
@@ -445,10 +552,35 @@ pub struct TenantPatch {
     pub status: Option<Status>,
     pub limits: Option<Limits>,
     pub rules: Option<AccessRules>,
+    /// `Some(None)` turns lease mode off.
+    pub lease_ms: Option<Option<u64>>,
+    /// `Some(None)` removes the budget.
+    pub budget: Option<Option<Budget>>,
 }
 
-pub fn parse_tenant_patch(bytes: &[u8]) -> Result<TenantPatch, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "status", "limits", "rules"])?;
+pub fn parse_tenant_patch(
+    bytes: &[u8],
+    allow_loopback_http: bool,
+) -> Result<TenantPatch, RelayError> {
+    let f = Fields::parse(
+        bytes,
+        &[
+            "name",
+            "models",
+            "status",
+            "limits",
+            "rules",
+            "lease_ms",
+            "budget",
+            "jurisdiction",
+        ],
+    )?;
+    if f.has("jurisdiction") {
+        return Err(bad_value(
+            "jurisdiction",
+            "is fixed when the tenant is created (its limiters live there); create a new tenant to move",
+        ));
+    }
     let name = match f.string("name")? {
         Some(n) => {
             check_name("name", &n)?;
@@ -466,6 +598,8 @@ pub fn parse_tenant_patch(bytes: &[u8]) -> Result<TenantPatch, RelayError> {
         status: f.status("status")?,
         limits: f.limits()?,
         rules: f.rules()?,
+        lease_ms: f.lease_ms()?,
+        budget: f.budget(allow_loopback_http)?,
     })
 }
 
@@ -485,6 +619,12 @@ impl TenantPatch {
         }
         if let Some(rules) = &self.rules {
             tenant.rules = rules.clone();
+        }
+        if let Some(lease_ms) = self.lease_ms {
+            tenant.settings.lease_ms = lease_ms;
+        }
+        if let Some(budget) = &self.budget {
+            tenant.settings.budget = budget.clone();
         }
         tenant.updated_at = now_ms;
     }
@@ -617,11 +757,13 @@ pub struct NewChannel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub region: Option<String>,
     pub options: BTreeMap<String, String>,
 }
 
 const CHANNEL_FIELDS: &[&str] = &[
     "options",
+    "region",
     "name",
     "provider",
     "base_url",
@@ -647,6 +789,7 @@ pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
         models: f.string_list("models")?.unwrap_or_default(),
         status: f.status("status")?.unwrap_or(Status::Active),
         timeout_ms: check_timeout(f.integer("timeout_ms")?)?,
+        region: check_region(f.string("region")?)?,
         options: check_options(provider, f.options()?.unwrap_or_default())?,
     })
 }
@@ -660,6 +803,8 @@ pub struct ChannelPatch {
     pub models: Option<Vec<String>>,
     pub status: Option<Status>,
     pub timeout_ms: Option<Option<u64>>,
+    /// `Some(None)` clears the region.
+    pub region: Option<Option<String>>,
     pub options: Option<BTreeMap<String, String>>,
 }
 
@@ -681,6 +826,11 @@ pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
         status: f.status("status")?,
         timeout_ms: if f.has("timeout_ms") {
             Some(check_timeout(f.integer("timeout_ms")?)?)
+        } else {
+            None
+        },
+        region: if f.has("region") {
+            Some(check_region(f.string("region")?)?)
         } else {
             None
         },
@@ -726,6 +876,9 @@ impl ChannelPatch {
         if let Some(timeout) = self.timeout_ms {
             channel.timeout_ms = timeout;
         }
+        if let Some(region) = &self.region {
+            channel.region = region.clone();
+        }
         if let Some(options) = &self.options {
             channel.options = options.clone();
         }
@@ -736,6 +889,20 @@ impl ChannelPatch {
         channel.updated_at = now_ms;
         Ok(())
     }
+}
+
+/// A channel's region must be one routing can place (and map to a jurisdiction).
+fn check_region(region: Option<String>) -> Result<Option<String>, RelayError> {
+    let Some(region) = region.map(|r| r.to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    if crate::routing::region_info(&region).is_none() {
+        return Err(bad_value(
+            "region",
+            "unknown region; use a name such as us-east, eu-west, eu-central, ap-northeast (README: Regions)",
+        ));
+    }
+    Ok(Some(region))
 }
 
 fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
@@ -992,6 +1159,7 @@ mod tests {
             models: models.iter().map(|m| m.to_string()).collect(),
             status: Status::Active,
             timeout_ms: None,
+            region: None,
             options: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
@@ -999,8 +1167,74 @@ mod tests {
     }
 
     #[test]
+    fn tenant_settings_input() {
+        let t = parse_new_tenant(
+            br#"{"name":"a","jurisdiction":"eu","lease_ms":2000,
+                 "budget":{"soft_micros":5,"hard_micros":10,"on_hard":"downgrade","fallback_model":"mini",
+                           "webhook_url":"http://127.0.0.1:9/hook"}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(t.jurisdiction.as_deref(), Some("eu"));
+        assert_eq!(t.settings.lease_ms, Some(2000));
+        assert_eq!(t.settings.budget.unwrap().hard_micros, Some(10));
+        let param = |body: &[u8], dev: bool| {
+            parse_new_tenant(body, dev)
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            param(br#"{"name":"a","jurisdiction":"mars"}"#, true).as_deref(),
+            Some("jurisdiction")
+        );
+        assert_eq!(
+            param(br#"{"name":"a","lease_ms":5}"#, true).as_deref(),
+            Some("lease_ms")
+        );
+        assert_eq!(
+            param(br#"{"name":"a","lease_ms":-5}"#, true).as_deref(),
+            Some("lease_ms")
+        );
+        assert_eq!(
+            param(
+                br#"{"name":"a","budget":{"soft_micros":1,"webhook_url":"http://127.0.0.1:9/"}}"#,
+                false
+            )
+            .as_deref(),
+            Some("budget.webhook_url"),
+            "plain http to loopback only in local dev"
+        );
+        assert_eq!(
+            param(br#"{"name":"a","budget":{"soft_micros":1,"webhook_url":"http://hooks.example.com/"}}"#, true).as_deref(),
+            Some("budget.webhook_url")
+        );
+        assert_eq!(
+            param(br#"{"name":"a","budget":{"soft_micros":-1}}"#, true).as_deref(),
+            Some("budget")
+        );
+        assert_eq!(
+            param(
+                br#"{"name":"a","budget":{"hard_micros":9,"on_hard":"downgrade"}}"#,
+                true
+            )
+            .as_deref(),
+            Some("budget.fallback_model")
+        );
+        let p = parse_tenant_patch(br#"{"lease_ms":null,"budget":null}"#, false).unwrap();
+        assert_eq!((p.lease_ms, p.budget), (Some(None), Some(None)));
+        assert_eq!(
+            parse_tenant_patch(br#"{"jurisdiction":"eu"}"#, false)
+                .unwrap_err()
+                .param(),
+            Some("jurisdiction"),
+            "a tenant's jurisdiction cannot change"
+        );
+    }
+
+    #[test]
     fn tenant_input() {
-        let t = parse_new_tenant(br#"{"name":" acme ","models":["a","a","b"]}"#).unwrap();
+        let t = parse_new_tenant(br#"{"name":" acme ","models":["a","a","b"]}"#, false).unwrap();
         assert_eq!(
             t,
             NewTenant {
@@ -1008,10 +1242,13 @@ mod tests {
                 models: Some(vec!["a".into(), "b".into()]),
                 limits: Limits::default(),
                 rules: AccessRules::default(),
+                jurisdiction: None,
+                settings: TenantSettings::default(),
             }
         );
         let t = parse_new_tenant(
             br#"{"name":"a","limits":{"rpm":5},"rules":{"countries_deny":["kp"]}}"#,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -1019,47 +1256,55 @@ mod tests {
             (Some(5), vec!["KP".to_string()])
         );
         assert_eq!(
-            parse_new_tenant(br#"{"name":"a","limits":{"rpm":0}}"#)
+            parse_new_tenant(br#"{"name":"a","limits":{"rpm":0}}"#, false)
                 .unwrap_err()
                 .param(),
             Some("limits.rpm")
         );
         assert_eq!(
-            parse_new_tenant(br#"{"name":"a","rules":{"ip_allow":["10.0.0.0/33"]}}"#)
-                .unwrap_err()
-                .param(),
+            parse_new_tenant(
+                br#"{"name":"a","rules":{"ip_allow":["10.0.0.0/33"]}}"#,
+                false
+            )
+            .unwrap_err()
+            .param(),
             Some("rules.ip_allow[0]")
         );
         assert_eq!(
-            parse_new_tenant(br#"{}"#).unwrap_err().param(),
+            parse_new_tenant(br#"{}"#, false).unwrap_err().param(),
             Some("name")
         );
         assert_eq!(
-            parse_new_tenant(br#"{"name":""}"#).unwrap_err().param(),
+            parse_new_tenant(br#"{"name":""}"#, false)
+                .unwrap_err()
+                .param(),
             Some("name")
         );
         assert_eq!(
-            parse_new_tenant(br#"{"name":"a","modles":[]}"#)
+            parse_new_tenant(br#"{"name":"a","modles":[]}"#, false)
                 .unwrap_err()
                 .param(),
             Some("modles")
         );
         assert_eq!(
-            parse_new_tenant(br#"{"name":"a","models":[1]}"#)
+            parse_new_tenant(br#"{"name":"a","models":[1]}"#, false)
                 .unwrap_err()
                 .param(),
             Some("models[0]")
         );
-        let p = parse_tenant_patch(br#"{"models":null,"status":"disabled"}"#).unwrap();
+        let p = parse_tenant_patch(br#"{"models":null,"status":"disabled"}"#, false).unwrap();
         assert_eq!(p.models, Some(None));
         assert_eq!(p.status, Some(Status::Disabled));
         assert_eq!(
-            parse_tenant_patch(br#"{"status":"gone"}"#)
+            parse_tenant_patch(br#"{"status":"gone"}"#, false)
                 .unwrap_err()
                 .param(),
             Some("status")
         );
-        assert_eq!(parse_tenant_patch(b"").unwrap(), TenantPatch::default());
+        assert_eq!(
+            parse_tenant_patch(b"", false).unwrap(),
+            TenantPatch::default()
+        );
     }
 
     #[test]

@@ -48,6 +48,16 @@ pub enum RelayError {
         /// The limiter's view, for the `x-ratelimit-*` headers of the refusal.
         rate: Box<crate::limits::RateInfo>,
     },
+    /// The tenant's hard budget is spent (and it chose to block rather than downgrade).
+    BudgetExceeded {
+        period: &'static str,
+        retry_after_ms: Option<u64>,
+    },
+    /// The tenant is pinned to a jurisdiction and no channel there serves the model.
+    RegionNotServed {
+        model: String,
+        jurisdiction: String,
+    },
     ModelNotFound {
         model: String,
     },
@@ -122,7 +132,8 @@ impl RelayError {
             | InvalidValue { .. } => 400,
             UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
-            TenantDisabled | AccessDenied { .. } | Forbidden => 403,
+            BudgetExceeded { .. } => 402,
+            TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             Conflict { .. } => 409,
@@ -162,8 +173,10 @@ impl RelayError {
             | KeyRevoked
             | KeyExpired
             | InvalidAdminToken => "invalid_request_error",
-            TenantDisabled | AccessDenied { .. } | Forbidden => "permission_error",
-            LimitExceeded { quota: true, .. } => "insufficient_quota",
+            TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => {
+                "permission_error"
+            }
+            LimitExceeded { quota: true, .. } | BudgetExceeded { .. } => "insufficient_quota",
             UpstreamRateLimited { .. } | LimitExceeded { quota: false, .. } => "rate_limit_error",
             ChannelUnavailable { .. }
             | UpstreamAuthFailed
@@ -195,6 +208,8 @@ impl RelayError {
             Forbidden => "forbidden",
             LimitExceeded { quota: false, .. } => "rate_limit_exceeded",
             LimitExceeded { quota: true, .. } => "insufficient_quota",
+            BudgetExceeded { .. } => "budget_exceeded",
+            RegionNotServed { .. } => "region_not_served",
             ModelNotFound { .. } => "model_not_found",
             NotFound { .. } => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -222,7 +237,9 @@ impl RelayError {
             MissingParameter { param } | InvalidType { param, .. } | InvalidValue { param, .. } => {
                 Some(param)
             }
-            ModelNotFound { .. } | UnsupportedEndpoint { .. } => Some("model"),
+            ModelNotFound { .. } | UnsupportedEndpoint { .. } | RegionNotServed { .. } => {
+                Some("model")
+            }
             FieldNotSupported { field, .. } => Some(field),
             UpstreamInvalidRequest { param, .. } => param.as_deref(),
             _ => None,
@@ -250,6 +267,13 @@ impl RelayError {
                 let what = if *quota { "quota" } else { "limit" };
                 format!("The {scope}'s {what} of {limit} has been reached.{when}")
             }
+            BudgetExceeded { period, retry_after_ms } => {
+                let when = retry_after_ms.map(|ms| format!(" It renews in {}s.", ms.div_ceil(1000))).unwrap_or_default();
+                format!("The tenant's {period}ly budget is spent; requests are refused until it renews.{when}")
+            }
+            RegionNotServed { model, jurisdiction } => format!(
+                "The model '{model}' has no channel in this tenant's jurisdiction '{jurisdiction}'; requests are never sent outside it."
+            ),
             ModelNotFound { model } => {
                 format!("The model '{model}' does not exist or you do not have access to it.")
             }
@@ -298,6 +322,10 @@ impl RelayError {
                 }
                 h
             }
+            RelayError::BudgetExceeded {
+                retry_after_ms: Some(ms),
+                ..
+            } => vec![("retry-after", ms.div_ceil(1000).max(1).to_string())],
             RelayError::UpstreamRateLimited {
                 retry_after: Some(after),
             }
@@ -353,6 +381,14 @@ mod tests {
             MissingApiKey,
             InvalidApiKey,
             KeyRevoked,
+            BudgetExceeded {
+                period: "month",
+                retry_after_ms: Some(1500),
+            },
+            RegionNotServed {
+                model: "m".into(),
+                jurisdiction: "eu".into(),
+            },
             KeyExpired,
             InvalidAdminToken,
             TenantDisabled,

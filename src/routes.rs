@@ -36,6 +36,9 @@ pub enum Resource {
     TenantTokenRevoke(String),
     ModelGroups,
     ModelGroup(String),
+    /// The price table: built-in defaults merged with the operator's overrides.
+    Prices,
+    Price(String),
 }
 
 impl Resource {
@@ -80,6 +83,8 @@ impl Resource {
             ["admin", "audit"] => Resource::Audit,
             ["admin", "model-groups"] => Resource::ModelGroups,
             ["admin", "model-groups", g] => Resource::ModelGroup(id(g)?),
+            ["admin", "prices"] => Resource::Prices,
+            ["admin", "prices", _, ..] => Resource::Price(rest_from(2)?),
             ["admin", "tenants", t, "tokens"] => Resource::TenantTokens(id(t)?),
             ["admin", "tenant-tokens", k, "revoke"] => Resource::TenantTokenRevoke(id(k)?),
             _ => return None,
@@ -98,8 +103,8 @@ impl Resource {
             Tenant(_) => &["GET", "PATCH"],
             Channel(_) => &["GET", "PATCH", "DELETE"],
             ModelMap => &["GET", "PUT"],
-            ModelMapEntry(_) | ModelGroup(_) => &["GET", "PUT", "DELETE"],
-            ModelGroups => &["GET"],
+            ModelMapEntry(_) | ModelGroup(_) | Price(_) => &["GET", "PUT", "DELETE"],
+            ModelGroups | Prices => &["GET"],
         }
     }
 
@@ -110,7 +115,7 @@ impl Resource {
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
             | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
-            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) => true,
+            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices | Price(_) => true,
         }
     }
 }
@@ -140,9 +145,11 @@ impl Resource {
             (ModelGroup(g), "DELETE") => ("model_group.delete", "model_group", Some(g)),
             (ModelGroup(g), _) => ("model_group.set", "model_group", Some(g)),
             (TenantTokenRevoke(id), _) => ("tenant_token.revoke", "tenant_token", Some(id)),
+            (Price(m), "DELETE") => ("price.delete", "price", Some(m)),
+            (Price(m), _) => ("price.set", "price", Some(m)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
-                | TenantLimits(_) | Usage | Audit | ModelGroups,
+                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices,
                 _,
             ) => return None,
         })

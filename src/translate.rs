@@ -932,6 +932,7 @@ mod tests {
             models: vec![],
             status: Status::Active,
             timeout_ms: None,
+            region: None,
             options: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,

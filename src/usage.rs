@@ -143,6 +143,9 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Micro-units of the tenant's currency (src/pricing.rs); 0 for an unpriced model.
+    #[serde(default)]
+    pub cost_micros: u64,
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,

@@ -11,8 +11,11 @@ use super::state::{invalidate_all, now_ms, random_bytes, Settings};
 use super::store::{AuditEntry, AuditQuery, Store, TenantToken, UsageQuery};
 use crate::access::{self, Actor, TenantScope};
 use crate::auth;
+use crate::budget::Budget;
 use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
 use crate::error::RelayError;
+use crate::limits::BudgetCtx;
+use crate::pricing;
 use crate::routes::{parse_listing, Resource};
 
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
@@ -81,6 +84,20 @@ fn not_found(what: &str, id: &str) -> RelayError {
     }
 }
 
+/// A budget's fallback model must be a mapped public model.
+async fn check_fallback(store: &Store, budget: &Option<Budget>) -> Result<(), RelayError> {
+    let Some(model) = budget.as_ref().and_then(|b| b.fallback_model.as_ref()) else {
+        return Ok(());
+    };
+    if store.model_map().await?.contains_key(model) {
+        return Ok(());
+    }
+    Err(RelayError::InvalidValue {
+        param: "budget.fallback_model".into(),
+        message: format!("no model '{model}' in the model map"),
+    })
+}
+
 fn new_id(prefix: &str) -> String {
     auth::new_id(prefix, &random_bytes::<10>())
 }
@@ -122,8 +139,9 @@ pub async fn handle(
     let result = match (resource, method.as_str()) {
         (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
         (Resource::Tenants, "POST") => {
-            let input = config::parse_new_tenant(&body)?;
+            let input = config::parse_new_tenant(&body, limiter::local_dev(env))?;
             config::check_allowlist(&input.models, &store.model_groups().await?)?;
+            check_fallback(store, &input.settings.budget).await?;
             let tenant = Tenant {
                 id: new_id("ten"),
                 name: input.name,
@@ -131,6 +149,8 @@ pub async fn handle(
                 models: input.models,
                 limits: input.limits,
                 rules: input.rules,
+                jurisdiction: input.jurisdiction,
+                settings: input.settings,
                 created_at: now,
                 updated_at: now,
             };
@@ -139,9 +159,12 @@ pub async fn handle(
         }
         (Resource::Tenant(id), "GET") => (200, json!(tenant(store, &id).await?)),
         (Resource::Tenant(id), _) => {
-            let patch = config::parse_tenant_patch(&body)?;
+            let patch = config::parse_tenant_patch(&body, limiter::local_dev(env))?;
             if let Some(models) = &patch.models {
                 config::check_allowlist(models, &store.model_groups().await?)?;
+            }
+            if let Some(budget) = &patch.budget {
+                check_fallback(store, budget).await?;
             }
             let mut tenant = tenant(store, &id).await?;
             patch.apply(&mut tenant, now);
@@ -203,10 +226,11 @@ pub async fn handle(
             (200, json!(key))
         }
         (Resource::KeyRevoke(id), _) => {
-            key(store, &id).await?;
+            let k = key(store, &id).await?;
+            let jurisdiction = tenant(store, &k.tenant_id).await?.jurisdiction;
             store.revoke_key(&id, now).await?;
             // The key's limiter refuses its next request everywhere, whatever isolates cached.
-            limiter::revoke(env, &id).await?;
+            limiter::revoke(env, &id, jurisdiction.as_deref()).await?;
             (200, json!(key(store, &id).await?))
         }
         (Resource::KeyRotate(id), _) => {
@@ -240,13 +264,23 @@ pub async fn handle(
         }
         (Resource::KeyLimits(id), _) => {
             let key = key(store, &id).await?;
-            let usage = limiter::peek(env, &limiter::key_object(&id), &key.limits).await?;
+            let jurisdiction = tenant(store, &key.tenant_id).await?.jurisdiction;
+            let place = limiter::Place::key(&id, jurisdiction.as_deref());
+            let usage = limiter::peek(env, &place, &key.limits, None).await?;
             (200, json!({"limits": key.limits, "usage": usage}))
         }
         (Resource::TenantLimits(id), _) => {
             let tenant = tenant(store, &id).await?;
-            let usage = limiter::peek(env, &limiter::tenant_object(&id), &tenant.limits).await?;
-            (200, json!({"limits": tenant.limits, "usage": usage}))
+            let place = limiter::Place::tenant(&id, tenant.jurisdiction.as_deref());
+            let budget = tenant.settings.budget.clone().map(|budget| BudgetCtx {
+                tenant_id: id.clone(),
+                budget,
+            });
+            let usage = limiter::peek(env, &place, &tenant.limits, budget).await?;
+            (
+                200,
+                json!({"limits": tenant.limits, "budget": tenant.settings.budget, "usage": usage}),
+            )
         }
         (Resource::Channels, "GET") => {
             let views: Vec<_> = store.channels().await?.iter().map(Channel::view).collect();
@@ -263,6 +297,7 @@ pub async fn handle(
                 models: input.models,
                 status: input.status,
                 timeout_ms: input.timeout_ms,
+                region: input.region,
                 options: input.options,
                 created_at: now,
                 updated_at: now,
@@ -345,6 +380,38 @@ pub async fn handle(
                 .map(|r| r.view())
                 .collect();
             (200, list(rows))
+        }
+        (Resource::Prices, _) => (
+            200,
+            list(pricing::PriceView::listing(&store.custom_prices().await?)),
+        ),
+        (Resource::Price(model), "GET") => {
+            let custom = store.custom_prices().await?;
+            let found = pricing::resolve(&custom, &model)
+                .ok_or_else(|| not_found("Price for model", &model))?;
+            (
+                200,
+                json!({"model": model, "matched": found.key, "source": found.source, "price": found.price}),
+            )
+        }
+        (Resource::Price(model), "PUT") => {
+            pricing::check_model_key(&model)?;
+            let price = pricing::parse_price(&body)?;
+            let mut prices = store.custom_prices().await?;
+            prices.insert(model.clone(), price);
+            store.put_custom_prices(&prices).await?;
+            (
+                200,
+                json!({"model": model, "price": price, "source": "custom"}),
+            )
+        }
+        (Resource::Price(model), _) => {
+            let mut prices = store.custom_prices().await?;
+            prices
+                .remove(&model)
+                .ok_or_else(|| not_found("Custom price", &model))?;
+            store.put_custom_prices(&prices).await?;
+            (200, json!({"model": model, "deleted": true}))
         }
         (Resource::ModelGroups, _) => (200, json!(store.model_groups().await?)),
         (Resource::ModelGroup(name), "GET") => {
@@ -430,7 +497,10 @@ pub async fn handle(
     if let Some((action, target_type, target_id)) = audit {
         let after = match &audited_resource {
             // What a delete leaves is nothing.
-            Resource::Channel(_) | Resource::ModelMapEntry(_) | Resource::ModelGroup(_)
+            Resource::Channel(_)
+            | Resource::ModelMapEntry(_)
+            | Resource::ModelGroup(_)
+            | Resource::Price(_)
                 if method == "DELETE" =>
             {
                 None
@@ -488,6 +558,7 @@ async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Valu
         Resource::Channel(id) => json!(store.channel(id).await.ok()??.view()),
         Resource::TenantTokenRevoke(id) => json!(store.tenant_token(id).await.ok()??),
         Resource::ModelGroup(name) => json!(store.model_groups().await.ok()?.get(name)?),
+        Resource::Price(model) => json!(store.custom_prices().await.ok()?.get(model)?),
         Resource::ModelMap => json!(store.model_map().await.ok()?),
         Resource::ModelMapEntry(model) => json!(store.model_map().await.ok()?.get(model)?),
         _ => return None,

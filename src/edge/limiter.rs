@@ -3,21 +3,29 @@
 //! storage and hands each call to the pure state machine with the current time.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use serde::Deserialize;
-use worker::wasm_bindgen::JsValue;
+use worker::js_sys::{Function, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, RequestInit, Response, Result,
-    SqlStorage, State,
+    durable_object, Context, Date, DurableObject, Env, Fetch, Headers, Method, ObjectNamespace,
+    Request, RequestInit, Response, Result, SqlStorage, State,
 };
 
+use super::state::random_bytes;
+use crate::auth;
 use crate::config::KeyGrant;
 use crate::error::RelayError;
-use crate::limits::{Ask, Decision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo};
+use crate::lease::{LeaseBook, Return, Taken};
+use crate::limits::{
+    Ask, BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo,
+};
 
 #[durable_object]
 pub struct Limiter {
     sql: SqlStorage,
+    storage: worker::Storage,
     state: RefCell<Option<LimiterState>>,
 }
 
@@ -37,6 +45,7 @@ impl DurableObject for Limiter {
         }
         Limiter {
             sql,
+            storage: state.storage(),
             state: RefCell::new(None),
         }
     }
@@ -50,20 +59,89 @@ impl DurableObject for Limiter {
             .take()
             .unwrap_or_else(|| self.load());
         let (reply, changed) = state.handle(call, Date::now().as_millis() as i64);
+        let wake = state.next_alert_ms();
         if changed {
-            let json = serde_json::to_string(&state)
-                .map_err(|e| worker::Error::RustError(e.to_string()))?;
-            self.sql.exec(
-                "INSERT INTO limiter (id, state) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state",
-                vec![json.into()],
-            )?;
+            self.save(&state)?;
         }
         *self.state.borrow_mut() = Some(state);
+        if changed {
+            if let Some(at) = wake {
+                self.wake_at(at).await;
+            }
+        }
         Response::from_json(&reply)
+    }
+
+    /// Deliver the budget webhooks that are due; failures are retried at the next alarm.
+    async fn alarm(&self) -> Result<Response> {
+        let now = Date::now().as_millis() as i64;
+        let due = {
+            let mut slot = self.state.borrow_mut();
+            slot.get_or_insert_with(|| self.load()).due_alerts(now)
+        };
+        let mut results = Vec::new();
+        for alert in due {
+            let delivered = post_json(&alert.url, &alert.body).await;
+            results.push((alert.id, delivered));
+        }
+        let now = Date::now().as_millis() as i64;
+        let wake = {
+            let mut slot = self.state.borrow_mut();
+            let state = slot.get_or_insert_with(|| self.load());
+            for (id, delivered) in &results {
+                if state.alert_attempted(id, *delivered, now) {
+                    worker::console_error!("budget webhook {} undeliverable; given up", id);
+                }
+            }
+            self.save(state)?;
+            state.next_alert_ms()
+        };
+        if let Some(at) = wake {
+            self.wake_at(at).await;
+        }
+        Response::ok("")
+    }
+}
+
+/// POST a webhook body; true when the receiver answered 2xx.
+async fn post_json(url: &str, body: &str) -> bool {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "application/json");
+    let _ = headers.set("user-agent", "edgerelay-webhook/1");
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(JsValue::from_str(body)));
+    let Ok(request) = Request::new_with_init(url, &init) else {
+        return false;
+    };
+    match Fetch::Request(request).send().await {
+        Ok(response) => (200..300).contains(&response.status_code()),
+        Err(e) => {
+            worker::console_warn!("budget webhook failed: {}", e);
+            false
+        }
     }
 }
 
 impl Limiter {
+    fn save(&self, state: &LimiterState) -> Result<()> {
+        let json =
+            serde_json::to_string(state).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.sql.exec(
+            "INSERT INTO limiter (id, state) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            vec![json.into()],
+        )?;
+        Ok(())
+    }
+
+    async fn wake_at(&self, at_ms: i64) {
+        let offset = (at_ms - Date::now().as_millis() as i64).max(0);
+        if let Err(e) = self.storage.set_alarm(offset).await {
+            worker::console_error!("limiter alarm: {}", e);
+        }
+    }
+
     fn load(&self) -> LimiterState {
         let rows: Vec<Row> = self
             .sql
@@ -92,18 +170,84 @@ pub fn tenant_object(tenant_id: &str) -> String {
     format!("tenant:{tenant_id}")
 }
 
-async fn call<T: serde::de::DeserializeOwned>(
-    env: &Env,
-    object: &str,
-    call: &LimiterCall,
-) -> Result<T, RelayError> {
-    let namespace = env
+/// Where a limiter lives: its name, and the jurisdiction of its tenant (its Durable Object
+/// is created there and never leaves it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Place {
+    pub object: String,
+    pub jurisdiction: Option<String>,
+}
+
+impl Place {
+    pub fn key(key_id: &str, jurisdiction: Option<&str>) -> Place {
+        Place {
+            object: key_object(key_id),
+            jurisdiction: jurisdiction.map(str::to_string),
+        }
+    }
+
+    pub fn tenant(tenant_id: &str, jurisdiction: Option<&str>) -> Place {
+        Place {
+            object: tenant_object(tenant_id),
+            jurisdiction: jurisdiction.map(str::to_string),
+        }
+    }
+
+    fn book_key(&self) -> String {
+        match &self.jurisdiction {
+            Some(j) => format!("{j}/{}", self.object),
+            None => self.object.clone(),
+        }
+    }
+}
+
+/// The stub of a limiter: in its tenant's jurisdiction when the tenant is pinned to one
+/// (`LIMITER.jurisdiction("eu")`, which workers-rs does not wrap). Local workerd has no
+/// jurisdictions; in local development (`LOCAL_DEV=true`) the object is then named under its
+/// jurisdiction instead, and anywhere else the call fails rather than place a pinned tenant's
+/// counters outside its jurisdiction.
+fn stub(env: &Env, place: &Place) -> Result<worker::Stub, RelayError> {
+    let ns = env
         .durable_object("LIMITER")
         .map_err(|e| internal("binding", e))?;
-    let stub = namespace
-        .id_from_name(object)
-        .and_then(|id| id.get_stub())
-        .map_err(|e| internal("stub", e))?;
+    let stub = |ns: &ObjectNamespace, name: &str| {
+        ns.id_from_name(name)
+            .and_then(|id| id.get_stub())
+            .map_err(|e| internal("stub", e))
+    };
+    let Some(j) = place.jurisdiction.as_deref() else {
+        return stub(&ns, &place.object);
+    };
+    let raw: JsValue = ns.clone().into();
+    let narrowed = Reflect::get(&raw, &JsValue::from_str("jurisdiction"))
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
+        .ok_or_else(|| "this runtime has no jurisdictions".to_string())
+        .and_then(|f| {
+            f.call1(&raw, &JsValue::from_str(j))
+                .map_err(|e| format!("{e:?}"))
+        });
+    match narrowed {
+        Ok(narrowed) => stub(&ObjectNamespace::unchecked_from_js(narrowed), &place.object),
+        Err(_) if local_dev(env) => stub(&ns, &format!("{j}/{}", place.object)),
+        Err(e) => Err(internal("jurisdiction", e)),
+    }
+}
+
+/// Local development (`LOCAL_DEV=true` in .dev.vars): no jurisdictions, and budget webhooks
+/// may be plain http to loopback, where test listeners are.
+pub fn local_dev(env: &Env) -> bool {
+    env.var("LOCAL_DEV")
+        .map(|v| v.to_string().trim() == "true")
+        .unwrap_or(false)
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    place: &Place,
+    call: &LimiterCall,
+) -> Result<T, RelayError> {
+    let stub = stub(env, place)?;
     let body = serde_json::to_string(call).map_err(|e| internal("call", e))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -117,48 +261,239 @@ async fn call<T: serde::de::DeserializeOwned>(
     response.json::<T>().await.map_err(|e| internal("reply", e))
 }
 
+thread_local! {
+    /// Lease mode: the capacity this isolate holds, per limiter.
+    static BOOKS: RefCell<HashMap<String, LeaseBook>> = RefCell::new(HashMap::new());
+}
+
+fn with_book<R>(place: &Place, f: impl FnOnce(&mut LeaseBook) -> R) -> R {
+    BOOKS.with(|b| f(b.borrow_mut().entry(place.book_key()).or_default()))
+}
+
+/// Leases are sized for about this many requests at least, and at most this many.
+const LEASE_MIN_REQUESTS: u64 = 8;
+const LEASE_MAX_REQUESTS: u64 = 1024;
+
+/// One limiter's part in a request: what it holds there, and how.
+#[derive(Clone)]
+struct Side {
+    place: Place,
+    limits: Limits,
+    budget: Option<BudgetCtx>,
+    /// Lease mode: the lease the request was admitted from (settled in the isolate).
+    lease: Option<Taken>,
+    /// A direct reservation at the limiter (to settle there), unless it holds nothing.
+    direct: bool,
+}
+
 /// What a reservation holds, to be settled when the request is done.
 #[derive(Clone)]
 pub struct Held {
-    key_id: String,
-    key_limits: Limits,
-    /// The tenant's limiter, when the tenant has limits of its own.
-    tenant: Option<(String, Limits)>,
     request_id: String,
+    sides: Vec<Side>,
+}
+
+/// What the limiters said about an admitted request.
+pub struct Admitted {
+    pub held: Held,
+    pub rate: RateInfo,
+    /// The `x-relay-budget-warning` header, when the tenant is past its soft budget.
+    pub budget_warning: Option<String>,
+}
+
+fn new_lease_id() -> String {
+    format!("lease_{}", auth::hex(&random_bytes::<12>()))
+}
+
+/// Decide one side: from a lease when the tenant uses lease mode (asking the limiter only
+/// when the isolate holds no lease with room), else at the limiter.
+async fn admit_side(
+    env: &Env,
+    ctx: &Context,
+    side: &mut Side,
+    request_id: &str,
+    ask: Ask,
+    lease_ms: Option<u64>,
+    downgraded: bool,
+) -> Result<Decision, RelayError> {
+    // Concurrency limits count requests in flight at the limiter, which a lease cannot;
+    // downgraded requests pass the hard budget a lease is bounded by. Both go direct.
+    let leasing = lease_ms.filter(|_| side.limits.concurrency.is_none() && !downgraded);
+    let Some(lease_ms) = leasing else {
+        let d: Decision = call(
+            env,
+            &side.place,
+            &LimiterCall::Reserve {
+                id: request_id.to_string(),
+                ask,
+                limits: side.limits.clone(),
+                budget: side.budget.clone(),
+                downgraded,
+            },
+        )
+        .await?;
+        side.direct = d.admitted && !(side.limits.is_empty() && side.budget.is_none());
+        return Ok(d);
+    };
+    let now = super::state::now_ms();
+    let (taken, refresh, want) = with_book(&side.place, |book| {
+        let taken = book.take(ask, now);
+        let refresh = book.wants_refresh(now);
+        if refresh {
+            book.refreshing = true;
+        }
+        (
+            taken,
+            refresh,
+            book.want(ask, LEASE_MIN_REQUESTS, LEASE_MAX_REQUESTS),
+        )
+    });
+    if let Some(taken) = taken {
+        if refresh {
+            refresh_lease(env, ctx, side, ask, want, lease_ms);
+        }
+        let rate = taken.rate;
+        side.lease = Some(taken);
+        return Ok(Decision {
+            admitted: true,
+            hit: None,
+            retry_after_ms: None,
+            rate,
+            budget: None,
+        });
+    }
+    // No lease with room: take one now, this request first in it.
+    let id = new_lease_id();
+    let reply: std::result::Result<LeaseDecision, RelayError> = call(
+        env,
+        &side.place,
+        &LimiterCall::Lease {
+            id: id.clone(),
+            want,
+            need: ask,
+            lease_ms: lease_ms as i64,
+            limits: side.limits.clone(),
+            budget: side.budget.clone(),
+            downgraded,
+        },
+    )
+    .await;
+    let now = super::state::now_ms();
+    with_book(&side.place, |book| {
+        if refresh {
+            book.refreshing = false;
+        }
+    });
+    let reply = reply?;
+    if reply.grant.is_none() && reply.decision.hit != Some(LimitHit::Revoked) {
+        // Refused because the rest is leased out — perhaps to this isolate, by a request that
+        // overtook this one: what it holds here is this key's too.
+        let taken = with_book(&side.place, |book| book.take(ask, now));
+        if let Some(taken) = taken {
+            let rate = taken.rate;
+            side.lease = Some(taken);
+            return Ok(Decision {
+                admitted: true,
+                hit: None,
+                retry_after_ms: None,
+                rate,
+                budget: reply.decision.budget,
+            });
+        }
+    }
+    if let Some(grant) = reply.grant {
+        let rate = reply.decision.rate;
+        with_book(&side.place, |book| {
+            book.add(id.clone(), grant, Some(ask), rate, now)
+        });
+        side.lease = Some(Taken {
+            lease_id: id,
+            reserved: ask,
+            rate,
+        });
+    }
+    Ok(reply.decision)
+}
+
+/// Fetch the next lease in the background, so steady traffic never waits for one.
+fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lease_ms: u64) {
+    let env = env.clone();
+    let side = side.clone();
+    ctx.wait_until(async move {
+        let id = new_lease_id();
+        let reply: std::result::Result<LeaseDecision, RelayError> = call(
+            &env,
+            &side.place,
+            &LimiterCall::Lease {
+                id: id.clone(),
+                want,
+                need: Ask {
+                    requests: 1,
+                    tokens: ask.tokens,
+                    cost_micros: ask.cost_micros,
+                },
+                lease_ms: lease_ms as i64,
+                limits: side.limits.clone(),
+                budget: side.budget.clone(),
+                downgraded: false,
+            },
+        )
+        .await;
+        let now = super::state::now_ms();
+        with_book(&side.place, |book| {
+            book.refreshing = false;
+            if let Ok(LeaseDecision {
+                grant: Some(grant),
+                decision,
+            }) = reply
+            {
+                book.add(id, grant, None, decision.rate, now);
+            }
+        });
+    });
 }
 
 /// Reserve `ask` for a request at the key's limiter (always: it also knows whether the key
-/// was revoked) and, when the tenant has limits, at the tenant's, both at once. A request one
-/// of them refuses is released at the other.
+/// was revoked) and, when the tenant has limits or a budget, at the tenant's, both at once.
+/// A request one of them refuses is released at the other.
 pub async fn reserve(
     env: &Env,
+    ctx: &Context,
     grant: &KeyGrant,
     request_id: &str,
     ask: Ask,
-) -> Result<(Held, RateInfo), RelayError> {
-    let held = Held {
-        key_id: grant.key_id.clone(),
-        key_limits: grant.key_limits.clone(),
-        tenant: (!grant.tenant_limits.is_empty())
-            .then(|| (grant.tenant_id.clone(), grant.tenant_limits.clone())),
-        request_id: request_id.to_string(),
+    downgraded: bool,
+) -> Result<Admitted, RelayError> {
+    let jurisdiction = grant.jurisdiction.as_deref();
+    let lease_ms = grant.settings.lease_ms;
+    let budget = grant.settings.budget.clone().map(|budget| BudgetCtx {
+        tenant_id: grant.tenant_id.clone(),
+        budget,
+    });
+    let mut key = Side {
+        place: Place::key(&grant.key_id, jurisdiction),
+        limits: grant.key_limits.clone(),
+        budget: None,
+        lease: None,
+        direct: false,
     };
-    let reserve_at = |limits: &Limits| LimiterCall::Reserve {
-        id: request_id.to_string(),
-        ask,
-        limits: limits.clone(),
-    };
-    let key_call = reserve_at(&held.key_limits);
-    let key_object = key_object(&held.key_id);
-    let key = call::<Decision>(env, &key_object, &key_call);
-    let (key, tenant) = match &held.tenant {
-        Some((tenant_id, limits)) => {
-            let tenant_call = reserve_at(limits);
-            let tenant_object = tenant_object(tenant_id);
-            let (k, t) = futures::join!(key, call::<Decision>(env, &tenant_object, &tenant_call));
+    let mut tenant = (!grant.tenant_limits.is_empty() || budget.is_some()).then(|| Side {
+        place: Place::tenant(&grant.tenant_id, jurisdiction),
+        limits: grant.tenant_limits.clone(),
+        budget,
+        lease: None,
+        direct: false,
+    });
+    let key_decision = admit_side(env, ctx, &mut key, request_id, ask, lease_ms, downgraded);
+    let (key_decision, tenant_decision) = match tenant.as_mut() {
+        Some(t) => {
+            let (k, t) = futures::join!(
+                key_decision,
+                admit_side(env, ctx, t, request_id, ask, lease_ms, downgraded)
+            );
             (k?, Some(t?))
         }
-        None => (key.await?, None),
+        None => (key_decision.await?, None),
     };
     let refused = |d: &Decision, scope: &'static str| -> Option<RelayError> {
         if d.admitted {
@@ -166,6 +501,10 @@ pub async fn reserve(
         }
         Some(match d.hit {
             Some(LimitHit::Revoked) => RelayError::KeyRevoked,
+            Some(LimitHit::Budget { period }) => RelayError::BudgetExceeded {
+                period: period.name(),
+                retry_after_ms: d.retry_after_ms,
+            },
             hit => RelayError::LimitExceeded {
                 limit: hit.map_or_else(|| "requests".to_string(), |h| h.describe()),
                 scope,
@@ -175,80 +514,108 @@ pub async fn reserve(
             },
         })
     };
-    let failure =
-        refused(&key, "key").or_else(|| tenant.as_ref().and_then(|t| refused(t, "tenant")));
+    let failure = refused(&key_decision, "key")
+        .or_else(|| tenant_decision.as_ref().and_then(|t| refused(t, "tenant")));
+    let held = Held {
+        request_id: request_id.to_string(),
+        sides: std::iter::once(key).chain(tenant).collect(),
+    };
     if let Some(err) = failure {
         // Whichever side admitted must not keep the reservation.
-        let release = Held {
-            tenant: held
-                .tenant
-                .clone()
-                .filter(|_| tenant.as_ref().is_some_and(|t| t.admitted)),
-            ..held.clone()
-        };
-        if key.admitted || release.tenant.is_some() {
-            release_parts(env, &release, key.admitted).await;
-        }
+        release(env, &held).await;
         return Err(err);
     }
     // The headers describe the tighter of the two when both limit the same thing.
-    let rate = match (key.rate.limit_requests.or(key.rate.limit_tokens), tenant) {
+    let rate = match (
+        key_decision
+            .rate
+            .limit_requests
+            .or(key_decision.rate.limit_tokens),
+        &tenant_decision,
+    ) {
         (None, Some(t)) => t.rate,
-        _ => key.rate,
+        _ => key_decision.rate,
     };
-    Ok((held, rate))
+    let budget_warning = tenant_decision
+        .as_ref()
+        .and_then(|t| t.budget)
+        .and_then(|b| b.warning());
+    Ok(Admitted {
+        held,
+        rate,
+        budget_warning,
+    })
+}
+
+/// Give back every side a refused request holds: it never ran.
+async fn release(env: &Env, held: &Held) {
+    close(env, held, None).await
 }
 
 /// Replace the reservation by what the request used (zero when it failed). A key without
-/// limits held nothing (its limiter only checked revocation), so it is not called again.
+/// limits held nothing (its limiter only checked revocation), so it is not called again;
+/// a request admitted from a lease settles in the isolate, and only a finished lease is
+/// settled at the limiter.
 pub async fn settle(env: &Env, held: &Held, used: Ask) {
-    let id = held.request_id.clone();
-    let key = !held.key_limits.is_empty();
-    each_side(env, held, key, "settle", |limits| LimiterCall::Settle {
-        id: id.clone(),
-        used,
-        limits,
-    })
-    .await;
+    close(env, held, Some(used)).await
 }
 
-/// Undo the reservations of a request one limiter refused: it never ran, so it costs neither
-/// requests nor tokens at the other.
-async fn release_parts(env: &Env, held: &Held, key: bool) {
-    let id = held.request_id.clone();
-    each_side(env, held, key, "release", |limits| LimiterCall::Release {
-        id: id.clone(),
-        limits,
-    })
-    .await;
+/// Settle (`Some`) or release (`None`) every side of a request.
+async fn close(env: &Env, held: &Held, used: Option<Ask>) {
+    let now = super::state::now_ms();
+    let mut returns = Vec::new();
+    for side in &held.sides {
+        if let Some(t) = &side.lease {
+            let done = with_book(&side.place, |b| match used {
+                Some(used) => b.settle(&t.lease_id, t.reserved, used, now),
+                None => b.release(&t.lease_id, t.reserved, now),
+            });
+            returns.extend(done.into_iter().map(|r| (side.clone(), r)));
+        }
+        if !side.direct {
+            continue;
+        }
+        let id = held.request_id.clone();
+        let limits = side.limits.clone();
+        let c = match used {
+            Some(used) => LimiterCall::Settle {
+                id,
+                used,
+                limits,
+                budget: side.budget.clone(),
+            },
+            None => LimiterCall::Release { id, limits },
+        };
+        if let Err(e) = call::<serde_json::Value>(env, &side.place, &c).await {
+            worker::console_error!("{:?} at {}: {:?}", c, side.place.object, e);
+        }
+    }
+    return_leases(env, returns).await;
 }
 
-/// The same call at the key's limiter (when `key`) and at the tenant's (when held there).
-/// Failures are logged: the reservation then lapses after `RESERVATION_TTL_MS`.
-async fn each_side(
-    env: &Env,
-    held: &Held,
-    key: bool,
-    what: &str,
-    make: impl Fn(Limits) -> LimiterCall,
-) {
-    let mut sides: Vec<(String, LimiterCall)> = Vec::new();
-    if key {
-        sides.push((key_object(&held.key_id), make(held.key_limits.clone())));
-    }
-    if let Some((tenant_id, limits)) = &held.tenant {
-        sides.push((tenant_object(tenant_id), make(limits.clone())));
-    }
-    for (object, c) in sides {
-        if let Err(e) = call::<RateInfo>(env, &object, &c).await {
-            worker::console_error!("{} {} at {}: {:?}", what, held.request_id, object, e);
+/// Settle finished leases at their limiters. Failures are logged: the lease then lapses at
+/// the limiter `LEASE_GRACE_MS` after its expiry, counted as fully used.
+async fn return_leases(env: &Env, returns: Vec<(Side, Return)>) {
+    for (side, r) in returns {
+        let c = LimiterCall::Settle {
+            id: r.lease_id.clone(),
+            used: r.used,
+            limits: side.limits.clone(),
+            budget: side.budget.clone(),
+        };
+        if let Err(e) = call::<Decision>(env, &side.place, &c).await {
+            worker::console_error!("return {} at {}: {:?}", r.lease_id, side.place.object, e);
         }
     }
 }
 
-/// Revocation reaches every isolate's next request through the key's limiter.
-pub async fn revoke(env: &Env, key_id: &str) -> Result<(), RelayError> {
-    call::<RateInfo>(env, &key_object(key_id), &LimiterCall::Revoke)
+/// Revocation reaches every isolate's next request through the key's limiter (within one
+/// lease period for lease-mode tenants, whose isolates decide on their own meanwhile; this
+/// isolate forgets its leases at once).
+pub async fn revoke(env: &Env, key_id: &str, jurisdiction: Option<&str>) -> Result<(), RelayError> {
+    let place = Place::key(key_id, jurisdiction);
+    with_book(&place, |b| drop(b.clear()));
+    call::<RateInfo>(env, &place, &LimiterCall::Revoke)
         .await
         .map(drop)
 }
@@ -256,14 +623,16 @@ pub async fn revoke(env: &Env, key_id: &str) -> Result<(), RelayError> {
 /// Current usage held by a key's or tenant's limiter, for the admin API.
 pub async fn peek(
     env: &Env,
-    object: &str,
+    place: &Place,
     limits: &Limits,
+    budget: Option<BudgetCtx>,
 ) -> Result<serde_json::Value, RelayError> {
     call::<serde_json::Value>(
         env,
-        object,
+        place,
         &LimiterCall::Peek {
             limits: limits.clone(),
+            budget,
         },
     )
     .await

@@ -24,11 +24,14 @@ use super::store::Store;
 use super::usage_log::record_later;
 use crate::access;
 use crate::auth;
-use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap, Status, GROUP_PREFIX};
+use crate::budget::OnHard;
+use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Status, GROUP_PREFIX};
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
 use crate::limits::{self, Ask, RateInfo};
+use crate::pricing::{PriceTable, Pricer};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
+use crate::routing;
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
 use crate::usage::{self, Usage, UsageRow};
 
@@ -115,6 +118,48 @@ async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, Rel
     Ok(Some(channel))
 }
 
+/// The price overrides, cached like the model map.
+async fn prices(rc: &RelayCtx<'_>) -> Result<Rc<PriceTable>, RelayError> {
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    if let Some(p) = with_caches(ttl, |c| c.prices.get(&(), now)) {
+        return Ok(p);
+    }
+    let p = Rc::new(rc.store.custom_prices().await?);
+    with_caches(ttl, |c| c.prices.insert((), p.clone(), now));
+    Ok(p)
+}
+
+/// The channel a target names, if it may serve this tenant now: it exists, it is enabled,
+/// and it lies in the tenant's jurisdiction when the tenant is pinned to one.
+async fn serving_channel(
+    rc: &RelayCtx<'_>,
+    grant: &KeyGrant,
+    target: &ModelTarget,
+    model: &str,
+) -> Result<Rc<Channel>, RelayError> {
+    let channel =
+        channel(rc, &target.channel_id)
+            .await?
+            .ok_or_else(|| RelayError::ChannelUnavailable {
+                reason: "its channel no longer exists".into(),
+            })?;
+    if let Some(j) = &grant.jurisdiction {
+        if !routing::region_allowed(Some(j), channel.region.as_deref()) {
+            return Err(RelayError::RegionNotServed {
+                model: model.to_string(),
+                jurisdiction: j.clone(),
+            });
+        }
+    }
+    if channel.status == Status::Disabled {
+        return Err(RelayError::ChannelUnavailable {
+            reason: "its channel is disabled".into(),
+        });
+    }
+    Ok(channel)
+}
+
 /// `GET /v1/models` and `GET /v1/models/{model}`: only what this key may use.
 pub async fn models(
     rc: &RelayCtx<'_>,
@@ -153,8 +198,12 @@ struct Ledger {
     stream: bool,
     /// The reservation at the key's (and tenant's) limiter, settled with the row.
     held: Option<limiter::Held>,
+    /// Prices the usage for the settlement and the row.
+    pricer: Option<Rc<Pricer>>,
     /// What the limiter said, for the `x-ratelimit-*` headers.
     rate: RateInfo,
+    /// More response headers decided on the way (budget warning, downgrade).
+    notes: Vec<(&'static str, String)>,
 }
 
 impl Ledger {
@@ -170,16 +219,10 @@ impl Ledger {
         record_later(rc.env, rc.ctx, async move {
             let row = row.await;
             if let Some(held) = held {
-                let tokens = row.as_ref().map_or(0, |r| r.total_tokens);
-                limiter::settle(
-                    &env,
-                    &held,
-                    Ask {
-                        tokens,
-                        cost_micros: 0,
-                    },
-                )
-                .await;
+                let (tokens, cost) = row
+                    .as_ref()
+                    .map_or((0, 0), |r| (r.total_tokens, r.cost_micros));
+                limiter::settle(&env, &held, Ask::request(tokens, cost)).await;
             }
             row
         });
@@ -194,6 +237,7 @@ impl Ledger {
         ttfb_ms: Option<i64>,
     ) -> UsageRow {
         let now = now_ms();
+        let cost_micros = self.pricer.as_ref().map_or(0, |p| p.cost(&usage));
         UsageRow {
             request_id: self.request_id.clone(),
             created_at: self.started_ms,
@@ -209,6 +253,7 @@ impl Ledger {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens(),
+            cost_micros,
             usage_source: source.as_str().to_string(),
             latency_ms: (now - self.started_ms).max(0),
             ttfb_ms,
@@ -271,12 +316,17 @@ pub async fn relay(
         channel_id: None,
         stream: false,
         held: None,
+        pricer: None,
         rate: RateInfo::default(),
+        notes: Vec::new(),
     };
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
         Ok(mut response) => {
             for (name, value) in limits::rate_headers(&ledger.rate) {
                 let _ = response.headers_mut().set(name, &value);
+            }
+            for (name, value) in &ledger.notes {
+                let _ = response.headers_mut().set(name, value);
             }
             response
         }
@@ -316,37 +366,60 @@ async fn relay_inner(
     ledger.stream = client.stream();
 
     let map = model_map(rc).await?;
-    let target = access::resolve(
+    let mut target = access::resolve(
         &map,
         &*model_groups(rc, grant).await?,
         grant,
         client.model(),
     )?;
-    ledger.upstream_model = Some(target.upstream_model.clone());
-    ledger.channel_id = Some(target.channel_id.clone());
-    let channel =
-        channel(rc, &target.channel_id)
-            .await?
-            .ok_or_else(|| RelayError::ChannelUnavailable {
-                reason: "its channel no longer exists".into(),
-            })?;
-    if channel.status == Status::Disabled {
-        return Err(RelayError::ChannelUnavailable {
-            reason: "its channel is disabled".into(),
-        });
-    }
+    let mut channel = serving_channel(rc, grant, target, client.model()).await?;
+    let prices = prices(rc).await?;
+    let prompt_tokens = usage::estimate_tokens(client.prompt_bytes());
+    let max_output = client
+        .max_tokens()
+        .unwrap_or(limits::DEFAULT_OUTPUT_RESERVE);
+    let ask = |pricer: &Pricer| {
+        Ask::request(
+            limits::worst_case_tokens(prompt_tokens, Some(max_output)),
+            pricer.worst_case(prompt_tokens, max_output),
+        )
+    };
     // Hold the request's worst case at the key's (and tenant's) limiter before anything is
     // spent upstream; it is settled to what was used when the usage row is written.
-    let ask = Ask {
-        tokens: limits::worst_case_tokens(
-            usage::estimate_tokens(client.prompt_bytes()),
-            client.max_tokens(),
-        ),
-        cost_micros: 0,
-    };
-    let (held, rate) = limiter::reserve(rc.env, grant, rc.request_id, ask).await?;
-    ledger.held = Some(held);
-    ledger.rate = rate;
+    let mut pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+    let admitted =
+        match limiter::reserve(rc.env, rc.ctx, grant, rc.request_id, ask(&pricer), false).await {
+            // Over the hard budget, a tenant that chose to downgrade is served by its fallback.
+            Err(err @ RelayError::BudgetExceeded { .. }) => {
+                let fallback = grant
+                    .settings
+                    .budget
+                    .as_ref()
+                    .filter(|b| b.on_hard == OnHard::Downgrade)
+                    .and_then(|b| b.fallback_model.as_deref())
+                    .and_then(|m| map.get(m).map(|t| (m, t)));
+                let Some((fallback, fallback_target)) = fallback else {
+                    return Err(err);
+                };
+                target = fallback_target;
+                channel = serving_channel(rc, grant, target, fallback).await?;
+                pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+                ledger.notes.push((
+                    "x-relay-downgraded",
+                    format!("{} -> {fallback}", client.model()),
+                ));
+                limiter::reserve(rc.env, rc.ctx, grant, rc.request_id, ask(&pricer), true).await?
+            }
+            other => other?,
+        };
+    ledger.held = Some(admitted.held);
+    ledger.rate = admitted.rate;
+    ledger.pricer = Some(Rc::new(pricer));
+    if let Some(warning) = admitted.budget_warning {
+        ledger.notes.push(("x-relay-budget-warning", warning));
+    }
+    ledger.upstream_model = Some(target.upstream_model.clone());
+    ledger.channel_id = Some(target.channel_id.clone());
     let upstream_model = target.upstream_model.clone();
     let created_s = rc.started_ms / 1000;
     // The request id's random part names the reply too, in the client format's style.

@@ -9,6 +9,7 @@ use worker::{Date, Env};
 
 use crate::cache::TtlCache;
 use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap};
+use crate::pricing::PriceTable;
 
 pub fn now_ms() -> i64 {
     Date::now().as_millis() as i64
@@ -68,6 +69,7 @@ pub struct Caches {
     pub channels: TtlCache<String, Rc<Channel>>,
     pub model_map: TtlCache<(), Rc<ModelMap>>,
     pub model_groups: TtlCache<(), Rc<ModelGroups>>,
+    pub prices: TtlCache<(), Rc<PriceTable>>,
 }
 
 thread_local! {
@@ -77,6 +79,7 @@ thread_local! {
         channels: TtlCache::new(2000, 1_000),
         model_map: TtlCache::new(2000, 1),
         model_groups: TtlCache::new(2000, 1),
+        prices: TtlCache::new(2000, 1),
     });
 }
 
@@ -87,6 +90,7 @@ pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
         c.channels.set_ttl(ttl_ms);
         c.model_map.set_ttl(ttl_ms);
         c.model_groups.set_ttl(ttl_ms);
+        c.prices.set_ttl(ttl_ms);
         f(&mut c)
     })
 }
@@ -99,5 +103,6 @@ pub fn invalidate_all() {
         c.channels.clear();
         c.model_map.clear();
         c.model_groups.clear();
+        c.prices.clear();
     });
 }

@@ -6,9 +6,12 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
-use crate::config::{Channel, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant};
+use crate::config::{
+    Channel, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant, TenantSettings,
+};
 use crate::error::RelayError;
 use crate::limits::Limits;
+use crate::pricing::{parse_price_table, PriceTable, PRICES_KEY};
 use crate::providers::ProviderKind;
 use crate::rules::AccessRules;
 use crate::usage::UsageRow;
@@ -73,6 +76,10 @@ fn limits_column(l: &Limits) -> JsValue {
     json_object(l, l.is_empty() && l.utc_offset_minutes == 0)
 }
 
+fn settings_column(s: &TenantSettings) -> JsValue {
+    json_object(s, *s == TenantSettings::default())
+}
+
 fn rules_column(r: &AccessRules) -> JsValue {
     json_object(r, r.is_open())
 }
@@ -105,6 +112,8 @@ struct TenantRow {
     models: Option<String>,
     limits: Option<String>,
     rules: Option<String>,
+    jurisdiction: Option<String>,
+    settings: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -118,6 +127,8 @@ impl From<TenantRow> for Tenant {
             models: parse_list(r.models),
             limits: parse_json(r.limits),
             rules: parse_json(r.rules),
+            jurisdiction: r.jurisdiction,
+            settings: parse_json(r.settings),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -172,6 +183,8 @@ struct GrantRow {
     tenant_models: Option<String>,
     tenant_limits: Option<String>,
     tenant_rules: Option<String>,
+    jurisdiction: Option<String>,
+    tenant_settings: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +198,7 @@ struct ChannelRow {
     status: String,
     timeout_ms: Option<i64>,
     options: Option<String>,
+    region: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -206,6 +220,7 @@ impl ChannelRow {
             models: serde_json::from_str(&self.models).unwrap_or_default(),
             status: parse_status(&self.status),
             timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
+            region: self.region,
             options: self
                 .options
                 .and_then(|o| serde_json::from_str(&o).ok())
@@ -232,6 +247,8 @@ struct UsageDbRow {
     prompt_tokens: i64,
     completion_tokens: i64,
     total_tokens: i64,
+    #[serde(default)]
+    cost_micros: i64,
     usage_source: String,
     latency_ms: i64,
     ttfb_ms: Option<i64>,
@@ -255,6 +272,7 @@ impl From<UsageDbRow> for UsageRow {
             prompt_tokens: count(r.prompt_tokens),
             completion_tokens: count(r.completion_tokens),
             total_tokens: count(r.total_tokens),
+            cost_micros: count(r.cost_micros),
             usage_source: r.usage_source,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
@@ -337,11 +355,12 @@ pub struct UsageQuery {
     pub limit: u32,
 }
 
-const TENANT_COLUMNS: &str = "id, name, status, models, limits, rules, created_at, updated_at";
+const TENANT_COLUMNS: &str =
+    "id, name, status, models, limits, rules, jurisdiction, settings, created_at, updated_at";
 const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by";
 const CHANNEL_COLUMNS: &str =
-    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, created_at, updated_at";
+    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, created_at, updated_at";
 
 impl Store {
     pub fn new(env: &Env) -> Result<Store, RelayError> {
@@ -402,7 +421,8 @@ impl Store {
             .first(
                 "SELECT k.id AS key_id, k.tenant_id, k.status AS key_status, k.models AS key_models, \
                  k.limits AS key_limits, k.rules AS key_rules, k.expires_at, t.status AS tenant_status, \
-                 t.models AS tenant_models, t.limits AS tenant_limits, t.rules AS tenant_rules \
+                 t.models AS tenant_models, t.limits AS tenant_limits, t.rules AS tenant_rules, \
+                 t.jurisdiction, t.settings AS tenant_settings \
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?1",
                 &[text(key_hash)],
             )
@@ -419,6 +439,8 @@ impl Store {
             tenant_limits: parse_json(r.tenant_limits),
             key_rules: parse_json(r.key_rules),
             tenant_rules: parse_json(r.tenant_rules),
+            jurisdiction: r.jurisdiction,
+            settings: parse_json(r.tenant_settings),
         }))
     }
 
@@ -446,8 +468,8 @@ impl Store {
 
     pub async fn insert_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
         self.run(
-            "INSERT INTO tenants (id, name, status, models, created_at, updated_at, limits, rules) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO tenants (id, name, status, models, created_at, updated_at, limits, rules, jurisdiction, settings) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             &[
                 text(&t.id),
                 text(&t.name),
@@ -457,6 +479,8 @@ impl Store {
                 int(t.updated_at),
                 limits_column(&t.limits),
                 rules_column(&t.rules),
+                opt_text(t.jurisdiction.as_deref()),
+                settings_column(&t.settings),
             ],
         )
         .await
@@ -465,7 +489,7 @@ impl Store {
 
     pub async fn update_tenant(&self, t: &Tenant) -> Result<(), RelayError> {
         self.run(
-            "UPDATE tenants SET name = ?2, status = ?3, models = ?4, updated_at = ?5, limits = ?6, rules = ?7 WHERE id = ?1",
+            "UPDATE tenants SET name = ?2, status = ?3, models = ?4, updated_at = ?5, limits = ?6, rules = ?7, settings = ?8 WHERE id = ?1",
             &[
                 text(&t.id),
                 text(&t.name),
@@ -474,6 +498,7 @@ impl Store {
                 int(t.updated_at),
                 limits_column(&t.limits),
                 rules_column(&t.rules),
+                settings_column(&t.settings),
             ],
         )
         .await
@@ -583,13 +608,14 @@ impl Store {
             int(c.created_at),
             int(c.updated_at),
             text(&serde_json::to_string(&c.options).unwrap_or_else(|_| "{}".into())),
+            opt_text(c.region.as_deref()),
         ]
     }
 
     pub async fn insert_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, \
-             updated_at, options) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             updated_at, options, region) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             &Self::channel_params(c),
         )
         .await
@@ -599,7 +625,7 @@ impl Store {
     pub async fn update_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "UPDATE channels SET name = ?2, provider = ?3, base_url = ?4, api_keys = ?5, models = ?6, status = ?7, \
-             timeout_ms = ?8, updated_at = ?10, options = ?11 WHERE id = ?1 AND created_at = ?9",
+             timeout_ms = ?8, updated_at = ?10, options = ?11, region = ?12 WHERE id = ?1 AND created_at = ?9",
             &Self::channel_params(c),
         )
         .await
@@ -634,6 +660,30 @@ impl Store {
         let json = serde_json::to_string(map).map_err(|e| internal("model map", e))?;
         self.kv
             .put(MODEL_MAP_KEY, json)
+            .map_err(|e| internal("KV put", e))?
+            .execute()
+            .await
+            .map_err(|e| internal("KV put", e))
+    }
+
+    /// The operator's price overrides (the built-ins are in the code).
+    pub async fn custom_prices(&self) -> Result<PriceTable, RelayError> {
+        let raw = self
+            .kv
+            .get(PRICES_KEY)
+            .text()
+            .await
+            .map_err(|e| internal("KV get", e))?;
+        match raw {
+            None => Ok(PriceTable::new()),
+            Some(text) => parse_price_table(&text).map_err(|e| internal("KV prices", e)),
+        }
+    }
+
+    pub async fn put_custom_prices(&self, prices: &PriceTable) -> Result<(), RelayError> {
+        let text = serde_json::to_string(prices).map_err(|e| internal("prices", e))?;
+        self.kv
+            .put(PRICES_KEY, text)
             .map_err(|e| internal("KV put", e))?
             .execute()
             .await
@@ -676,7 +726,7 @@ impl Store {
             statements.push(self.statement(
                 "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
                  channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
-                 latency_ms, ttfb_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 latency_ms, ttfb_ms, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 &[
                     text(&u.request_id),
                     int(u.created_at),
@@ -695,6 +745,7 @@ impl Store {
                     text(&u.usage_source),
                     int(u.latency_ms),
                     opt_int(u.ttfb_ms),
+                    count(u.cost_micros),
                 ],
             )?);
         }

@@ -125,7 +125,7 @@ export function miniflareOptions({ vars = {}, extra = {} } = {}) {
     scriptPath: opts.main ?? path.join(ROOT, "build/index.js"),
     modulesRoot: path.join(ROOT, "build"),
     modulesRules: [{ type: "ESModule", include: ["**/*.js"] }, ...(wo.modulesRules ?? [])],
-    bindings: { ...(wo.bindings ?? {}), ADMIN_TOKEN, ...vars },
+    bindings: { ...(wo.bindings ?? {}), ADMIN_TOKEN, LOCAL_DEV: "true", ...vars },
     host: "127.0.0.1",
     port: 0,
     cf: { country: "US", colo: "SFO", continent: "NA", city: "San Francisco", asn: 13335 },

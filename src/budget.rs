@@ -1,0 +1,307 @@
+//! A tenant's spending budget: a soft limit that warns (a response header and a webhook,
+//! retried until delivered) and a hard limit that either blocks or downgrades requests to a
+//! cheaper fallback model. Pure: the tenant's limiter Durable Object holds the spend and the
+//! queue of webhooks to deliver, and passes the time in.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::limits::Period;
+
+/// What a request over the hard limit gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHard {
+    /// Refused with 402 `budget_exceeded`.
+    #[default]
+    Block,
+    /// Served by `fallback_model` instead (its cost still counts).
+    Downgrade,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default = "default_period")]
+    pub period: Period,
+    /// Spend (micro-units of the tenant's currency) from which responses carry a warning and
+    /// the webhook is sent, once per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_micros: Option<u64>,
+    /// Spend beyond which `on_hard` applies. Reservations count: a request that could take
+    /// the spend past it is already over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_micros: Option<u64>,
+    #[serde(default)]
+    pub on_hard: OnHard,
+    /// A public model name; required for `downgrade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<String>,
+    /// Where the soft-limit notice is POSTed (https; plain http only to loopback in local dev).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+fn default_period() -> Period {
+    Period::Month
+}
+
+/// Checks a budget from the admin API. Errors are (field, message), the field under `param`.
+/// `allow_loopback_http` is on only in local development, where test listeners are plain http.
+pub fn check_budget(
+    budget: &Budget,
+    param: &str,
+    allow_loopback_http: bool,
+) -> Result<(), (String, String)> {
+    let field = |f: &str| format!("{param}.{f}");
+    let max = crate::limits::MAX_LIMIT;
+    for (name, v) in [
+        ("soft_micros", budget.soft_micros),
+        ("hard_micros", budget.hard_micros),
+    ] {
+        if v.is_some_and(|v| v > max) {
+            return Err((field(name), format!("must be between 0 and {max}")));
+        }
+    }
+    if budget.soft_micros.is_none() && budget.hard_micros.is_none() {
+        return Err((
+            field("soft_micros"),
+            "a budget needs soft_micros, hard_micros or both".into(),
+        ));
+    }
+    if let (Some(s), Some(h)) = (budget.soft_micros, budget.hard_micros) {
+        if s > h {
+            return Err((field("soft_micros"), "must not exceed hard_micros".into()));
+        }
+    }
+    if budget.on_hard == OnHard::Downgrade {
+        match &budget.fallback_model {
+            Some(m) if !m.trim().is_empty() => {}
+            _ => {
+                return Err((
+                    field("fallback_model"),
+                    "on_hard \"downgrade\" needs a fallback_model".into(),
+                ))
+            }
+        }
+        if budget.hard_micros.is_none() {
+            return Err((
+                field("hard_micros"),
+                "on_hard \"downgrade\" needs hard_micros".into(),
+            ));
+        }
+    }
+    if let Some(url) = &budget.webhook_url {
+        check_webhook_url(url, allow_loopback_http).map_err(|m| (field("webhook_url"), m))?;
+    }
+    Ok(())
+}
+
+/// A webhook target must be https, so a budget notice never crosses the network in clear
+/// text; loopback http is accepted only when the deployment says it is local development.
+pub fn check_webhook_url(url: &str, allow_loopback_http: bool) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "must be an absolute https:// URL".to_string())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() || url.len() > 2048 || url.chars().any(|c| c.is_whitespace()) {
+        return Err("must be an absolute https:// URL".into());
+    }
+    let loopback = matches!(host, "localhost" | "::1") || host.starts_with("127.");
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if loopback && allow_loopback_http => Ok(()),
+        "http" if loopback => {
+            Err("must be https (plain http to loopback is allowed only in local dev)".into())
+        }
+        _ => Err("must be https".into()),
+    }
+}
+
+/// Where a tenant stands against its budget, as a limiter reports it with each decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// Settled spend in the budget's current period.
+    pub spent_micros: u64,
+    pub soft_micros: Option<u64>,
+    pub hard_micros: Option<u64>,
+}
+
+impl BudgetStatus {
+    pub fn over_soft(&self) -> bool {
+        self.soft_micros.is_some_and(|s| self.spent_micros >= s)
+    }
+
+    /// The `x-relay-budget-warning` header, when the soft limit has been reached.
+    pub fn warning(&self) -> Option<String> {
+        let soft = self.soft_micros?;
+        self.over_soft().then(|| {
+            format!(
+                "soft budget reached: spent {} of {} micro-units this period",
+                self.spent_micros, soft
+            )
+        })
+    }
+}
+
+/// A webhook the limiter has yet to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAlert {
+    pub id: String,
+    pub url: String,
+    pub body: String,
+    pub attempts: u32,
+    pub next_at_ms: i64,
+}
+
+/// Deliveries are retried with doubling waits (1 s, 2 s, 4 s … capped at 5 min) for about
+/// about two hours; after that the alert is dropped and logged.
+pub const MAX_ATTEMPTS: u32 = 30;
+
+pub fn retry_delay_ms(attempts: u32) -> i64 {
+    let exp = attempts.saturating_sub(1).min(20);
+    (1000i64 << exp).min(300_000)
+}
+
+/// The soft-limit notice, as POSTed to the tenant's webhook.
+pub fn soft_limit_body(
+    tenant_id: &str,
+    budget: &Budget,
+    period_start_ms: i64,
+    period_end_ms: i64,
+    spent_micros: u64,
+    now_ms: i64,
+) -> String {
+    json!({
+        "type": "budget.soft_limit_reached",
+        "tenant_id": tenant_id,
+        "period": budget.period.name(),
+        "period_start_ms": period_start_ms,
+        "period_end_ms": period_end_ms,
+        "spent_micros": spent_micros,
+        "soft_limit_micros": budget.soft_micros,
+        "hard_limit_micros": budget.hard_micros,
+        "on_hard": budget.on_hard,
+        "at_ms": now_ms,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> Budget {
+        Budget {
+            period: Period::Month,
+            soft_micros: Some(1_000),
+            hard_micros: Some(2_000),
+            on_hard: OnHard::Block,
+            fallback_model: None,
+            webhook_url: Some("https://hooks.example.com/budget".into()),
+        }
+    }
+
+    #[test]
+    fn webhook_urls_must_be_https_except_loopback_in_dev() {
+        assert!(check_webhook_url("https://example.com/x", false).is_ok());
+        assert!(check_webhook_url("HTTPS://example.com", false).is_ok());
+        assert!(check_webhook_url("http://example.com/x", true).is_err());
+        assert!(check_webhook_url("http://127.0.0.1:9999/hook", true).is_ok());
+        assert!(check_webhook_url("http://localhost:9999/hook", true).is_ok());
+        assert!(check_webhook_url("http://[::1]:9999/hook", true).is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9999/hook", false).is_err());
+        // A loopback-looking user part does not make a host loopback.
+        assert!(check_webhook_url("http://127.0.0.1@evil.example/", true).is_err());
+        assert!(check_webhook_url("ftp://example.com", true).is_err());
+        assert!(check_webhook_url("example.com", true).is_err());
+        assert!(check_webhook_url("https://", true).is_err());
+        assert!(check_webhook_url("https://exa mple.com", true).is_err());
+    }
+
+    #[test]
+    fn budgets_are_checked_field_by_field() {
+        assert!(check_budget(&budget(), "budget", false).is_ok());
+        let mut b = budget();
+        b.soft_micros = Some(3_000);
+        assert_eq!(
+            check_budget(&b, "budget", false).unwrap_err().0,
+            "budget.soft_micros"
+        );
+        let mut b = budget();
+        b.on_hard = OnHard::Downgrade;
+        assert_eq!(
+            check_budget(&b, "budget", false).unwrap_err().0,
+            "budget.fallback_model"
+        );
+        b.fallback_model = Some("cheap".into());
+        assert!(check_budget(&b, "budget", false).is_ok());
+        b.hard_micros = None;
+        assert_eq!(
+            check_budget(&b, "budget", false).unwrap_err().0,
+            "budget.hard_micros"
+        );
+        let mut b = budget();
+        b.webhook_url = Some("http://hooks.example.com".into());
+        assert_eq!(
+            check_budget(&b, "budget", true).unwrap_err().0,
+            "budget.webhook_url"
+        );
+        let mut b = budget();
+        b.hard_micros = Some(u64::MAX);
+        assert_eq!(
+            check_budget(&b, "budget", false).unwrap_err().0,
+            "budget.hard_micros"
+        );
+        let b = Budget {
+            soft_micros: None,
+            hard_micros: None,
+            ..budget()
+        };
+        assert!(check_budget(&b, "budget", false).is_err());
+        let parsed: Result<Budget, _> =
+            serde_json::from_value(serde_json::json!({"soft_micros": 1, "bogus": 2}));
+        assert!(parsed.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn warning_only_once_the_soft_limit_is_reached() {
+        let mut s = BudgetStatus {
+            spent_micros: 999,
+            soft_micros: Some(1_000),
+            hard_micros: None,
+        };
+        assert_eq!(s.warning(), None);
+        s.spent_micros = 1_000;
+        assert!(s.warning().unwrap().contains("1000 of 1000"));
+        s.soft_micros = None;
+        assert_eq!(s.warning(), None);
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        assert_eq!(retry_delay_ms(1), 1000);
+        assert_eq!(retry_delay_ms(2), 2000);
+        assert_eq!(retry_delay_ms(4), 8000);
+        assert_eq!(retry_delay_ms(30), 300_000);
+        let total: i64 = (1..MAX_ATTEMPTS).map(retry_delay_ms).sum();
+        assert!(total > 3_600_000, "retries span hours, not seconds");
+    }
+
+    #[test]
+    fn the_notice_names_tenant_period_and_spend() {
+        let body: serde_json::Value =
+            serde_json::from_str(&soft_limit_body("t1", &budget(), 10, 20, 1500, 15)).unwrap();
+        assert_eq!(body["type"], "budget.soft_limit_reached");
+        assert_eq!(body["tenant_id"], "t1");
+        assert_eq!(body["period"], "month");
+        assert_eq!(body["spent_micros"], 1500);
+        assert_eq!(body["soft_limit_micros"], 1000);
+    }
+}
