@@ -11,7 +11,9 @@
 //   node bench/bench.mjs            (needs build/index.js: bash scripts/build.sh)
 // Environment: BENCH_REQUESTS (3000), BENCH_SECONDS (20), BENCH_CONCURRENCY (32),
 // BENCH_WARMUP (300 requests), BENCH_ONLY (comma-separated of upstream, passthrough, relay,
-// relay-mock; default: all).
+// relay-limited, relay-lease, relay-mock; default: all).
+// relay-limited: a key with a daily quota, reserved and settled at its limiter on every request;
+// relay-lease: the same quota for a tenant in lease mode (lease_ms 2000).
 
 import fs from "node:fs";
 import http from "node:http";
@@ -177,7 +179,13 @@ async function startRelayForBench(upstreamUrl) {
   const s = await relay.seed({ upstreamBaseUrl: `${upstreamUrl}/v1`, models: { bench: "gpt-bench" }, name: "bench" });
   // the same path without the network hop: the built-in mock provider answers inside the Worker
   const m = await relay.seed({ provider: "mock", models: { "bench-mock": "mock-1" }, name: "bench-mock" });
-  return { url: direct, key: s.key, mockKey: m.key, relay };
+  // A key with a quota, decided at its limiter on every request (reserve + settle) ...
+  const limits = { day: { requests: 1_000_000_000, tokens: 1_000_000_000_000 } };
+  const limited = await relay.newKey(s.tenantId, { limits });
+  // ... and the same quota for a tenant in lease mode (no limiter call per request).
+  const leaseTenant = await relay.adminOk("POST", "/admin/tenants", { name: "bench-lease", models: null, lease_ms: 2000 }, [201]);
+  const leased = await relay.newKey(leaseTenant.id, { limits });
+  return { url: direct, key: s.key, mockKey: m.key, limitedKey: limited.key, leaseKey: leased.key, relay };
 }
 
 function fmt(n, d = 0) {
@@ -213,6 +221,8 @@ async function main() {
         const r = await startRelayForBench(upstream.url);
         cleanups.push(r.relay.dispose);
         targets.push({ name: "relay", url: r.url, key: r.key });
+        if (want("relay-limited")) targets.push({ name: "relay-limited", url: r.url, key: r.limitedKey });
+        if (want("relay-lease")) targets.push({ name: "relay-lease", url: r.url, key: r.leaseKey });
         if (want("relay-mock")) targets.push({ name: "relay-mock", url: r.url, key: r.mockKey, model: "bench-mock" });
       }
     }
@@ -249,8 +259,10 @@ async function main() {
     const ratios = [];
     for (const [mode] of modes) {
       const pt = results.find((r) => r.target === "passthrough" && r.mode === mode);
-      const rl = results.find((r) => r.target === "relay" && r.mode === mode);
-      if (pt && rl) ratios.push([mode, fmt(rl.rps / pt.rps, 2), fmt(rl.p50 / pt.p50, 2), fmt(rl.p99 / pt.p99, 2)]);
+      for (const name of ["relay", "relay-limited", "relay-lease"]) {
+        const rl = results.find((r) => r.target === name && r.mode === mode);
+        if (pt && rl) ratios.push([`${name} ${mode}`, fmt(rl.rps / pt.rps, 2), fmt(rl.p50 / pt.p50, 2), fmt(rl.p99 / pt.p99, 2)]);
+      }
     }
     if (ratios.length) {
       console.log("\nrelay / passthrough (same run)\n");

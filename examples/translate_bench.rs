@@ -175,6 +175,7 @@ fn channel(kind: ProviderKind) -> Channel {
         status: Status::Active,
         timeout_ms: None,
         region: None,
+        breaker: None,
         options: BTreeMap::new(),
         created_at: 0,
         updated_at: 0,

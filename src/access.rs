@@ -65,7 +65,9 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         Usage | Audit => TenantScope::Narrowed,
         Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
         | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
-        | ModelGroups | ModelGroup(_) | Price(_) => TenantScope::Forbidden,
+        | ModelGroups | ModelGroup(_) | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) => {
+            TenantScope::Forbidden
+        }
         // Prices are what every tenant is charged by: readable, not writable.
         Prices => TenantScope::Narrowed,
         Health | Models | Model(_) | Relay(_) | Messages | CountTokens => TenantScope::Forbidden,
@@ -170,6 +172,7 @@ mod tests {
                         channel_id: "c".into(),
                         upstream_model: format!("up-{m}"),
                         created: 0,
+                        routes: Vec::new(),
                     },
                 )
             })

@@ -13,6 +13,7 @@ use crate::budget::{self, Budget};
 use crate::error::RelayError;
 use crate::limits::{self, Limits};
 use crate::providers::ProviderKind;
+use crate::routing::BreakerConfig;
 use crate::rules::{self, AccessRules};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +132,8 @@ pub struct Channel {
     /// Where the upstream runs (a region name of `routing::REGIONS`): routing prefers the
     /// nearest, and a tenant pinned to a jurisdiction uses only channels in it.
     pub region: Option<String>,
+    /// When its circuit breakers open and for how long (`None`: the defaults).
+    pub breaker: Option<BreakerConfig>,
     /// Provider-specific settings (e.g. Azure's `api_version`); only known names are accepted.
     pub options: BTreeMap<String, String>,
     pub created_at: i64,
@@ -145,13 +148,22 @@ pub struct ChannelView {
     pub provider: &'static str,
     pub base_url: String,
     pub api_key_count: usize,
+    /// How the health route and key re-enabling name the upstream keys (a hash prefix,
+    /// never the key).
+    pub key_fingerprints: Vec<String>,
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
     pub region: Option<String>,
+    pub breaker: Option<BreakerConfig>,
     pub options: BTreeMap<String, String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// An upstream key's public name: the first 16 hex digits of its SHA-256.
+pub fn key_fingerprint(key: &str) -> String {
+    crate::auth::hash_key(key)[..16].to_string()
 }
 
 impl Channel {
@@ -162,10 +174,12 @@ impl Channel {
             provider: self.provider.as_str(),
             base_url: self.base_url.clone(),
             api_key_count: self.api_keys.len(),
+            key_fingerprints: self.api_keys.iter().map(|k| key_fingerprint(k)).collect(),
             models: self.models.clone(),
             status: self.status,
             timeout_ms: self.timeout_ms,
             region: self.region.clone(),
+            breaker: self.breaker,
             options: self.options.clone(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -181,6 +195,8 @@ impl Channel {
     }
 }
 
+/// What a public model name resolves to. `channel_id`/`upstream_model` name the first route
+/// (the only one, for a plain entry); `routes` lists every candidate when there are several.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelTarget {
     pub channel_id: String,
@@ -188,6 +204,49 @@ pub struct ModelTarget {
     /// When the entry was written (Unix seconds): `/v1/models` reports it as `created`.
     #[serde(default)]
     pub created: i64,
+    /// Candidate channels (and upstream models: a route to another model is a fallback the
+    /// map allows by listing it), tried by priority, then weight and the caller's geography.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub channel_id: String,
+    pub upstream_model: String,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Share of traffic among routes of one priority; 0 = standby.
+    #[serde(default = "one_weight")]
+    pub weight: u32,
+}
+
+fn one_weight() -> u32 {
+    1
+}
+
+impl ModelTarget {
+    /// Every candidate route, the plain entry's one included.
+    pub fn all_routes(&self) -> Vec<Route> {
+        if !self.routes.is_empty() {
+            return self.routes.clone();
+        }
+        vec![Route {
+            channel_id: self.channel_id.clone(),
+            upstream_model: self.upstream_model.clone(),
+            priority: 0,
+            weight: 1,
+        }]
+    }
+
+    fn same_routes(&self, other: &ModelTarget) -> bool {
+        self.all_routes() == other.all_routes()
+    }
+
+    fn uses_channel(&self, channel_id: &str) -> bool {
+        self.all_routes().iter().any(|r| r.channel_id == channel_id)
+    }
 }
 
 /// Public model name → target. A BTreeMap, so listings come out sorted.
@@ -396,6 +455,57 @@ impl Fields {
                     })
             }
         }
+    }
+
+    /// `None`: absent; `Some(None)`: `null` (the defaults).
+    fn breaker(&self) -> Result<Option<Option<BreakerConfig>>, RelayError> {
+        let value = match self.map.get("breaker") {
+            None => return Ok(None),
+            Some(Value::Null) => return Ok(Some(None)),
+            Some(v) => v,
+        };
+        let allowed = [
+            "window_ms",
+            "min_requests",
+            "failure_percent",
+            "cooldown_ms",
+            "max_cooldown_ms",
+        ];
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let f = Fields::parse(&bytes, &allowed).map_err(|e| prefixed(e, "breaker."))?;
+        let mut b = BreakerConfig::default();
+        let field = |name: &str, lo: i64, hi: i64| -> Result<Option<i64>, RelayError> {
+            match f.integer(name).map_err(|e| prefixed(e, "breaker."))? {
+                Some(v) if !(lo..=hi).contains(&v) => Err(bad_value(
+                    &format!("breaker.{name}"),
+                    &format!("must be between {lo} and {hi}"),
+                )),
+                v => Ok(v),
+            }
+        };
+        let hour = 3_600_000;
+        if let Some(v) = field("window_ms", 1_000, hour)? {
+            b.window_ms = v;
+        }
+        if let Some(v) = field("min_requests", 1, 100_000)? {
+            b.min_requests = v as u32;
+        }
+        if let Some(v) = field("failure_percent", 1, 100)? {
+            b.failure_percent = v as u32;
+        }
+        if let Some(v) = field("cooldown_ms", 100, hour)? {
+            b.cooldown_ms = v;
+        }
+        if let Some(v) = field("max_cooldown_ms", 100, 24 * hour)? {
+            b.max_cooldown_ms = v;
+        }
+        if b.max_cooldown_ms < b.cooldown_ms {
+            return Err(bad_value(
+                "breaker.max_cooldown_ms",
+                "must not be below cooldown_ms",
+            ));
+        }
+        Ok(Some(Some(b)))
     }
 
     /// `None`: absent; `Some(None)`: `null` (off).
@@ -758,12 +868,14 @@ pub struct NewChannel {
     pub status: Status,
     pub timeout_ms: Option<u64>,
     pub region: Option<String>,
+    pub breaker: Option<BreakerConfig>,
     pub options: BTreeMap<String, String>,
 }
 
 const CHANNEL_FIELDS: &[&str] = &[
     "options",
     "region",
+    "breaker",
     "name",
     "provider",
     "base_url",
@@ -790,6 +902,7 @@ pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
         status: f.status("status")?.unwrap_or(Status::Active),
         timeout_ms: check_timeout(f.integer("timeout_ms")?)?,
         region: check_region(f.string("region")?)?,
+        breaker: f.breaker()?.flatten(),
         options: check_options(provider, f.options()?.unwrap_or_default())?,
     })
 }
@@ -805,6 +918,8 @@ pub struct ChannelPatch {
     pub timeout_ms: Option<Option<u64>>,
     /// `Some(None)` clears the region.
     pub region: Option<Option<String>>,
+    /// `Some(None)` returns to the defaults.
+    pub breaker: Option<Option<BreakerConfig>>,
     pub options: Option<BTreeMap<String, String>>,
 }
 
@@ -834,6 +949,7 @@ pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
         } else {
             None
         },
+        breaker: f.breaker()?,
         // `null` clears the options, like an empty object.
         options: if f.has("options") {
             Some(f.options()?.unwrap_or_default())
@@ -878,6 +994,9 @@ impl ChannelPatch {
         }
         if let Some(region) = &self.region {
             channel.region = region.clone();
+        }
+        if let Some(breaker) = self.breaker {
+            channel.breaker = breaker;
         }
         if let Some(options) = &self.options {
             channel.options = options.clone();
@@ -1025,17 +1144,110 @@ fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
     }
 }
 
-/// One model-map entry from the admin API (`created` is stamped by the relay).
+/// One model-map entry from the admin API (`created` is stamped by the relay): either
+/// `{"channel_id", "upstream_model"}` or `{"routes": [{"channel_id", "upstream_model",
+/// "priority"?, "weight"?}, ...]}`.
 pub fn parse_model_target(
     bytes: &[u8],
     param_prefix: &str,
     now_s: i64,
 ) -> Result<ModelTarget, RelayError> {
-    let f = Fields::parse(bytes, &["channel_id", "upstream_model"])?;
-    target_from_fields(&f, param_prefix, now_s)
+    let f = Fields::parse(bytes, &["channel_id", "upstream_model", "routes"])?;
+    if !f.has("routes") {
+        let route = route_from_fields(&f, param_prefix)?;
+        return Ok(ModelTarget {
+            channel_id: route.channel_id,
+            upstream_model: route.upstream_model,
+            created: now_s,
+            routes: Vec::new(),
+        });
+    }
+    if f.has("channel_id") || f.has("upstream_model") {
+        return Err(bad_value(
+            &format!("{param_prefix}routes"),
+            "give either routes or channel_id and upstream_model, not both",
+        ));
+    }
+    let Some(Value::Array(items)) = f.map.get("routes") else {
+        return Err(bad_type(
+            &format!("{param_prefix}routes"),
+            "an array of routes",
+        ));
+    };
+    if items.is_empty() || items.len() > 16 {
+        return Err(bad_value(
+            &format!("{param_prefix}routes"),
+            "must list 1 to 16 routes",
+        ));
+    }
+    let mut routes = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let prefix = format!("{param_prefix}routes[{i}].");
+        let bytes = serde_json::to_vec(item).unwrap_or_default();
+        let rf = Fields::parse(
+            &bytes,
+            &["channel_id", "upstream_model", "priority", "weight"],
+        )
+        .map_err(|e| prefixed(e, &prefix))?;
+        let mut route = route_from_fields(&rf, &prefix)?;
+        if let Some(p) = rf.integer("priority").map_err(|e| prefixed(e, &prefix))? {
+            route.priority = i32::try_from(p)
+                .ok()
+                .filter(|p| (-1000..=1000).contains(p))
+                .ok_or_else(|| {
+                    bad_value(
+                        &format!("{prefix}priority"),
+                        "must be between -1000 and 1000",
+                    )
+                })?;
+        }
+        if let Some(w) = rf.integer("weight").map_err(|e| prefixed(e, &prefix))? {
+            route.weight = u32::try_from(w)
+                .ok()
+                .filter(|w| *w <= 1_000_000)
+                .ok_or_else(|| {
+                    bad_value(&format!("{prefix}weight"), "must be between 0 and 1000000")
+                })?;
+        }
+        if routes.iter().any(|r: &Route| {
+            r.channel_id == route.channel_id && r.upstream_model == route.upstream_model
+        }) {
+            return Err(bad_value(
+                &format!("{prefix}channel_id"),
+                "the same route is listed twice",
+            ));
+        }
+        routes.push(route);
+    }
+    // The plain fields name the first route tried when all is well.
+    let first = routes
+        .iter()
+        .max_by_key(|r| (r.priority, r.weight))
+        .cloned()
+        .unwrap_or_else(|| routes[0].clone());
+    Ok(ModelTarget {
+        channel_id: first.channel_id,
+        upstream_model: first.upstream_model,
+        created: now_s,
+        routes,
+    })
 }
 
-fn target_from_fields(f: &Fields, prefix: &str, now_s: i64) -> Result<ModelTarget, RelayError> {
+fn prefixed(e: RelayError, prefix: &str) -> RelayError {
+    match e {
+        RelayError::InvalidValue { param, message } => RelayError::InvalidValue {
+            param: format!("{prefix}{param}"),
+            message,
+        },
+        RelayError::InvalidType { param, expected } => RelayError::InvalidType {
+            param: format!("{prefix}{param}"),
+            expected,
+        },
+        other => other,
+    }
+}
+
+fn route_from_fields(f: &Fields, prefix: &str) -> Result<Route, RelayError> {
     let get = |field: &str| -> Result<String, RelayError> {
         let param = format!("{prefix}{field}");
         match f.string(field) {
@@ -1044,11 +1256,19 @@ fn target_from_fields(f: &Fields, prefix: &str, now_s: i64) -> Result<ModelTarge
             Err(_) => Err(bad_type(&param, "a string")),
         }
     };
-    Ok(ModelTarget {
+    Ok(Route {
         channel_id: get("channel_id")?,
         upstream_model: get("upstream_model")?,
-        created: now_s,
+        priority: 0,
+        weight: 1,
     })
+}
+
+/// Keep the `created` stamp of an entry whose routes did not change.
+pub fn keep_created(target: &mut ModelTarget, previous: Option<&ModelTarget>) {
+    if let Some(old) = previous.filter(|old| old.same_routes(target)) {
+        target.created = old.created;
+    }
 }
 
 /// A whole model map from the admin API. Entries keep their `created` stamp when unchanged.
@@ -1070,11 +1290,7 @@ pub fn parse_model_map_body(
         check_public_model_name(&model)?;
         let bytes = serde_json::to_vec(&entry).unwrap_or_default();
         let mut target = parse_model_target(&bytes, &format!("{model}."), now_s)?;
-        if let Some(old) = previous.get(&model) {
-            if old.channel_id == target.channel_id && old.upstream_model == target.upstream_model {
-                target.created = old.created;
-            }
-        }
+        keep_created(&mut target, previous.get(&model));
         map.insert(model, target);
     }
     Ok(map)
@@ -1093,36 +1309,48 @@ pub fn check_public_model_name(model: &str) -> Result<(), RelayError> {
     Ok(())
 }
 
-/// Every entry must point at an existing channel that serves its upstream model.
+/// Every route must point at an existing channel that serves its upstream model.
 pub fn check_model_map(map: &ModelMap, channels: &[Channel]) -> Result<(), RelayError> {
     for (model, target) in map {
-        let channel = channels
-            .iter()
-            .find(|c| c.id == target.channel_id)
-            .ok_or_else(|| {
-                bad_value(
-                    &format!("{model}.channel_id"),
-                    &format!("no channel '{}'", target.channel_id),
-                )
-            })?;
-        if !channel.serves(&target.upstream_model) {
-            return Err(bad_value(
-                &format!("{model}.upstream_model"),
-                &format!(
-                    "channel '{}' does not list model '{}'",
-                    channel.id, target.upstream_model
-                ),
-            ));
+        let plain = target.routes.is_empty();
+        for (i, route) in target.all_routes().iter().enumerate() {
+            let at = if plain {
+                format!("{model}.")
+            } else {
+                format!("{model}.routes[{i}].")
+            };
+            let channel = channels
+                .iter()
+                .find(|c| c.id == route.channel_id)
+                .ok_or_else(|| {
+                    bad_value(
+                        &format!("{at}channel_id"),
+                        &format!("no channel '{}'", route.channel_id),
+                    )
+                })?;
+            if !channel.serves(&route.upstream_model) {
+                return Err(bad_value(
+                    &format!("{at}upstream_model"),
+                    &format!(
+                        "channel '{}' does not list model '{}'",
+                        channel.id, route.upstream_model
+                    ),
+                ));
+            }
         }
     }
     Ok(())
 }
 
-/// Narrowing a channel's model list must not strand a model-map entry that uses it.
+/// Narrowing a channel's model list must not strand a model-map route that uses it.
 pub fn check_channel_keeps_its_models(map: &ModelMap, channel: &Channel) -> Result<(), RelayError> {
     let stranded: Vec<&str> = map
         .iter()
-        .filter(|(_, t)| t.channel_id == channel.id && !channel.serves(&t.upstream_model))
+        .filter(|(_, t)| {
+            t.all_routes()
+                .iter()
+                .any(|r| r.channel_id == channel.id && !channel.serves(&r.upstream_model))
+        })
         .map(|(m, _)| m.as_str())
         .collect();
     if stranded.is_empty() {
@@ -1137,10 +1365,10 @@ pub fn check_channel_keeps_its_models(map: &ModelMap, channel: &Channel) -> Resu
     })
 }
 
-/// Public models that would be left pointing at nothing if this channel went away.
+/// Public models that would be left with a route to nothing if this channel went away.
 pub fn models_using_channel<'a>(map: &'a ModelMap, channel_id: &str) -> Vec<&'a str> {
     map.iter()
-        .filter(|(_, t)| t.channel_id == channel_id)
+        .filter(|(_, t)| t.uses_channel(channel_id))
         .map(|(m, _)| m.as_str())
         .collect()
 }
@@ -1160,6 +1388,7 @@ mod tests {
             status: Status::Active,
             timeout_ms: None,
             region: None,
+            breaker: None,
             options: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod formats;
 pub mod gcp;
+pub mod health;
 pub mod lease;
 pub mod limits;
 pub mod pricing;

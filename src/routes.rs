@@ -39,6 +39,10 @@ pub enum Resource {
     /// The price table: built-in defaults merged with the operator's overrides.
     Prices,
     Price(String),
+    /// A channel's circuit breakers and upstream-key cooldowns.
+    ChannelHealth(String),
+    /// Re-enable an upstream key (by fingerprint) disabled after 401/403.
+    ChannelKeyEnable(String, String),
 }
 
 impl Resource {
@@ -77,6 +81,10 @@ impl Resource {
             ["admin", "tenants", t, "limits"] => Resource::TenantLimits(id(t)?),
             ["admin", "channels"] => Resource::Channels,
             ["admin", "channels", c] => Resource::Channel(id(c)?),
+            ["admin", "channels", c, "health"] => Resource::ChannelHealth(id(c)?),
+            ["admin", "channels", c, "keys", fp, "enable"] => {
+                Resource::ChannelKeyEnable(id(c)?, id(fp)?)
+            }
             ["admin", "model-map"] => Resource::ModelMap,
             ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
             ["admin", "usage"] => Resource::Usage,
@@ -94,7 +102,9 @@ impl Resource {
     pub fn allowed_methods(&self) -> &'static [&'static str] {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Usage | Audit | KeyLimits(_) | TenantLimits(_) => &["GET"],
+            Health | Models | Model(_) | Usage | Audit | KeyLimits(_) | TenantLimits(_)
+            | ChannelHealth(_) => &["GET"],
+            ChannelKeyEnable(..) => &["POST"],
             Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
             | KeyRevoke(_) | KeyRotate(_) => &["POST"],
@@ -115,7 +125,8 @@ impl Resource {
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
             | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
-            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices | Price(_) => true,
+            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices | Price(_)
+            | ChannelHealth(_) | ChannelKeyEnable(..) => true,
         }
     }
 }
@@ -145,11 +156,12 @@ impl Resource {
             (ModelGroup(g), "DELETE") => ("model_group.delete", "model_group", Some(g)),
             (ModelGroup(g), _) => ("model_group.set", "model_group", Some(g)),
             (TenantTokenRevoke(id), _) => ("tenant_token.revoke", "tenant_token", Some(id)),
+            (ChannelKeyEnable(c, _), _) => ("channel.key_enable", "channel", Some(c)),
             (Price(m), "DELETE") => ("price.delete", "price", Some(m)),
             (Price(m), _) => ("price.set", "price", Some(m)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
-                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices,
+                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices | ChannelHealth(_),
                 _,
             ) => return None,
         })

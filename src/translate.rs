@@ -933,6 +933,7 @@ mod tests {
             status: Status::Active,
             timeout_ms: None,
             region: None,
+            breaker: None,
             options: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,

@@ -5,6 +5,7 @@
 use serde_json::json;
 use worker::{Env, Request};
 
+use super::health;
 use super::http::{header, read_body};
 use super::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
@@ -298,6 +299,7 @@ pub async fn handle(
                 status: input.status,
                 timeout_ms: input.timeout_ms,
                 region: input.region,
+                breaker: input.breaker,
                 options: input.options,
                 created_at: now,
                 updated_at: now,
@@ -348,13 +350,7 @@ pub async fn handle(
             config::check_public_model_name(&model)?;
             let mut map = store.model_map().await?;
             let mut target = config::parse_model_target(&body, "", now / 1000)?;
-            if let Some(old) = map.get(&model) {
-                if old.channel_id == target.channel_id
-                    && old.upstream_model == target.upstream_model
-                {
-                    target.created = old.created;
-                }
-            }
+            config::keep_created(&mut target, map.get(&model));
             map.insert(model.clone(), target.clone());
             config::check_model_map(&map, &store.channels().await?)
                 .map_err(|e| unprefix(e, &model))?;
@@ -380,6 +376,18 @@ pub async fn handle(
                 .map(|r| r.view())
                 .collect();
             (200, list(rows))
+        }
+        (Resource::ChannelHealth(id), _) => {
+            channel(store, &id).await?;
+            (200, health::admin_view(env, &id).await?)
+        }
+        (Resource::ChannelKeyEnable(id, fp), _) => {
+            channel(store, &id).await?;
+            health::enable_key(env, &id, &fp).await?;
+            (
+                200,
+                json!({"channel_id": id, "fingerprint": fp, "enabled": true}),
+            )
         }
         (Resource::Prices, _) => (
             200,

@@ -5,14 +5,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use worker::js_sys::{Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
     durable_object, Context, Date, DurableObject, Env, Fetch, Headers, Method, ObjectNamespace,
-    Request, RequestInit, Response, Result, SqlStorage, State,
+    Request, RequestInit, Response, Result, State,
 };
 
+use super::objects::{self, JsonRow};
 use super::state::random_bytes;
 use crate::auth;
 use crate::config::KeyGrant;
@@ -24,27 +24,15 @@ use crate::limits::{
 
 #[durable_object]
 pub struct Limiter {
-    sql: SqlStorage,
+    row: JsonRow,
     storage: worker::Storage,
     state: RefCell<Option<LimiterState>>,
 }
 
-#[derive(Deserialize)]
-struct Row {
-    state: String,
-}
-
 impl DurableObject for Limiter {
     fn new(state: State, _env: Env) -> Self {
-        let sql = state.storage().sql();
-        if let Err(e) = sql.exec(
-            "CREATE TABLE IF NOT EXISTS limiter (id INTEGER PRIMARY KEY, state TEXT NOT NULL)",
-            None,
-        ) {
-            worker::console_error!("limiter table: {}", e);
-        }
         Limiter {
-            sql,
+            row: JsonRow::new(state.storage().sql(), "limiter"),
             storage: state.storage(),
             state: RefCell::new(None),
         }
@@ -126,13 +114,7 @@ async fn post_json(url: &str, body: &str) -> bool {
 
 impl Limiter {
     fn save(&self, state: &LimiterState) -> Result<()> {
-        let json =
-            serde_json::to_string(state).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        self.sql.exec(
-            "INSERT INTO limiter (id, state) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state",
-            vec![json.into()],
-        )?;
-        Ok(())
+        self.row.save(state)
     }
 
     async fn wake_at(&self, at_ms: i64) {
@@ -143,14 +125,7 @@ impl Limiter {
     }
 
     fn load(&self) -> LimiterState {
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT state FROM limiter WHERE id = 1", None)
-            .and_then(|c| c.to_array())
-            .unwrap_or_default();
-        rows.first()
-            .and_then(|r| serde_json::from_str(&r.state).ok())
-            .unwrap_or_default()
+        self.row.load()
     }
 }
 
@@ -247,18 +222,7 @@ async fn call<T: serde::de::DeserializeOwned>(
     place: &Place,
     call: &LimiterCall,
 ) -> Result<T, RelayError> {
-    let stub = stub(env, place)?;
-    let body = serde_json::to_string(call).map_err(|e| internal("call", e))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(JsValue::from_str(&body)));
-    let request =
-        Request::new_with_init("https://limiter/", &init).map_err(|e| internal("request", e))?;
-    let mut response = stub
-        .fetch_with_request(request)
-        .await
-        .map_err(|e| internal("call", e))?;
-    response.json::<T>().await.map_err(|e| internal("reply", e))
+    objects::call(&stub(env, place)?, "limiter", call).await
 }
 
 thread_local! {

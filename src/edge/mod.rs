@@ -5,8 +5,10 @@
 mod admin;
 mod entry;
 mod gcp_auth;
+mod health;
 mod http;
 mod limiter;
+mod objects;
 mod relay;
 mod state;
 mod store;

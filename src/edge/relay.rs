@@ -12,11 +12,14 @@ use futures::future::{select, Either};
 use futures::stream::LocalBoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
+use worker::js_sys::Reflect;
+use worker::wasm_bindgen::JsValue;
 use worker::{
     AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
 };
 
 use super::gcp_auth;
+use super::health::{self, Outcome};
 use super::http::{error_response, header, json_response, json_value, read_body};
 use super::limiter;
 use super::state::{now_ms, random_bytes, with_caches, Settings};
@@ -25,13 +28,16 @@ use super::usage_log::record_later;
 use crate::access;
 use crate::auth;
 use crate::budget::OnHard;
-use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Status, GROUP_PREFIX};
+use crate::config::{
+    Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Route, Status, GROUP_PREFIX,
+};
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
+use crate::health::{ChannelHealth, Gate};
 use crate::limits::{self, Ask, RateInfo};
 use crate::pricing::{PriceTable, Pricer};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
-use crate::routing;
+use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
 use crate::usage::{self, Usage, UsageRow};
 
@@ -130,34 +136,42 @@ async fn prices(rc: &RelayCtx<'_>) -> Result<Rc<PriceTable>, RelayError> {
     Ok(p)
 }
 
-/// The channel a target names, if it may serve this tenant now: it exists, it is enabled,
-/// and it lies in the tenant's jurisdiction when the tenant is pinned to one.
-async fn serving_channel(
+/// The routes of a target that may serve this tenant now, with their channels: the channel
+/// exists, is enabled, and lies in the tenant's jurisdiction when the tenant is pinned to one.
+async fn candidates(
     rc: &RelayCtx<'_>,
     grant: &KeyGrant,
     target: &ModelTarget,
     model: &str,
-) -> Result<Rc<Channel>, RelayError> {
-    let channel =
-        channel(rc, &target.channel_id)
-            .await?
-            .ok_or_else(|| RelayError::ChannelUnavailable {
-                reason: "its channel no longer exists".into(),
-            })?;
-    if let Some(j) = &grant.jurisdiction {
-        if !routing::region_allowed(Some(j), channel.region.as_deref()) {
-            return Err(RelayError::RegionNotServed {
-                model: model.to_string(),
-                jurisdiction: j.clone(),
-            });
+) -> Result<Vec<(Route, Rc<Channel>)>, RelayError> {
+    let mut out = Vec::new();
+    let mut outside_jurisdiction = false;
+    for route in target.all_routes() {
+        let Some(channel) = channel(rc, &route.channel_id).await? else {
+            continue;
+        };
+        if let Some(j) = &grant.jurisdiction {
+            if !routing::region_allowed(Some(j), channel.region.as_deref()) {
+                outside_jurisdiction = true;
+                continue;
+            }
+        }
+        if channel.status == Status::Active {
+            out.push((route, channel));
         }
     }
-    if channel.status == Status::Disabled {
-        return Err(RelayError::ChannelUnavailable {
-            reason: "its channel is disabled".into(),
-        });
+    if !out.is_empty() {
+        return Ok(out);
     }
-    Ok(channel)
+    Err(match &grant.jurisdiction {
+        Some(j) if outside_jurisdiction => RelayError::RegionNotServed {
+            model: model.to_string(),
+            jurisdiction: j.clone(),
+        },
+        _ => RelayError::ChannelUnavailable {
+            reason: "its channels are disabled or gone".into(),
+        },
+    })
 }
 
 /// `GET /v1/models` and `GET /v1/models/{model}`: only what this key may use.
@@ -365,6 +379,7 @@ async fn relay_inner(
     ledger.model = Some(client.model().to_string());
     ledger.stream = client.stream();
 
+    let caller = caller_of(req);
     let map = model_map(rc).await?;
     let mut target = access::resolve(
         &map,
@@ -372,7 +387,7 @@ async fn relay_inner(
         grant,
         client.model(),
     )?;
-    let mut channel = serving_channel(rc, grant, target, client.model()).await?;
+    let mut cands = candidates(rc, grant, target, client.model()).await?;
     let prices = prices(rc).await?;
     let prompt_tokens = usage::estimate_tokens(client.prompt_bytes());
     let max_output = client
@@ -386,7 +401,7 @@ async fn relay_inner(
     };
     // Hold the request's worst case at the key's (and tenant's) limiter before anything is
     // spent upstream; it is settled to what was used when the usage row is written.
-    let mut pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+    let pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
     let admitted =
         match limiter::reserve(rc.env, rc.ctx, grant, rc.request_id, ask(&pricer), false).await {
             // Over the hard budget, a tenant that chose to downgrade is served by its fallback.
@@ -402,8 +417,8 @@ async fn relay_inner(
                     return Err(err);
                 };
                 target = fallback_target;
-                channel = serving_channel(rc, grant, target, fallback).await?;
-                pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+                cands = candidates(rc, grant, target, fallback).await?;
+                let pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
                 ledger.notes.push((
                     "x-relay-downgraded",
                     format!("{} -> {fallback}", client.model()),
@@ -414,139 +429,482 @@ async fn relay_inner(
         };
     ledger.held = Some(admitted.held);
     ledger.rate = admitted.rate;
-    ledger.pricer = Some(Rc::new(pricer));
     if let Some(warning) = admitted.budget_warning {
         ledger.notes.push(("x-relay-budget-warning", warning));
     }
-    ledger.upstream_model = Some(target.upstream_model.clone());
-    ledger.channel_id = Some(target.channel_id.clone());
-    let upstream_model = target.upstream_model.clone();
     let created_s = rc.started_ms / 1000;
     // The request id's random part names the reply too, in the client format's style.
     let random = &rc.request_id[rc.request_id.len().saturating_sub(24)..];
     let reply_id = reply_id(random, inbound.format());
 
-    if channel.provider == ProviderKind::Mock {
-        if !channel.provider.supports(client.endpoint()) {
-            return Err(RelayError::UnsupportedEndpoint {
-                endpoint: client.endpoint().name(),
-                provider: "mock",
-            });
-        }
-        let (reply, mode) = translate::mock(&client, &upstream_model, random, created_s)?;
-        return Ok(match reply {
-            MockReply::Chunks(chunks) => {
-                let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
-                let pipe = StreamPipe::new(
-                    mode,
-                    client.include_usage(),
-                    &upstream_model,
-                    &reply_id,
-                    created_s,
-                );
-                stream_response(upstream, pipe, &client, None, rc, ledger.clone())
+    // Which candidates are worth trying, in what order: breakers and key cooldowns from this
+    // isolate's copy of each channel's health, then priority, geography and weight.
+    let now = now_ms();
+    let healths: Vec<ChannelHealth> = cands
+        .iter()
+        .map(|(_, c)| health::snapshot(rc.env, rc.ctx, &c.id, breaker_config(c)))
+        .collect();
+    let gates: Vec<Gate> = cands
+        .iter()
+        .zip(&healths)
+        .map(|((route, channel), h)| {
+            let has_key = !channel.provider.needs_api_key()
+                || key_index(channel, h, now, &mut draw_u32).is_some();
+            if has_key {
+                health::gate(h, &route.upstream_model)
+            } else {
+                Gate::Shut
             }
-            MockReply::Whole(bytes) => {
-                let reply = translate::reply(mode, bytes, &upstream_model, &reply_id, created_s)?;
-                finish_reply(reply, &client, rc, ledger)
-            }
+        })
+        .collect();
+    let routing_cands: Vec<routing::Candidate<'_>> = cands
+        .iter()
+        .map(|(route, channel)| routing::Candidate {
+            channel_id: &channel.id,
+            priority: route.priority,
+            weight: route.weight,
+            region: channel.region.as_deref(),
+        })
+        .collect();
+    let order = routing::attempt_order(
+        &routing_cands,
+        &caller,
+        |i| gates.get(i).is_some_and(|g| *g != Gate::Shut),
+        &mut draw_u32,
+    );
+    if order.is_empty() {
+        return Err(RelayError::ChannelUnavailable {
+            reason: "every channel for it is failing or out of upstream keys; retry shortly".into(),
         });
     }
 
-    let spread = u32::from_le_bytes(random_bytes::<4>());
-    let api_key = providers::pick_key(&channel.api_keys, spread);
+    // `x-relay-retries: N` (0–4) asks for at most N retries of this request (0: fail fast).
+    let mut budget = RetryBudget::default();
+    if let Some(n) = header(req, "x-relay-retries").and_then(|v| v.trim().parse::<u32>().ok()) {
+        budget.max_attempts = n.min(4) + 1;
+    }
+    let mut attempts = 0u32;
+    let mut last_err: Option<RelayError> = None;
+    let mut at = 0usize;
+    while let Some(&idx) = order.get(at) {
+        let (route, channel) = &cands[idx];
+        let config = breaker_config(channel);
+        let probe = match health::gate(
+            &health::snapshot(rc.env, rc.ctx, &channel.id, config),
+            &route.upstream_model,
+        ) {
+            Gate::Open => false,
+            Gate::NeedsProbe => {
+                if !health::admit_probe(rc.env, &channel.id, &route.upstream_model, config).await {
+                    at += 1;
+                    continue;
+                }
+                true
+            }
+            Gate::Shut => {
+                at += 1;
+                continue;
+            }
+        };
+        attempts += 1;
+        ledger.upstream_model = Some(route.upstream_model.clone());
+        ledger.channel_id = Some(channel.id.clone());
+        let placement = routing::explain(&routing_cands[idx], &caller);
+        let served = Served {
+            route,
+            channel,
+            region: placement.header_value(),
+            attempts,
+        };
+        if channel.provider == ProviderKind::Mock {
+            ledger.pricer = Some(Rc::new(Pricer::new(
+                &prices,
+                &route.upstream_model,
+                Vec::new(),
+            )));
+            return serve_mock(&client, &served, &reply_id, random, created_s, rc, ledger);
+        }
+        match attempt(&client, &served, strict, beta.as_deref(), rc).await {
+            Ok(sent) => {
+                health::record(
+                    rc.env,
+                    rc.ctx,
+                    &channel.id,
+                    config,
+                    Outcome {
+                        model: &route.upstream_model,
+                        status: Some(sent.status),
+                        key: sent
+                            .key_used
+                            .as_deref()
+                            .filter(|_| channel.api_keys.len() > 1)
+                            .map(|k| (k, None)),
+                        probe,
+                    },
+                );
+                ledger.pricer = Some(Rc::new(Pricer::new(
+                    &prices,
+                    &route.upstream_model,
+                    Vec::new(),
+                )));
+                return finish_upstream(sent, &client, &served, &reply_id, created_s, rc, ledger)
+                    .await;
+            }
+            Err(failed) => {
+                health::record(
+                    rc.env,
+                    rc.ctx,
+                    &channel.id,
+                    config,
+                    Outcome {
+                        model: &route.upstream_model,
+                        status: failed.status,
+                        key: failed
+                            .key_used
+                            .as_deref()
+                            .filter(|_| channel.api_keys.len() > 1)
+                            .map(|k| (k, failed.retry_after_ms)),
+                        probe,
+                    },
+                );
+                let same_channel_next = at + 1 >= order.len();
+                // Another key of this channel's pool, when the failure was this key's own
+                // (its 429 or rejected credential cooled or disabled it just now).
+                let key_trouble = matches!(failed.status, Some(401 | 403 | 429));
+                let other_key = key_trouble && channel.api_keys.len() > 1 && {
+                    let h = health::snapshot(rc.env, rc.ctx, &channel.id, config);
+                    key_index(channel, &h, now_ms(), &mut draw_u32).is_some()
+                };
+                // The caller's own mistake fails the same everywhere: never retried. A rejected
+                // credential is worth another key or channel, not the same key again.
+                let auth = matches!(failed.status, Some(401 | 403));
+                let worth_retrying = if auth {
+                    !same_channel_next || other_key
+                } else {
+                    routing::retryable(failed.status)
+                };
+                if !worth_retrying || attempts >= budget.max_attempts {
+                    return Err(failed.err);
+                }
+                let delay = if other_key || !same_channel_next {
+                    // Another key or channel: go at once, within the budget's time.
+                    budget.delay_before(
+                        false,
+                        attempts,
+                        None,
+                        rc.started_ms,
+                        now_ms(),
+                        &mut draw_u32,
+                    )
+                } else if failed
+                    .retry_after_ms
+                    .is_some_and(|ra| ra > budget.max_backoff_ms)
+                {
+                    // An upstream asking for a long pause gets it: the client hears its
+                    // Retry-After rather than wait on a held connection.
+                    return Err(failed.err);
+                } else {
+                    budget.delay_before(
+                        true,
+                        attempts,
+                        failed.retry_after_ms,
+                        rc.started_ms,
+                        now_ms(),
+                        &mut draw_u32,
+                    )
+                };
+                last_err = Some(failed.err);
+                let Some(delay) = delay else { break };
+                if !same_channel_next && !other_key {
+                    at += 1;
+                } else if delay > 0 {
+                    Delay::from(Duration::from_millis(delay)).await;
+                }
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| RelayError::ChannelUnavailable {
+        reason: "every channel for it is failing; retry shortly".into(),
+    }))
+}
+
+/// The candidate an attempt goes to, and how it was chosen (for the response headers).
+struct Served<'a> {
+    route: &'a Route,
+    channel: &'a Rc<Channel>,
+    region: String,
+    attempts: u32,
+}
+
+impl Served<'_> {
+    fn headers(&self, response: &mut Response) {
+        let h = response.headers_mut();
+        let _ = h.set("x-relay-channel", &self.channel.id);
+        let _ = h.set("x-relay-region", &self.region);
+        let _ = h.set("x-relay-attempts", &self.attempts.to_string());
+    }
+}
+
+/// An upstream that answered 2xx, before anything is read from its body.
+struct Sent {
+    response: Response,
+    controller: AbortController,
+    deadline: Deadline,
+    timeout_ms: u64,
+    plan: translate::Plan,
+    status: u16,
+    key_used: Option<String>,
+}
+
+/// An attempt that failed before the client saw anything.
+struct Failed {
+    err: RelayError,
+    /// The upstream's status; `None` when it never answered.
+    status: Option<u16>,
+    retry_after_ms: Option<u64>,
+    key_used: Option<String>,
+}
+
+fn draw_u32() -> u32 {
+    u32::from_le_bytes(random_bytes::<4>())
+}
+
+fn breaker_config(channel: &Channel) -> BreakerConfig {
+    channel.breaker.unwrap_or_default()
+}
+
+/// A usable upstream key of the channel (not cooling, not disabled), by its index. A
+/// channel's only key is always used: cooling or disabling it would take the channel down,
+/// and the upstream's own answer says more than the relay's guess.
+fn key_index(
+    channel: &Channel,
+    health: &ChannelHealth,
+    now: i64,
+    draw: &mut impl FnMut() -> u32,
+) -> Option<usize> {
+    if channel.api_keys.len() <= 1 {
+        return (!channel.api_keys.is_empty()).then_some(0);
+    }
+    let fps: Vec<String> = channel
+        .api_keys
+        .iter()
+        .map(|k| health::fingerprint(k))
+        .collect();
+    let fps: Vec<&str> = fps.iter().map(String::as_str).collect();
+    health.keys.pick(&fps, now, draw)
+}
+
+/// Where the caller is, from `request.cf`. Read field by field without trusting types:
+/// workers-rs's accessors panic on a missing `colo` or an unparsable latitude.
+fn caller_of(req: &Request) -> routing::Caller {
+    let cf = Reflect::get(req.inner(), &JsValue::from_str("cf")).ok();
+    let field = |name: &str| -> Option<String> {
+        let cf = cf.as_ref().filter(|v| v.is_object())?;
+        let v = Reflect::get(cf, &JsValue::from_str(name)).ok()?;
+        v.as_string()
+            .or_else(|| v.as_f64().map(|n| n.to_string()))
+            .filter(|s| !s.is_empty())
+    };
+    let coordinate = |name: &str| field(name).and_then(|v| v.trim().parse::<f64>().ok());
+    routing::Caller {
+        country: field("country"),
+        continent: field("continent"),
+        colo: field("colo"),
+        lat_lon: coordinate("latitude").zip(coordinate("longitude")),
+    }
+}
+
+/// One attempt at one channel: plan, send, and judge the response headers.
+async fn attempt(
+    client: &ClientRequest,
+    served: &Served<'_>,
+    strict: bool,
+    beta: Option<&str>,
+    rc: &RelayCtx<'_>,
+) -> Result<Sent, Failed> {
+    let channel = served.channel;
+    let fail = |err: RelayError| Failed {
+        err,
+        status: None,
+        retry_after_ms: None,
+        key_used: None,
+    };
+    let now = now_ms();
+    let health = health::snapshot(rc.env, rc.ctx, &channel.id, breaker_config(channel));
+    let api_key =
+        key_index(channel, &health, now, &mut draw_u32).and_then(|i| channel.api_keys.get(i));
     if api_key.is_none() && channel.provider.needs_api_key() {
-        return Err(RelayError::ChannelUnavailable {
-            reason: "its channel has no upstream key".into(),
-        });
+        return Err(fail(RelayError::ChannelUnavailable {
+            reason: "its channel has no usable upstream key".into(),
+        }));
     }
     // Vertex channels hold service-account files: what goes upstream is an access token.
     let access_token = match (channel.provider.uses_service_accounts(), api_key) {
-        (true, Some(key_file)) => Some(gcp_auth::access_token(key_file).await?),
+        (true, Some(key_file)) => Some(gcp_auth::access_token(key_file).await.map_err(fail)?),
         _ => None,
     };
-    let api_key = access_token.as_deref().or(api_key);
+    let key_used = api_key.cloned();
+    let credential = access_token.as_deref().or(api_key.map(String::as_str));
     let plan = translate::plan(
-        &channel,
-        api_key,
-        &client,
-        &upstream_model,
-        beta.as_deref(),
+        channel,
+        credential,
+        client,
+        &served.route.upstream_model,
+        beta,
         now_ms(),
-    )?;
+    )
+    .map_err(fail)?;
     if strict {
-        translate::check_strict(&plan.drops, channel.provider)?;
+        translate::check_strict(&plan.drops, channel.provider).map_err(fail)?;
     }
     let timeout_ms = channel
         .timeout_ms
         .unwrap_or(rc.settings.upstream_timeout_ms);
     let mut deadline = deadline(timeout_ms);
-    let (mut response, controller) = send(&plan.request, &mut deadline, timeout_ms)
-        .await
-        .inspect_err(|e| {
-            worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, e);
-        })?;
-    let status = response.status_code();
-    if !(200..300).contains(&status) {
-        let retry_after = response.headers().get("retry-after").ok().flatten();
-        let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
-            .await
-            .unwrap_or_default();
-        if channel.provider.uses_service_accounts() && matches!(status, 401 | 403) {
-            if let Some(key_file) = providers::pick_key(&channel.api_keys, spread) {
-                gcp_auth::forget(key_file);
-            }
+    let (mut response, controller) = match send(&plan.request, &mut deadline, timeout_ms).await {
+        Ok(sent) => sent,
+        Err(err) => {
+            worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, err);
+            return Err(Failed {
+                err,
+                status: None,
+                retry_after_ms: None,
+                key_used,
+            });
         }
-        let (err, detail) = {
-            // AWS keys are "id:secret:token"; its errors may echo a part, never the whole.
-            let mut secrets = channel.api_keys.clone();
-            if channel.provider == ProviderKind::Bedrock {
-                secrets.extend(
-                    channel
-                        .api_keys
-                        .iter()
-                        .flat_map(|k| k.split(':').map(str::to_string)),
-                );
-            }
-            secrets.extend(access_token.clone());
-            providers::upstream_failure(status, &body, retry_after, &secrets)
-        };
-        worker::console_warn!(
-            "request {} channel {}: {}",
-            rc.request_id,
-            channel.id,
-            detail
-        );
-        return Err(err);
+    };
+    let status = response.status_code();
+    if (200..300).contains(&status) {
+        return Ok(Sent {
+            response,
+            controller,
+            deadline,
+            timeout_ms,
+            plan,
+            status,
+            key_used,
+        });
     }
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
+        .await
+        .unwrap_or_default();
+    if channel.provider.uses_service_accounts() && matches!(status, 401 | 403) {
+        if let Some(key_file) = api_key {
+            gcp_auth::forget(key_file);
+        }
+    }
+    let (err, detail) = {
+        // AWS keys are "id:secret:token"; its errors may echo a part, never the whole.
+        let mut secrets = channel.api_keys.clone();
+        if channel.provider == ProviderKind::Bedrock {
+            secrets.extend(
+                channel
+                    .api_keys
+                    .iter()
+                    .flat_map(|k| k.split(':').map(str::to_string)),
+            );
+        }
+        secrets.extend(access_token.clone());
+        providers::upstream_failure(status, &body, retry_after.clone(), &secrets)
+    };
+    worker::console_warn!(
+        "request {} channel {}: {}",
+        rc.request_id,
+        channel.id,
+        detail
+    );
+    Err(Failed {
+        err,
+        status: Some(status),
+        retry_after_ms: retry_after
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| s.saturating_mul(1000)),
+        key_used,
+    })
+}
+
+/// The built-in mock answers inside the Worker.
+fn serve_mock(
+    client: &ClientRequest,
+    served: &Served<'_>,
+    reply_id: &str,
+    random: &str,
+    created_s: i64,
+    rc: &RelayCtx<'_>,
+    ledger: &Ledger,
+) -> Result<Response, RelayError> {
+    if !served.channel.provider.supports(client.endpoint()) {
+        return Err(RelayError::UnsupportedEndpoint {
+            endpoint: client.endpoint().name(),
+            provider: "mock",
+        });
+    }
+    let upstream_model = &served.route.upstream_model;
+    let (reply, mode) = translate::mock(client, upstream_model, random, created_s)?;
+    let mut out = match reply {
+        MockReply::Chunks(chunks) => {
+            let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
+            let pipe = StreamPipe::new(
+                mode,
+                client.include_usage(),
+                upstream_model,
+                reply_id,
+                created_s,
+            );
+            stream_response(upstream, pipe, client, None, rc, ledger.clone())
+        }
+        MockReply::Whole(bytes) => {
+            let reply = translate::reply(mode, bytes, upstream_model, reply_id, created_s)?;
+            finish_reply(reply, client, rc, ledger)
+        }
+    };
+    served.headers(&mut out);
+    Ok(out)
+}
+
+/// Relay what a 2xx upstream sends: a stream piped through, or a whole reply translated.
+async fn finish_upstream(
+    mut sent: Sent,
+    client: &ClientRequest,
+    served: &Served<'_>,
+    reply_id: &str,
+    created_s: i64,
+    rc: &RelayCtx<'_>,
+    ledger: &Ledger,
+) -> Result<Response, RelayError> {
+    let upstream_model = &served.route.upstream_model;
     let mut out = if client.stream() {
-        let upstream = response
+        let upstream = sent
+            .response
             .stream()
             .map_err(|_| RelayError::UpstreamStreamBroken)?
             .boxed_local();
         let pipe = StreamPipe::new(
-            plan.mode,
+            sent.plan.mode,
             client.include_usage(),
-            &upstream_model,
-            &reply_id,
+            upstream_model,
+            reply_id,
             created_s,
         );
         stream_response(
             upstream,
             pipe,
-            &client,
-            Some((controller, timeout_ms)),
+            client,
+            Some((sent.controller, sent.timeout_ms)),
             rc,
             ledger.clone(),
         )
     } else {
-        let bytes = read_with_deadline(&mut response, &mut deadline, timeout_ms).await?;
-        let reply = translate::reply(plan.mode, bytes, &upstream_model, &reply_id, created_s)?;
-        finish_reply(reply, &client, rc, ledger)
+        let bytes =
+            read_with_deadline(&mut sent.response, &mut sent.deadline, sent.timeout_ms).await?;
+        let reply = translate::reply(sent.plan.mode, bytes, upstream_model, reply_id, created_s)?;
+        finish_reply(reply, client, rc, ledger)
     };
-    for (name, value) in translate::fidelity_headers(&plan.drops) {
+    for (name, value) in translate::fidelity_headers(&sent.plan.drops) {
         let _ = out.headers_mut().set(name, &value);
     }
+    served.headers(&mut out);
     Ok(out)
 }
 

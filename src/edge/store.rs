@@ -199,6 +199,7 @@ struct ChannelRow {
     timeout_ms: Option<i64>,
     options: Option<String>,
     region: Option<String>,
+    breaker: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -221,6 +222,7 @@ impl ChannelRow {
             status: parse_status(&self.status),
             timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
             region: self.region,
+            breaker: self.breaker.and_then(|b| serde_json::from_str(&b).ok()),
             options: self
                 .options
                 .and_then(|o| serde_json::from_str(&o).ok())
@@ -360,7 +362,7 @@ const TENANT_COLUMNS: &str =
 const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by";
 const CHANNEL_COLUMNS: &str =
-    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, created_at, updated_at";
+    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, breaker, created_at, updated_at";
 
 impl Store {
     pub fn new(env: &Env) -> Result<Store, RelayError> {
@@ -609,13 +611,16 @@ impl Store {
             int(c.updated_at),
             text(&serde_json::to_string(&c.options).unwrap_or_else(|_| "{}".into())),
             opt_text(c.region.as_deref()),
+            c.breaker
+                .as_ref()
+                .map_or(JsValue::NULL, |b| json_object(b, false)),
         ]
     }
 
     pub async fn insert_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, \
-             updated_at, options, region) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             updated_at, options, region, breaker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             &Self::channel_params(c),
         )
         .await
@@ -625,7 +630,7 @@ impl Store {
     pub async fn update_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "UPDATE channels SET name = ?2, provider = ?3, base_url = ?4, api_keys = ?5, models = ?6, status = ?7, \
-             timeout_ms = ?8, updated_at = ?10, options = ?11, region = ?12 WHERE id = ?1 AND created_at = ?9",
+             timeout_ms = ?8, updated_at = ?10, options = ?11, region = ?12, breaker = ?13 WHERE id = ?1 AND created_at = ?9",
             &Self::channel_params(c),
         )
         .await

@@ -157,7 +157,8 @@ describe("Anthropic client → Anthropic upstream (pass-through)", () => {
 
   it("upstream 529 → 529 overloaded_error (Anthropic-shaped) for an Anthropic client", async () => {
     fake.next("err-529");
-    const r = await anthropicJson(relay, "/v1/messages", { key: s.key, body: passBody("claude-pass", marked(), { stream: false }) });
+    // x-relay-retries: 0 — one attempt, so the upstream's answer reaches the client as is.
+    const r = await anthropicJson(relay, "/v1/messages", { key: s.key, headers: { "x-relay-retries": "0" }, body: passBody("claude-pass", marked(), { stream: false }) });
     assertAnthropicError(r, { status: 529, type: "overloaded_error" });
   });
 

@@ -380,7 +380,8 @@ describe("OpenAI client → Anthropic upstream", () => {
 
   it("upstream 529 overloaded → 503 upstream_overloaded for an OpenAI client", async () => {
     fake.next("err-529");
-    const r = await relay.callJson("/v1/chat/completions", { key: s.key, body: { model: "claude-pub", messages: [{ role: "user", content: "Hi" }] } });
+    // x-relay-retries: 0 — one attempt, so the upstream's answer reaches the client as is.
+    const r = await relay.callJson("/v1/chat/completions", { key: s.key, headers: { "x-relay-retries": "0" }, body: { model: "claude-pub", messages: [{ role: "user", content: "Hi" }] } });
     assertOpenAIError(r, { status: 503, code: "upstream_overloaded" });
   });
 

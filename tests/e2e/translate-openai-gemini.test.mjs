@@ -254,13 +254,15 @@ describe("OpenAI client → Gemini upstream", () => {
     fake.next("err-429");
     const limited = await anthropicJson(relay, "/v1/messages", {
       key: s.key,
+      headers: { "x-relay-retries": "0" },
       body: { model: "gem-pub", max_tokens: 100, messages: [{ role: "user", content: "Hi" }] },
     });
     assertAnthropicError(limited, { status: 429, type: "rate_limit_error" });
   });
 
   it("Gemini errors: 429 RESOURCE_EXHAUSTED → 429, 503 UNAVAILABLE → 503 upstream_overloaded, 400 → 400 with the message, 403 → 502", async () => {
-    const ask = () => relay.callJson("/v1/chat/completions", { key: s.key, body: { model: "gem-pub", messages: [{ role: "user", content: "Hi" }] } });
+    // x-relay-retries: 0 — one attempt, so each upstream error reaches the client mapped.
+    const ask = () => relay.callJson("/v1/chat/completions", { key: s.key, headers: { "x-relay-retries": "0" }, body: { model: "gem-pub", messages: [{ role: "user", content: "Hi" }] } });
     fake.next("err-429");
     assertOpenAIError(await ask(), { status: 429, code: "upstream_rate_limited" });
     fake.next("err-503");

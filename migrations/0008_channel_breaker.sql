@@ -1,0 +1,2 @@
+-- Circuit-breaker settings of a channel (JSON, src/routing.rs `BreakerConfig`); NULL = defaults.
+ALTER TABLE channels ADD COLUMN breaker TEXT;

@@ -1,0 +1,262 @@
+//! The health of one channel, shared by every isolate: a circuit breaker per upstream model
+//! and the cooldowns of its upstream keys. One `ChannelHealth` Durable Object per channel holds
+//! it; isolates keep a copy no older than about a second, fold their own outcomes into it at
+//! once, and report them to the object in batches. Pure: time comes in as `now_ms`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::routing::{Admit, Breaker, BreakerConfig, BreakerState, BreakerView, KeyPool, KeyView};
+
+/// Outcomes an isolate gathered since its last report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Per upstream model: (successes, failures) of ordinary attempts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, (u32, u32)>,
+    /// Per upstream model: probe results, in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, Vec<bool>>,
+    /// Key fingerprint, upstream status, Retry-After in ms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<(String, u16, Option<u64>)>,
+}
+
+impl Report {
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty() && self.probes.is_empty() && self.keys.is_empty()
+    }
+
+    /// True when it carries news others should hear at once (a failure, a key's trouble, a
+    /// probe's verdict); successes alone can wait for the next regular report.
+    pub fn urgent(&self) -> bool {
+        !self.probes.is_empty()
+            || !self.keys.is_empty()
+            || self.outcomes.values().any(|(_, f)| *f > 0)
+    }
+}
+
+/// A call to a `ChannelHealth` Durable Object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum HealthCall {
+    /// Fold in a report; answer with the whole state.
+    Report {
+        report: Report,
+        #[serde(default)]
+        breaker: BreakerConfig,
+    },
+    /// May a request probe this half-open (channel, model)? At most one at a time, worldwide.
+    Admit {
+        model: String,
+        #[serde(default)]
+        breaker: BreakerConfig,
+    },
+    /// An operator re-enables a key disabled after 401/403.
+    EnableKey { fingerprint: String },
+}
+
+/// Everything a channel's health object remembers; also the copy isolates keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelHealth {
+    #[serde(default)]
+    pub breakers: BTreeMap<String, Breaker>,
+    #[serde(default)]
+    pub keys: KeyPool,
+}
+
+/// How a (channel, model) stands for the next attempt, as an isolate decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// Half-open: ask the health object whether this attempt may be the probe.
+    NeedsProbe,
+    Shut,
+}
+
+impl ChannelHealth {
+    fn breaker(&mut self, model: &str, config: BreakerConfig) -> &mut Breaker {
+        let b = self
+            .breakers
+            .entry(model.to_string())
+            .or_insert_with(|| Breaker::new(config));
+        b.set_config(config);
+        b
+    }
+
+    pub fn apply(&mut self, report: &Report, config: BreakerConfig, now_ms: i64) {
+        for (model, (ok, failed)) in &report.outcomes {
+            self.breaker(model, config).record(*ok, *failed, now_ms);
+        }
+        for (model, results) in &report.probes {
+            for ok in results {
+                self.breaker(model, config).record_probe(*ok, now_ms);
+            }
+        }
+        for (fp, status, retry_after_ms) in &report.keys {
+            self.keys.on_status(fp, *status, *retry_after_ms, now_ms);
+        }
+    }
+
+    /// One call, as the Durable Object receives it; returns the reply and whether the state
+    /// changed.
+    pub fn handle(&mut self, call: HealthCall, now_ms: i64) -> (serde_json::Value, bool) {
+        match call {
+            HealthCall::Report { report, breaker } => {
+                let changed = !report.is_empty();
+                self.apply(&report, breaker, now_ms);
+                (serde_json::to_value(&*self).unwrap_or_default(), changed)
+            }
+            HealthCall::Admit { model, breaker } => {
+                let admit = self.breaker(&model, breaker).admit(now_ms);
+                (serde_json::to_value(admit).unwrap_or_default(), true)
+            }
+            HealthCall::EnableKey { fingerprint } => {
+                self.keys.enable(&fingerprint);
+                (serde_json::to_value(&*self).unwrap_or_default(), true)
+            }
+        }
+    }
+
+    /// Whether an attempt may go to `model` on this channel now.
+    pub fn gate(&self, model: &str, now_ms: i64) -> Gate {
+        match self.breakers.get(model).map(|b| b.state(now_ms)) {
+            None | Some(BreakerState::Closed) => Gate::Open,
+            Some(BreakerState::HalfOpen) => Gate::NeedsProbe,
+            Some(BreakerState::Open { .. }) => Gate::Shut,
+        }
+    }
+
+    /// The admin API's view.
+    pub fn view(&self, now_ms: i64) -> HealthView {
+        HealthView {
+            breakers: self
+                .breakers
+                .iter()
+                .map(|(m, b)| (m.clone(), b.view(now_ms)))
+                .collect(),
+            keys: self.keys.view(now_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub breakers: BTreeMap<String, BreakerView>,
+    pub keys: Vec<KeyView>,
+}
+
+/// The probe decision as the object replies it.
+pub fn parse_admit(value: &serde_json::Value) -> Admit {
+    serde_json::from_value(value.clone()).unwrap_or(Admit::No { retry_in_ms: 1000 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick() -> BreakerConfig {
+        BreakerConfig {
+            window_ms: 10_000,
+            min_requests: 4,
+            failure_percent: 50,
+            cooldown_ms: 1_000,
+            max_cooldown_ms: 8_000,
+        }
+    }
+
+    fn failures(model: &str, n: u32) -> Report {
+        Report {
+            outcomes: [(model.to_string(), (0, n))].into(),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn failures_reported_by_isolates_open_the_breaker_for_everyone() {
+        let mut h = ChannelHealth::default();
+        h.apply(&failures("m", 2), quick(), 0);
+        assert_eq!(h.gate("m", 1), Gate::Open, "below min_requests");
+        h.apply(&failures("m", 2), quick(), 10);
+        assert_eq!(h.gate("m", 11), Gate::Shut);
+        assert_eq!(h.gate("other-model", 11), Gate::Open, "per upstream model");
+        assert_eq!(h.gate("m", 1_010), Gate::NeedsProbe, "after the cooldown");
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_its_success_closes() {
+        let mut h = ChannelHealth::default();
+        h.apply(&failures("m", 4), quick(), 0);
+        let admit = |h: &mut ChannelHealth, t| {
+            let (v, _) = h.handle(
+                HealthCall::Admit {
+                    model: "m".into(),
+                    breaker: quick(),
+                },
+                t,
+            );
+            parse_admit(&v)
+        };
+        assert!(matches!(admit(&mut h, 500), Admit::No { .. }));
+        assert_eq!(admit(&mut h, 1_000), Admit::Probe);
+        assert!(
+            matches!(admit(&mut h, 1_001), Admit::No { .. }),
+            "one probe"
+        );
+        let probe_ok = Report {
+            probes: [("m".to_string(), vec![true])].into(),
+            ..Report::default()
+        };
+        assert!(probe_ok.urgent());
+        h.apply(&probe_ok, quick(), 1_002);
+        assert_eq!(h.gate("m", 1_003), Gate::Open);
+    }
+
+    #[test]
+    fn key_trouble_is_shared_and_an_operator_can_clear_it() {
+        let mut h = ChannelHealth::default();
+        let r = Report {
+            keys: vec![("fp1".into(), 429, Some(5_000)), ("fp2".into(), 401, None)],
+            ..Report::default()
+        };
+        h.apply(&r, quick(), 0);
+        let mut draw = || 0u32;
+        assert_eq!(h.keys.pick(&["fp1", "fp2", "fp3"], 10, &mut draw), Some(2));
+        assert_eq!(
+            h.keys.pick(&["fp1", "fp2"], 5_001, &mut draw),
+            Some(0),
+            "cooled down"
+        );
+        h.handle(
+            HealthCall::EnableKey {
+                fingerprint: "fp2".into(),
+            },
+            6_000,
+        );
+        assert!(h.view(6_000).keys.iter().all(|k| k.fingerprint != "fp2"));
+    }
+
+    #[test]
+    fn successes_alone_are_not_urgent() {
+        let r = Report {
+            outcomes: [("m".to_string(), (5, 0))].into(),
+            ..Report::default()
+        };
+        assert!(!r.urgent());
+        assert!(failures("m", 1).urgent());
+        assert!(Report::default().is_empty());
+    }
+
+    #[test]
+    fn calls_round_trip_as_json() {
+        let call = HealthCall::Report {
+            report: failures("m", 1),
+            breaker: quick(),
+        };
+        let json = serde_json::to_string(&call).unwrap();
+        assert_eq!(serde_json::from_str::<HealthCall>(&json).unwrap(), call);
+        let state: ChannelHealth = serde_json::from_str("{}").unwrap();
+        assert_eq!(state, ChannelHealth::default());
+    }
+}
