@@ -11,7 +11,7 @@
 //   node bench/bench.mjs            (needs build/index.js: bash scripts/build.sh)
 // Environment: BENCH_REQUESTS (3000), BENCH_SECONDS (20), BENCH_CONCURRENCY (32),
 // BENCH_WARMUP (300 requests), BENCH_ONLY (comma-separated of upstream, passthrough, relay,
-// relay-limited, relay-lease, relay-mock; default: all).
+// relay-limited, relay-lease, relay-mock, resilience; default: all).
 // relay-limited: a key with a daily quota, reserved and settled at its limiter on every request;
 // relay-lease: the same quota for a tenant in lease mode (lease_ms 2000).
 
@@ -185,6 +185,17 @@ async function startRelayForBench(upstreamUrl) {
   // ... and the same quota for a tenant in lease mode (no limiter call per request).
   const leaseTenant = await relay.adminOk("POST", "/admin/tenants", { name: "bench-lease", models: null, lease_ms: 2000 }, [201]);
   const leased = await relay.newKey(leaseTenant.id, { limits });
+  // Resilience: a model with two routes, one to an upstream failing every other request.
+  const channel = (name, base_url) =>
+    relay.adminOk("POST", "/admin/channels", { name, provider: "openai", base_url, api_keys: ["sk-bench"] }, [201]);
+  const flaky = await channel("bench-flaky", `${upstreamUrl}/flaky/v1`);
+  const healthy = await channel("bench-healthy", `${upstreamUrl}/v1`);
+  await relay.adminOk("PUT", "/admin/model-map/bench-failover", {
+    routes: [
+      { channel_id: flaky.id, upstream_model: "gpt-bench" },
+      { channel_id: healthy.id, upstream_model: "gpt-bench" },
+    ],
+  });
   return { url: direct, key: s.key, mockKey: m.key, limitedKey: limited.key, leaseKey: leased.key, relay };
 }
 
@@ -267,6 +278,28 @@ async function main() {
     if (ratios.length) {
       console.log("\nrelay / passthrough (same run)\n");
       console.log(table(ratios, ["mode", "req/s ×", "p50 ×", "p99 ×"]));
+    }
+    // Resilience: one upstream fails half its requests; direct vs the relay with a second route.
+    const resilience = [];
+    const flakyBody = JSON.stringify({ model: "bench", messages: [{ role: "user", content: "Hello" }] });
+    if (want("resilience")) {
+      const u = new URL(upstream.url);
+      log(`resilience: direct to the failing upstream, ${REQUESTS} requests`);
+      resilience.push({ target: "direct (50% failing)", ...(await load({ host: u.hostname, port: Number(u.port), path: "/flaky/v1/chat/completions", key: "sk-bench" }, flakyBody, { requests: REQUESTS, seconds: SECONDS, concurrency: CONCURRENCY })) });
+      const relayTarget = targets.find((t) => t.name === "relay");
+      if (relayTarget) {
+        const r = new URL(relayTarget.url);
+        log(`resilience: relay with a failing and a healthy route, ${REQUESTS} requests`);
+        const body = JSON.stringify({ model: "bench-failover", messages: [{ role: "user", content: "Hello" }] });
+        resilience.push({ target: "relay (failing + healthy route)", ...(await load({ host: r.hostname, port: Number(r.port), path: "/v1/chat/completions", key: relayTarget.key }, body, { requests: REQUESTS, seconds: SECONDS, concurrency: CONCURRENCY })) });
+      }
+      console.log("\nresilience: one upstream fails 50% of requests (non-stream, same run)\n");
+      console.log(
+        table(
+          resilience.map((r) => [r.target, "non-stream", r.n, fmt((100 * r.ok) / r.n, 1), fmt(r.rps), fmt(r.p50, 2), fmt(r.p99, 2)]),
+          ["target", "mode", "requests", "success %", "req/s", "p50 ms", "p99 ms"],
+        ),
+      );
     }
     if (size) {
       console.log(

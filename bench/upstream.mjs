@@ -26,11 +26,20 @@ function streamBody(includeUsage) {
 const streamWith = streamBody(true);
 const streamWithout = streamBody(false);
 
+// Under /flaky/, every other request fails with a 500 (the resilience rows of the bench).
+const failure = JSON.stringify({ error: { message: "The server had an error while processing your request.", type: "server_error", param: null, code: null } });
+let flakyCount = 0;
+
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
     const raw = Buffer.concat(chunks).toString();
+    if (req.url.startsWith("/flaky/") && flakyCount++ % 2 === 0) {
+      res.writeHead(500, { "content-type": "application/json", "content-length": Buffer.byteLength(failure) });
+      res.end(failure);
+      return;
+    }
     // cheap checks instead of JSON.parse: this server must not be the bottleneck
     if (raw.includes('"stream":true')) {
       const body = raw.includes('"include_usage":true') ? streamWith : streamWithout;
