@@ -158,6 +158,7 @@ mod tests {
             key_rules: Default::default(),
             jurisdiction: None,
             settings: Default::default(),
+            key_cache_ttl_s: None,
             tenant_rules: Default::default(),
         }
     }

@@ -91,6 +91,9 @@ pub struct KeyView {
     /// Set when the key was rotated: the key that replaced it (this one stops at `expires_at`).
     #[serde(default)]
     pub replaced_by: Option<String>,
+    /// Response cache opt-in: replies are cached this many seconds unless a request says not.
+    #[serde(default)]
+    pub cache_ttl_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +119,7 @@ pub struct KeyGrant {
     pub tenant_rules: AccessRules,
     pub jurisdiction: Option<String>,
     pub settings: TenantSettings,
+    pub key_cache_ttl_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +461,23 @@ impl Fields {
         }
     }
 
+    /// `None`: absent; `Some(None)`: `null` (off).
+    fn cache_ttl(&self) -> Result<Option<Option<u32>>, RelayError> {
+        if !self.has("cache_ttl_s") {
+            return Ok(None);
+        }
+        match self.integer("cache_ttl_s")? {
+            None => Ok(Some(None)),
+            Some(s) if (1..=i64::from(crate::response_cache::MAX_TTL_S)).contains(&s) => {
+                Ok(Some(Some(s as u32)))
+            }
+            Some(_) => Err(bad_value(
+                "cache_ttl_s",
+                "must be between 1 and 86400 (seconds), or null to turn caching off",
+            )),
+        }
+    }
+
     /// `None`: absent; `Some(None)`: `null` (the defaults).
     fn breaker(&self) -> Result<Option<Option<BreakerConfig>>, RelayError> {
         let value = match self.map.get("breaker") {
@@ -747,10 +768,20 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     pub limits: Limits,
     pub rules: AccessRules,
+    pub cache_ttl_s: Option<u32>,
 }
 
+const KEY_FIELDS: &[&str] = &[
+    "name",
+    "models",
+    "expires_at",
+    "limits",
+    "rules",
+    "cache_ttl_s",
+];
+
 pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "expires_at", "limits", "rules"])?;
+    let f = Fields::parse(bytes, KEY_FIELDS)?;
     let name = f.string("name")?.unwrap_or_default();
     if name.chars().count() > 200 {
         return Err(bad_value("name", "must be at most 200 characters"));
@@ -770,6 +801,7 @@ pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
         expires_at,
         limits: f.limits()?.unwrap_or_default(),
         rules: f.rules()?.unwrap_or_default(),
+        cache_ttl_s: f.cache_ttl()?.flatten(),
     })
 }
 
@@ -781,10 +813,12 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     pub limits: Option<Limits>,
     pub rules: Option<AccessRules>,
+    /// `Some(None)` turns the key's caching off.
+    pub cache_ttl_s: Option<Option<u32>>,
 }
 
 pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError> {
-    let f = Fields::parse(bytes, &["name", "models", "expires_at", "limits", "rules"])?;
+    let f = Fields::parse(bytes, KEY_FIELDS)?;
     let name = f.string("name")?;
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(bad_value("name", "must be at most 200 characters"));
@@ -812,6 +846,7 @@ pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError
         expires_at,
         limits: f.limits()?,
         rules: f.rules()?,
+        cache_ttl_s: f.cache_ttl()?,
     })
 }
 
@@ -831,6 +866,9 @@ impl KeyPatch {
         }
         if let Some(rules) = &self.rules {
             key.rules = rules.clone();
+        }
+        if let Some(ttl) = self.cache_ttl_s {
+            key.cache_ttl_s = ttl;
         }
     }
 }

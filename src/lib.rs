@@ -19,6 +19,7 @@ pub mod lease;
 pub mod limits;
 pub mod pricing;
 pub mod providers;
+pub mod response_cache;
 pub mod routes;
 pub mod routing;
 pub mod rules;

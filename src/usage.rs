@@ -87,6 +87,8 @@ pub enum UsageSource {
     Estimated,
     /// Nothing was produced (rejected before or by the upstream).
     None,
+    /// Answered from the response cache: no upstream call, no tokens billed.
+    Cache,
 }
 
 impl UsageSource {
@@ -95,6 +97,7 @@ impl UsageSource {
             UsageSource::Reported => "reported",
             UsageSource::Estimated => "estimated",
             UsageSource::None => "none",
+            UsageSource::Cache => "cache",
         }
     }
 }

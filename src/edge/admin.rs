@@ -202,6 +202,7 @@ pub async fn handle(
                 created_at: now,
                 revoked_at: None,
                 replaced_by: None,
+                cache_ttl_s: input.cache_ttl_s,
             };
             store.insert_key(&key, &auth::hash_key(&plaintext)).await?;
             let mut shown = json!(key);

@@ -15,7 +15,8 @@ use serde_json::json;
 use worker::js_sys::Reflect;
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
+    AbortController, Cache, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
+    Response,
 };
 
 use super::gcp_auth;
@@ -37,6 +38,7 @@ use crate::health::{ChannelHealth, Gate};
 use crate::limits::{self, Ask, RateInfo};
 use crate::pricing::{PriceTable, Pricer};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
+use crate::response_cache::{self, CacheMode};
 use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
 use crate::usage::{self, Usage, UsageRow};
@@ -218,6 +220,8 @@ struct Ledger {
     rate: RateInfo,
     /// More response headers decided on the way (budget warning, downgrade).
     notes: Vec<(&'static str, String)>,
+    /// Store a successful reply in the response cache under this URL for this many seconds.
+    cache_fill: Option<(String, u32)>,
 }
 
 impl Ledger {
@@ -333,6 +337,7 @@ pub async fn relay(
         pricer: None,
         rate: RateInfo::default(),
         notes: Vec::new(),
+        cache_fill: None,
     };
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
         Ok(mut response) => {
@@ -374,6 +379,17 @@ async fn relay_inner(
     let client = match inbound {
         Inbound::OpenAi(endpoint) => ClientRequest::OpenAi(openai::parse_request(endpoint, &body)?),
         Inbound::AnthropicMessages => translate::parse_anthropic(&body)?,
+    };
+    let cache_mode = response_cache::mode(
+        header(req, "cache-control").as_deref(),
+        grant.key_cache_ttl_s,
+    );
+    // Only a request that opted in pays for the canonical key.
+    let cache_url = match cache_mode {
+        CacheMode::Off => None,
+        _ => serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .map(|v| response_cache::cache_url(&grant.tenant_id, inbound.endpoint_name(), &v)),
     };
     drop(body);
     ledger.model = Some(client.model().to_string());
@@ -431,6 +447,33 @@ async fn relay_inner(
     ledger.rate = admitted.rate;
     if let Some(warning) = admitted.budget_warning {
         ledger.notes.push(("x-relay-budget-warning", warning));
+    }
+    if let Some(url) = &cache_url {
+        if let CacheMode::Use { .. } = cache_mode {
+            if let Some(hit) = cached(url).await {
+                let row = ledger.row(
+                    200,
+                    None,
+                    Usage::default(),
+                    usage::UsageSource::Cache,
+                    Some(0),
+                );
+                ledger.record(rc, async move { Some(row) });
+                return Ok(hit);
+            }
+        }
+        if let CacheMode::Use { ttl_s } | CacheMode::Refresh { ttl_s } = cache_mode {
+            ledger.cache_fill = Some((url.clone(), ttl_s));
+            ledger.notes.push((
+                "x-relay-cache",
+                if matches!(cache_mode, CacheMode::Refresh { .. }) {
+                    "refresh"
+                } else {
+                    "miss"
+                }
+                .into(),
+            ));
+        }
     }
     let created_s = rc.started_ms / 1000;
     // The request id's random part names the reply too, in the client format's style.
@@ -1038,7 +1081,59 @@ fn finish_reply(
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
     let row = ledger.row(200, None, usage, source, ttfb);
     ledger.record(rc, async move { Some(row) });
+    if let Some((url, ttl_s)) = &ledger.cache_fill {
+        store_later(rc, url, *ttl_s, "application/json", reply.body.clone());
+    }
     json_response(200, reply.body)
+}
+
+/// A cached reply, marked as a hit. Rebuilt, because a response from the Cache API has
+/// immutable headers.
+async fn cached(url: &str) -> Option<Response> {
+    let mut stored = Cache::default().get(url, true).await.ok()??;
+    let content_type = stored.headers().get("content-type").ok().flatten();
+    let body = stored.bytes().await.ok()?;
+    let headers = Headers::new();
+    let _ = headers.set(
+        "content-type",
+        content_type.as_deref().unwrap_or("application/json"),
+    );
+    let _ = headers.set("x-relay-cache", "hit");
+    Some(Response::from_bytes(body).ok()?.with_headers(headers))
+}
+
+/// Put a reply in the response cache after the response is under way.
+fn store_later(
+    rc: &RelayCtx<'_>,
+    url: &str,
+    ttl_s: u32,
+    content_type: &'static str,
+    body: Vec<u8>,
+) {
+    if body.len() > response_cache::MAX_CACHED_BYTES {
+        return;
+    }
+    let url = url.to_string();
+    rc.ctx
+        .wait_until(async move { put_cached(&url, ttl_s, content_type, body).await });
+}
+
+async fn put_cached(url: &str, ttl_s: u32, content_type: &str, body: Vec<u8>) {
+    if body.len() > response_cache::MAX_CACHED_BYTES {
+        return;
+    }
+    let headers = Headers::new();
+    let _ = headers.set("content-type", content_type);
+    let _ = headers.set("cache-control", &format!("max-age={ttl_s}"));
+    let Ok(response) = Response::from_bytes(body) else {
+        return;
+    };
+    if let Err(e) = Cache::default()
+        .put(url, response.with_headers(headers))
+        .await
+    {
+        worker::console_warn!("response cache put: {}", e);
+    }
 }
 
 /// How a relayed stream ended, reported once to the usage writer.
@@ -1048,6 +1143,8 @@ struct StreamReport {
     produced: bool,
     first_byte_ms: Option<i64>,
     broken: bool,
+    /// Everything the client received, when the stream is to be cached and ended well.
+    captured: Option<Vec<u8>>,
 }
 
 fn stream_response(
@@ -1071,10 +1168,14 @@ fn stream_response(
         idle: idle_ms.map(deadline),
         last_data_ms: now_ms(),
         abort: abort.map(|(c, _)| c),
+        capture: ledger.cache_fill.as_ref().map(|_| Vec::new()),
     };
     let prompt_bytes = client.prompt_bytes();
     ledger.clone().record(rc, async move {
         let report = report_rx.await.ok()?;
+        if let (Some((url, ttl_s)), Some(body)) = (&ledger.cache_fill, report.captured) {
+            put_cached(url, *ttl_s, "text/event-stream; charset=utf-8", body).await;
+        }
         let (usage, source) = usage::settle(
             report.usage,
             prompt_bytes,
@@ -1117,6 +1218,8 @@ struct Relayed {
     idle: Option<Deadline>,
     last_data_ms: i64,
     abort: Option<AbortController>,
+    /// The stream as sent, when it is to be cached.
+    capture: Option<Vec<u8>>,
 }
 
 impl Relayed {
@@ -1128,7 +1231,23 @@ impl Relayed {
                 produced: self.first_byte_ms.is_some(),
                 first_byte_ms: self.first_byte_ms,
                 broken: self.broken,
+                captured: if self.ended && !self.broken {
+                    self.capture.take()
+                } else {
+                    None
+                },
             });
+        }
+    }
+
+    /// Keep what the client receives, for the cache, while it stays under the size limit.
+    fn capture_chunk(&mut self, chunk: &[u8]) {
+        if let Some(buf) = self.capture.as_mut() {
+            if buf.len() + chunk.len() > response_cache::MAX_CACHED_BYTES {
+                self.capture = None;
+            } else {
+                buf.extend_from_slice(chunk);
+            }
         }
     }
 
@@ -1172,6 +1291,7 @@ impl Stream for Relayed {
                         return Poll::Ready(Some(Ok(this.break_off(&e.to_string()))));
                     }
                     if !out.is_empty() {
+                        this.capture_chunk(&out);
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }
@@ -1189,6 +1309,7 @@ impl Stream for Relayed {
                         return Poll::Ready(Some(Ok(out)));
                     }
                     this.ended = true;
+                    this.capture_chunk(&out);
                     this.send_report();
                     return Poll::Ready(if out.is_empty() { None } else { Some(Ok(out)) });
                 }

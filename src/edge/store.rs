@@ -149,6 +149,7 @@ struct KeyRow {
     created_at: i64,
     revoked_at: Option<i64>,
     replaced_by: Option<String>,
+    cache_ttl_s: Option<i64>,
 }
 
 impl From<KeyRow> for KeyView {
@@ -166,12 +167,15 @@ impl From<KeyRow> for KeyView {
             created_at: r.created_at,
             revoked_at: r.revoked_at,
             replaced_by: r.replaced_by,
+            cache_ttl_s: r.cache_ttl_s.and_then(|t| u32::try_from(t).ok()),
         }
     }
 }
 
 #[derive(Deserialize)]
 struct GrantRow {
+    #[serde(default)]
+    cache_ttl_s: Option<i64>,
     key_id: String,
     tenant_id: String,
     key_status: String,
@@ -360,7 +364,7 @@ pub struct UsageQuery {
 const TENANT_COLUMNS: &str =
     "id, name, status, models, limits, rules, jurisdiction, settings, created_at, updated_at";
 const KEY_COLUMNS: &str =
-    "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by";
+    "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by, cache_ttl_s";
 const CHANNEL_COLUMNS: &str =
     "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, breaker, created_at, updated_at";
 
@@ -422,7 +426,7 @@ impl Store {
         let row: Option<GrantRow> = self
             .first(
                 "SELECT k.id AS key_id, k.tenant_id, k.status AS key_status, k.models AS key_models, \
-                 k.limits AS key_limits, k.rules AS key_rules, k.expires_at, t.status AS tenant_status, \
+                 k.limits AS key_limits, k.rules AS key_rules, k.expires_at, k.cache_ttl_s, t.status AS tenant_status, \
                  t.models AS tenant_models, t.limits AS tenant_limits, t.rules AS tenant_rules, \
                  t.jurisdiction, t.settings AS tenant_settings \
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?1",
@@ -443,6 +447,7 @@ impl Store {
             tenant_rules: parse_json(r.tenant_rules),
             jurisdiction: r.jurisdiction,
             settings: parse_json(r.tenant_settings),
+            key_cache_ttl_s: r.cache_ttl_s.and_then(|t| u32::try_from(t).ok()),
         }))
     }
 
@@ -511,8 +516,8 @@ impl Store {
 
     pub async fn insert_key(&self, k: &KeyView, key_hash: &str) -> Result<(), RelayError> {
         self.run(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, status, models, expires_at, created_at, limits, rules) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, status, models, expires_at, created_at, limits, rules, cache_ttl_s) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, ?11)",
             &[
                 text(&k.id),
                 text(&k.tenant_id),
@@ -524,6 +529,7 @@ impl Store {
                 int(k.created_at),
                 limits_column(&k.limits),
                 rules_column(&k.rules),
+                opt_int(k.cache_ttl_s.map(i64::from)),
             ],
         )
         .await
@@ -560,7 +566,7 @@ impl Store {
     /// Writes what a key patch may change.
     pub async fn update_key(&self, k: &KeyView) -> Result<(), RelayError> {
         self.run(
-            "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, limits = ?5, rules = ?6, replaced_by = ?7 WHERE id = ?1",
+            "UPDATE api_keys SET name = ?2, models = ?3, expires_at = ?4, limits = ?5, rules = ?6, replaced_by = ?7, cache_ttl_s = ?8 WHERE id = ?1",
             &[
                 text(&k.id),
                 text(&k.name),
@@ -569,6 +575,7 @@ impl Store {
                 limits_column(&k.limits),
                 rules_column(&k.rules),
                 opt_text(k.replaced_by.as_deref()),
+                opt_int(k.cache_ttl_s.map(i64::from)),
             ],
         )
         .await
