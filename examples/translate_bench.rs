@@ -174,6 +174,7 @@ fn channel(kind: ProviderKind) -> Channel {
         models: vec![],
         status: Status::Active,
         timeout_ms: None,
+        total_timeout_ms: None,
         region: None,
         breaker: None,
         options: BTreeMap::new(),

@@ -174,6 +174,7 @@ mod tests {
                         upstream_model: format!("up-{m}"),
                         created: 0,
                         routes: Vec::new(),
+                        hedge_ms: None,
                     },
                 )
             })

@@ -133,6 +133,9 @@ pub struct Channel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    /// Longest a whole exchange may take, a stream included (`timeout_ms` bounds the wait for
+    /// headers and each pause between chunks).
+    pub total_timeout_ms: Option<u64>,
     /// Where the upstream runs (a region name of `routing::REGIONS`): routing prefers the
     /// nearest, and a tenant pinned to a jurisdiction uses only channels in it.
     pub region: Option<String>,
@@ -158,6 +161,7 @@ pub struct ChannelView {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
     pub region: Option<String>,
     pub breaker: Option<BreakerConfig>,
     pub options: BTreeMap<String, String>,
@@ -182,6 +186,7 @@ impl Channel {
             models: self.models.clone(),
             status: self.status,
             timeout_ms: self.timeout_ms,
+            total_timeout_ms: self.total_timeout_ms,
             region: self.region.clone(),
             breaker: self.breaker,
             options: self.options.clone(),
@@ -212,6 +217,10 @@ pub struct ModelTarget {
     /// map allows by listing it), tried by priority, then weight and the caller's geography.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// Hedging: when the first attempt has no response headers within this many ms, the next
+    /// route (on another channel) starts too, and the first to answer wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +254,7 @@ impl ModelTarget {
     }
 
     fn same_routes(&self, other: &ModelTarget) -> bool {
-        self.all_routes() == other.all_routes()
+        self.all_routes() == other.all_routes() && self.hedge_ms == other.hedge_ms
     }
 
     fn uses_channel(&self, channel_id: &str) -> bool {
@@ -905,6 +914,7 @@ pub struct NewChannel {
     pub models: Vec<String>,
     pub status: Status,
     pub timeout_ms: Option<u64>,
+    pub total_timeout_ms: Option<u64>,
     pub region: Option<String>,
     pub breaker: Option<BreakerConfig>,
     pub options: BTreeMap<String, String>,
@@ -912,6 +922,7 @@ pub struct NewChannel {
 
 const CHANNEL_FIELDS: &[&str] = &[
     "options",
+    "total_timeout_ms",
     "region",
     "breaker",
     "name",
@@ -939,6 +950,7 @@ pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
         models: f.string_list("models")?.unwrap_or_default(),
         status: f.status("status")?.unwrap_or(Status::Active),
         timeout_ms: check_timeout(f.integer("timeout_ms")?)?,
+        total_timeout_ms: check_total_timeout(f.integer("total_timeout_ms")?)?,
         region: check_region(f.string("region")?)?,
         breaker: f.breaker()?.flatten(),
         options: check_options(provider, f.options()?.unwrap_or_default())?,
@@ -954,6 +966,7 @@ pub struct ChannelPatch {
     pub models: Option<Vec<String>>,
     pub status: Option<Status>,
     pub timeout_ms: Option<Option<u64>>,
+    pub total_timeout_ms: Option<Option<u64>>,
     /// `Some(None)` clears the region.
     pub region: Option<Option<String>>,
     /// `Some(None)` returns to the defaults.
@@ -979,6 +992,11 @@ pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
         status: f.status("status")?,
         timeout_ms: if f.has("timeout_ms") {
             Some(check_timeout(f.integer("timeout_ms")?)?)
+        } else {
+            None
+        },
+        total_timeout_ms: if f.has("total_timeout_ms") {
+            Some(check_total_timeout(f.integer("total_timeout_ms")?)?)
         } else {
             None
         },
@@ -1030,6 +1048,9 @@ impl ChannelPatch {
         if let Some(timeout) = self.timeout_ms {
             channel.timeout_ms = timeout;
         }
+        if let Some(total) = self.total_timeout_ms {
+            channel.total_timeout_ms = total;
+        }
         if let Some(region) = &self.region {
             channel.region = region.clone();
         }
@@ -1045,6 +1066,17 @@ impl ChannelPatch {
         }
         channel.updated_at = now_ms;
         Ok(())
+    }
+}
+
+fn check_total_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
+    match ms {
+        None => Ok(None),
+        Some(ms) if (1..=3_600_000).contains(&ms) => Ok(Some(ms as u64)),
+        Some(_) => Err(bad_value(
+            "total_timeout_ms",
+            "must be between 1 and 3600000",
+        )),
     }
 }
 
@@ -1190,7 +1222,20 @@ pub fn parse_model_target(
     param_prefix: &str,
     now_s: i64,
 ) -> Result<ModelTarget, RelayError> {
-    let f = Fields::parse(bytes, &["channel_id", "upstream_model", "routes"])?;
+    let f = Fields::parse(
+        bytes,
+        &["channel_id", "upstream_model", "routes", "hedge_ms"],
+    )?;
+    let hedge_ms = match f.integer("hedge_ms")? {
+        None => None,
+        Some(ms) if (10..=60_000).contains(&ms) => Some(ms as u64),
+        Some(_) => {
+            return Err(bad_value(
+                &format!("{param_prefix}hedge_ms"),
+                "must be between 10 and 60000 (ms)",
+            ))
+        }
+    };
     if !f.has("routes") {
         let route = route_from_fields(&f, param_prefix)?;
         return Ok(ModelTarget {
@@ -1198,6 +1243,7 @@ pub fn parse_model_target(
             upstream_model: route.upstream_model,
             created: now_s,
             routes: Vec::new(),
+            hedge_ms,
         });
     }
     if f.has("channel_id") || f.has("upstream_model") {
@@ -1268,6 +1314,7 @@ pub fn parse_model_target(
         upstream_model: first.upstream_model,
         created: now_s,
         routes,
+        hedge_ms,
     })
 }
 
@@ -1425,6 +1472,7 @@ mod tests {
             models: models.iter().map(|m| m.to_string()).collect(),
             status: Status::Active,
             timeout_ms: None,
+            total_timeout_ms: None,
             region: None,
             breaker: None,
             options: BTreeMap::new(),

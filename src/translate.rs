@@ -932,6 +932,7 @@ mod tests {
             models: vec![],
             status: Status::Active,
             timeout_ms: None,
+            total_timeout_ms: None,
             region: None,
             breaker: None,
             options: BTreeMap::new(),

@@ -299,6 +299,7 @@ pub async fn handle(
                 models: input.models,
                 status: input.status,
                 timeout_ms: input.timeout_ms,
+                total_timeout_ms: input.total_timeout_ms,
                 region: input.region,
                 breaker: input.breaker,
                 options: input.options,

@@ -2,9 +2,10 @@
 //! request upstream (or to the built-in mock), pipe the reply back, and record usage after the
 //! response is under way.
 
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use futures::channel::oneshot;
@@ -13,10 +14,11 @@ use futures::stream::LocalBoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use serde_json::json;
 use worker::js_sys::Reflect;
-use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen::closure::Closure;
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    AbortController, Cache, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
-    Response,
+    AbortController, AbortSignal, Cache, Context, Delay, Env, Fetch, Headers, Method, Request,
+    RequestInit, Response,
 };
 
 use super::gcp_auth;
@@ -567,7 +569,71 @@ async fn relay_inner(
             )));
             return serve_mock(&client, &served, &reply_id, random, created_s, rc, ledger);
         }
-        match attempt(&client, &served, strict, beta.as_deref(), rc).await {
+        // Hedging (opt-in per model): if the first attempt has no response headers within
+        // `hedge_ms`, the next route on another channel starts too; the first to answer 2xx
+        // wins and the other is aborted.
+        let hedge = target
+            .hedge_ms
+            .filter(|_| attempts == 1 && !probe)
+            .and_then(|ms| order.get(at + 1).map(|&j| (ms, j)))
+            .filter(|&(_, j)| {
+                let (r, c) = &cands[j];
+                c.id != channel.id
+                    && c.provider != ProviderKind::Mock
+                    && gates.get(j) == Some(&Gate::Open)
+                    && health::gate(
+                        &health::snapshot(rc.env, rc.ctx, &c.id, breaker_config(c)),
+                        &r.upstream_model,
+                    ) == Gate::Open
+            });
+        let controller = Abort::new();
+        let (result, controller, served, hedged) = match hedge {
+            None => (
+                attempt(&client, &served, strict, beta.as_deref(), rc, &controller).await,
+                controller,
+                served,
+                None,
+            ),
+            Some((hedge_ms, j)) => {
+                let other = Served {
+                    route: &cands[j].0,
+                    channel: &cands[j].1,
+                    region: routing::explain(&routing_cands[j], &caller).header_value(),
+                    attempts: 2,
+                };
+                hedged_attempt(
+                    &client,
+                    served,
+                    other,
+                    hedge_ms,
+                    controller,
+                    strict,
+                    beta.as_deref(),
+                    rc,
+                )
+                .await
+            }
+        };
+        let (route, channel) = (served.route, served.channel);
+        let was_hedged = hedged.is_some();
+        if was_hedged {
+            // The hedge counts as an attempt, and a failed loser is reported like any other.
+            attempts += 1;
+            at += 1;
+        }
+        if let Some(Some((loser, failed))) = &hedged {
+            report_failure(
+                rc,
+                loser.channel,
+                &loser.route.upstream_model,
+                failed,
+                false,
+            );
+        }
+        ledger.upstream_model = Some(route.upstream_model.clone());
+        ledger.channel_id = Some(channel.id.clone());
+        let config = breaker_config(channel);
+        match result {
             Ok(sent) => {
                 health::record(
                     rc.env,
@@ -590,26 +656,24 @@ async fn relay_inner(
                     &route.upstream_model,
                     Vec::new(),
                 )));
-                return finish_upstream(sent, &client, &served, &reply_id, created_s, rc, ledger)
-                    .await;
+                if was_hedged {
+                    ledger.notes.push(("x-relay-hedged", "true".into()));
+                }
+                let mut served = served;
+                served.attempts = attempts;
+                return finish_upstream(
+                    (sent, controller),
+                    &client,
+                    &served,
+                    &reply_id,
+                    created_s,
+                    rc,
+                    ledger,
+                )
+                .await;
             }
             Err(failed) => {
-                health::record(
-                    rc.env,
-                    rc.ctx,
-                    &channel.id,
-                    config,
-                    Outcome {
-                        model: &route.upstream_model,
-                        status: failed.status,
-                        key: failed
-                            .key_used
-                            .as_deref()
-                            .filter(|_| channel.api_keys.len() > 1)
-                            .map(|k| (k, failed.retry_after_ms)),
-                        probe,
-                    },
-                );
+                report_failure(rc, channel, &route.upstream_model, &failed, probe);
                 let same_channel_next = at + 1 >= order.len();
                 // Another key of this channel's pool, when the failure was this key's own
                 // (its 429 or rejected credential cooled or disabled it just now).
@@ -671,6 +735,122 @@ async fn relay_inner(
     }))
 }
 
+/// An upstream abort handle that can be fired through a shared reference (workers-rs's
+/// controller consumes itself), so a hedge that lost can be cut short while borrowed.
+struct Abort {
+    controller: RefCell<Option<AbortController>>,
+    signal: AbortSignal,
+}
+
+impl Abort {
+    fn new() -> Abort {
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        Abort {
+            controller: RefCell::new(Some(controller)),
+            signal,
+        }
+    }
+
+    fn abort(&self) {
+        if let Some(c) = self.controller.borrow_mut().take() {
+            c.abort();
+        }
+    }
+
+    fn into_controller(self) -> Option<AbortController> {
+        self.controller.into_inner()
+    }
+}
+
+/// Tell a channel's health what a failed attempt came to.
+fn report_failure(rc: &RelayCtx<'_>, channel: &Channel, model: &str, failed: &Failed, probe: bool) {
+    health::record(
+        rc.env,
+        rc.ctx,
+        &channel.id,
+        breaker_config(channel),
+        Outcome {
+            model,
+            status: failed.status,
+            key: failed
+                .key_used
+                .as_deref()
+                .filter(|_| channel.api_keys.len() > 1)
+                .map(|k| (k, failed.retry_after_ms)),
+            probe,
+        },
+    );
+}
+
+/// What a hedged attempt came to: the result that counts, its controller and candidate, and —
+/// when the hedge was started — the loser, if it failed (a loser cut short is not a failure).
+type Hedged<'a> = (
+    Result<Sent, Failed>,
+    Abort,
+    Served<'a>,
+    Option<Option<(Served<'a>, Failed)>>,
+);
+
+/// The first attempt, and after `hedge_ms` without response headers the same request on
+/// `other` as well: the first 2xx wins and the other is aborted; if one fails, the other's
+/// outcome counts.
+#[allow(clippy::too_many_arguments)]
+async fn hedged_attempt<'a>(
+    client: &ClientRequest,
+    first: Served<'a>,
+    other: Served<'a>,
+    hedge_ms: u64,
+    first_controller: Abort,
+    strict: bool,
+    beta: Option<&str>,
+    rc: &RelayCtx<'_>,
+) -> Hedged<'a> {
+    enum Race {
+        Alone(Result<Sent, Failed>),
+        FirstWon(Sent),
+        OtherWon(Sent),
+        FirstFailed(Failed, Result<Sent, Failed>),
+        OtherFailed(Failed, Result<Sent, Failed>),
+    }
+    let other_controller = Abort::new();
+    // The attempts borrow their candidates and controllers: decide the race in here, so both
+    // are dropped before the loser is aborted and the winner handed on.
+    let race = {
+        let a = Box::pin(attempt(client, &first, strict, beta, rc, &first_controller));
+        let delay = Box::pin(Delay::from(Duration::from_millis(hedge_ms)));
+        match select(a, delay).await {
+            Either::Left((result, _)) => Race::Alone(result),
+            Either::Right((_, a)) => {
+                let b = Box::pin(attempt(client, &other, strict, beta, rc, &other_controller));
+                match select(a, b).await {
+                    Either::Left((Ok(sent), _b)) => Race::FirstWon(sent),
+                    Either::Right((Ok(sent), _a)) => Race::OtherWon(sent),
+                    Either::Left((Err(failed), b)) => Race::FirstFailed(failed, b.await),
+                    Either::Right((Err(failed), a)) => Race::OtherFailed(failed, a.await),
+                }
+            }
+        }
+    };
+    match race {
+        Race::Alone(result) => (result, first_controller, first, None),
+        Race::FirstWon(sent) => {
+            other_controller.abort();
+            (Ok(sent), first_controller, first, Some(None))
+        }
+        Race::OtherWon(sent) => {
+            first_controller.abort();
+            (Ok(sent), other_controller, other, Some(None))
+        }
+        Race::FirstFailed(failed, result) => {
+            (result, other_controller, other, Some(Some((first, failed))))
+        }
+        Race::OtherFailed(failed, result) => {
+            (result, first_controller, first, Some(Some((other, failed))))
+        }
+    }
+}
+
 /// The candidate an attempt goes to, and how it was chosen (for the response headers).
 struct Served<'a> {
     route: &'a Route,
@@ -691,7 +871,8 @@ impl Served<'_> {
 /// An upstream that answered 2xx, before anything is read from its body.
 struct Sent {
     response: Response,
-    controller: AbortController,
+    /// When the channel's total time limit ends the exchange, if it has one.
+    total_until_ms: Option<i64>,
     deadline: Deadline,
     timeout_ms: u64,
     plan: translate::Plan,
@@ -764,6 +945,7 @@ async fn attempt(
     strict: bool,
     beta: Option<&str>,
     rc: &RelayCtx<'_>,
+    controller: &Abort,
 ) -> Result<Sent, Failed> {
     let channel = served.channel;
     let fail = |err: RelayError| Failed {
@@ -803,8 +985,13 @@ async fn attempt(
     let timeout_ms = channel
         .timeout_ms
         .unwrap_or(rc.settings.upstream_timeout_ms);
-    let mut deadline = deadline(timeout_ms);
-    let (mut response, controller) = match send(&plan.request, &mut deadline, timeout_ms).await {
+    // The channel's total limit also bounds the wait for headers (and a whole non-stream reply).
+    let first_ms = channel
+        .total_timeout_ms
+        .map_or(timeout_ms, |t| t.min(timeout_ms));
+    let total_until_ms = channel.total_timeout_ms.map(|t| now_ms() + t as i64);
+    let mut deadline = deadline(first_ms);
+    let mut response = match send(&plan.request, &mut deadline, first_ms, controller).await {
         Ok(sent) => sent,
         Err(err) => {
             worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, err);
@@ -820,7 +1007,7 @@ async fn attempt(
     if (200..300).contains(&status) {
         return Ok(Sent {
             response,
-            controller,
+            total_until_ms,
             deadline,
             timeout_ms,
             plan,
@@ -908,7 +1095,7 @@ fn serve_mock(
 
 /// Relay what a 2xx upstream sends: a stream piped through, or a whole reply translated.
 async fn finish_upstream(
-    mut sent: Sent,
+    (mut sent, controller): (Sent, Abort),
     client: &ClientRequest,
     served: &Served<'_>,
     reply_id: &str,
@@ -934,7 +1121,9 @@ async fn finish_upstream(
             upstream,
             pipe,
             client,
-            Some((sent.controller, sent.timeout_ms)),
+            controller
+                .into_controller()
+                .map(|c| (c, sent.timeout_ms, sent.total_until_ms)),
             rc,
             ledger.clone(),
         )
@@ -986,7 +1175,8 @@ pub async fn count_tokens(
                 .timeout_ms
                 .unwrap_or(rc.settings.upstream_timeout_ms);
             let mut deadline = deadline(timeout_ms);
-            if let Ok((mut response, _)) = send(&plan, &mut deadline, timeout_ms).await {
+            let controller = Abort::new();
+            if let Ok(mut response) = send(&plan, &mut deadline, timeout_ms, &controller).await {
                 if response.status_code() == 200 {
                     if let Ok(bytes) =
                         read_with_deadline(&mut response, &mut deadline, timeout_ms).await
@@ -1003,6 +1193,66 @@ pub async fn count_tokens(
     ))
 }
 
+/// A timer for a stream body. workers-rs's `Delay` keeps the waker of its first poll only, but
+/// a response stream is polled by a new task for every read the runtime makes: the first
+/// task is gone by the time the timer fires, and nothing would wake the stream. This one wakes
+/// whichever task polled it last.
+struct StreamTimer {
+    state: Rc<TimerState>,
+    timeout_id: i32,
+    _callback: Closure<dyn FnMut()>,
+}
+
+#[derive(Default)]
+struct TimerState {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl StreamTimer {
+    fn new(ms: u64) -> StreamTimer {
+        let state = Rc::new(TimerState::default());
+        let for_callback = state.clone();
+        let callback = Closure::wrap(Box::new(move || {
+            for_callback.fired.set(true);
+            if let Some(waker) = for_callback.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }) as Box<dyn FnMut()>);
+        let global: worker::web_sys::WorkerGlobalScope = worker::js_sys::global().unchecked_into();
+        let timeout_id = global
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                callback.as_ref().unchecked_ref(),
+                i32::try_from(ms).unwrap_or(i32::MAX),
+            )
+            .unwrap_or(0);
+        StreamTimer {
+            state,
+            timeout_id,
+            _callback: callback,
+        }
+    }
+}
+
+impl std::future::Future for StreamTimer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.state.fired.get() {
+            return Poll::Ready(());
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for StreamTimer {
+    fn drop(&mut self) {
+        let global: worker::web_sys::WorkerGlobalScope = worker::js_sys::global().unchecked_into();
+        global.clear_timeout_with_handle(self.timeout_id);
+    }
+}
+
 /// One timer for a whole upstream exchange: response headers and (non-stream) body must both
 /// arrive before it fires. A timer is a JS callback; one per request, not one per stage.
 type Deadline = Pin<Box<Delay>>;
@@ -1011,13 +1261,14 @@ fn deadline(timeout_ms: u64) -> Deadline {
     Box::pin(Delay::from(Duration::from_millis(timeout_ms)))
 }
 
-/// Fetch before the deadline. Returns the controller so a later stage can abort the upstream
-/// (an idle stream).
+/// Fetch before the deadline. The caller keeps the controller, to abort the upstream later (an
+/// idle stream, a hedge that lost).
 async fn send(
     plan: &UpstreamRequest,
     deadline: &mut Deadline,
     timeout_ms: u64,
-) -> Result<(Response, AbortController), RelayError> {
+    controller: &Abort,
+) -> Result<Response, RelayError> {
     let headers = Headers::new();
     for (name, value) in &plan.headers {
         headers.set(name, value).map_err(|_| RelayError::Internal {
@@ -1033,11 +1284,10 @@ async fn send(
     let request = Request::new_with_init(&plan.url, &init).map_err(|e| RelayError::Internal {
         detail: format!("upstream request: {e}"),
     })?;
-    let controller = AbortController::default();
-    let signal = controller.signal();
+    let signal = controller.signal.clone();
     let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
     match select(fetch, deadline).await {
-        Either::Left((Ok(response), _)) => Ok((response, controller)),
+        Either::Left((Ok(response), _)) => Ok(response),
         Either::Left((Err(e), _)) => {
             worker::console_warn!("upstream fetch failed: {}", e);
             Err(RelayError::UpstreamUnreachable)
@@ -1151,12 +1401,15 @@ fn stream_response(
     upstream: LocalBoxStream<'static, Result<Vec<u8>, worker::Error>>,
     pipe: StreamPipe,
     client: &ClientRequest,
-    abort: Option<(AbortController, u64)>,
+    abort: Option<(AbortController, u64, Option<i64>)>,
     rc: &RelayCtx<'_>,
     ledger: Ledger,
 ) -> Response {
     let (report_tx, report_rx) = oneshot::channel::<StreamReport>();
-    let idle_ms = abort.as_ref().map(|(_, ms)| *ms);
+    let idle_ms = abort.as_ref().map(|(_, ms, _)| *ms);
+    let total_until_ms = abort.as_ref().and_then(|(_, _, t)| *t);
+    let first_wait = idle_ms
+        .map(|ms| total_until_ms.map_or(ms, |t| ms.min(u64::try_from(t - now_ms()).unwrap_or(0))));
     let relayed = Relayed {
         upstream,
         pass: pipe,
@@ -1165,9 +1418,10 @@ fn stream_response(
         ended: false,
         broken: false,
         idle_ms,
-        idle: idle_ms.map(deadline),
+        idle: first_wait.map(|ms| Box::pin(StreamTimer::new(ms))),
+        total_until_ms,
         last_data_ms: now_ms(),
-        abort: abort.map(|(c, _)| c),
+        abort: abort.map(|(c, _, _)| c),
         capture: ledger.cache_fill.as_ref().map(|_| Vec::new()),
     };
     let prompt_bytes = client.prompt_bytes();
@@ -1215,7 +1469,9 @@ struct Relayed {
     /// Fires at the earliest moment the stream could have been idle for `idle_ms`; when it
     /// does, data that came meanwhile re-arms it for the rest (one timer per idle window,
     /// not one per chunk).
-    idle: Option<Deadline>,
+    idle: Option<Pin<Box<StreamTimer>>>,
+    /// The channel's total time limit, as a moment.
+    total_until_ms: Option<i64>,
     last_data_ms: i64,
     abort: Option<AbortController>,
     /// The stream as sent, when it is to be cached.
@@ -1286,6 +1542,11 @@ impl Stream for Relayed {
                     let now = now_ms();
                     this.first_byte_ms.get_or_insert(now);
                     this.last_data_ms = now;
+                    if this.total_until_ms.is_some_and(|t| now >= t) {
+                        return Poll::Ready(Some(Ok(
+                            this.break_off("the stream ran past the channel's total timeout")
+                        )));
+                    }
                     let mut out = Vec::new();
                     if let Err(e) = this.pass.push(&bytes, &mut out) {
                         return Poll::Ready(Some(Ok(this.break_off(&e.to_string()))));
@@ -1320,13 +1581,23 @@ impl Stream for Relayed {
                     if idle.poll_unpin(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let quiet_ms = u64::try_from(now_ms() - this.last_data_ms).unwrap_or(0);
+                    let now = now_ms();
+                    let quiet_ms = u64::try_from(now - this.last_data_ms).unwrap_or(0);
                     if quiet_ms >= idle_ms {
                         return Poll::Ready(Some(Ok(
                             this.break_off("no data from the upstream within the channel timeout")
                         )));
                     }
-                    let mut rearmed = deadline(idle_ms - quiet_ms);
+                    let total_left = this
+                        .total_until_ms
+                        .map(|t| u64::try_from(t - now).unwrap_or(0));
+                    if total_left == Some(0) {
+                        return Poll::Ready(Some(Ok(
+                            this.break_off("the stream ran past the channel's total timeout")
+                        )));
+                    }
+                    let wait = total_left.map_or(idle_ms - quiet_ms, |t| t.min(idle_ms - quiet_ms));
+                    let mut rearmed = Box::pin(StreamTimer::new(wait));
                     // Polled once so it holds this task's waker.
                     let _ = rearmed.poll_unpin(cx);
                     this.idle = Some(rearmed);

@@ -201,6 +201,8 @@ struct ChannelRow {
     models: String,
     status: String,
     timeout_ms: Option<i64>,
+    #[serde(default)]
+    total_timeout_ms: Option<i64>,
     options: Option<String>,
     region: Option<String>,
     breaker: Option<String>,
@@ -225,6 +227,7 @@ impl ChannelRow {
             models: serde_json::from_str(&self.models).unwrap_or_default(),
             status: parse_status(&self.status),
             timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
+            total_timeout_ms: self.total_timeout_ms.and_then(|t| u64::try_from(t).ok()),
             region: self.region,
             breaker: self.breaker.and_then(|b| serde_json::from_str(&b).ok()),
             options: self
@@ -366,7 +369,7 @@ const TENANT_COLUMNS: &str =
 const KEY_COLUMNS: &str =
     "id, tenant_id, name, prefix, status, models, limits, rules, expires_at, created_at, revoked_at, replaced_by, cache_ttl_s";
 const CHANNEL_COLUMNS: &str =
-    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, breaker, created_at, updated_at";
+    "id, name, provider, base_url, api_keys, models, status, timeout_ms, options, region, breaker, total_timeout_ms, created_at, updated_at";
 
 impl Store {
     pub fn new(env: &Env) -> Result<Store, RelayError> {
@@ -621,13 +624,14 @@ impl Store {
             c.breaker
                 .as_ref()
                 .map_or(JsValue::NULL, |b| json_object(b, false)),
+            opt_int(c.total_timeout_ms.map(|t| t as i64)),
         ]
     }
 
     pub async fn insert_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "INSERT INTO channels (id, name, provider, base_url, api_keys, models, status, timeout_ms, created_at, \
-             updated_at, options, region, breaker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             updated_at, options, region, breaker, total_timeout_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             &Self::channel_params(c),
         )
         .await
@@ -637,7 +641,7 @@ impl Store {
     pub async fn update_channel(&self, c: &Channel) -> Result<(), RelayError> {
         self.run(
             "UPDATE channels SET name = ?2, provider = ?3, base_url = ?4, api_keys = ?5, models = ?6, status = ?7, \
-             timeout_ms = ?8, updated_at = ?10, options = ?11, region = ?12, breaker = ?13 WHERE id = ?1 AND created_at = ?9",
+             timeout_ms = ?8, updated_at = ?10, options = ?11, region = ?12, breaker = ?13, total_timeout_ms = ?14 WHERE id = ?1 AND created_at = ?9",
             &Self::channel_params(c),
         )
         .await

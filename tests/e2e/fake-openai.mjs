@@ -120,6 +120,8 @@ export async function startFakeOpenAI() {
       }
       const path = new URL(req.url, "http://x").pathname;
       const rec = { method: req.method, path, url: req.url, headers: { ...req.headers }, rawBody, body };
+      // Resolves when the connection of this request closes (e.g. the relay aborted it).
+      rec.closed = new Promise((r) => res.on("close", r));
       requests.push(rec);
       events.emit("request", rec);
       handle(req, res, rec).catch((err) => {

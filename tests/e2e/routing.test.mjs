@@ -11,7 +11,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { randomUUID } from "node:crypto";
-import { startRelay, assertOpenAIError, pollUntil } from "./harness.mjs";
+import { startRelay, assertOpenAIError, pollUntil, within, sse } from "./harness.mjs";
 import { startFakeOpenAI, closedPort } from "./fake-openai.mjs";
 
 /** An OpenAI-like upstream that answers by key: `sk-cool` → 429 (Retry-After 30), `sk-bad` → 401. */
@@ -67,6 +67,8 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     ch.c = await channel("c-flaky", c.baseUrl, { breaker: QUICK_BREAKER });
     ch.down = await channel("down", down, { region: "us-east", breaker: QUICK_BREAKER });
     ch.pool = await channel("pool", keyed.baseUrl, { api_keys: ["sk-cool", "sk-good", "sk-bad"] });
+    ch.total = await channel("total", a.baseUrl, { total_timeout_ms: 300, timeout_ms: 60_000 });
+    ch.idle = await channel("idle", a.baseUrl, { timeout_ms: 300 });
     const map = (model, routes) => relay.adminOk("PUT", `/admin/model-map/${model}`, { routes });
     await map("r-failover", [
       { channel_id: ch.down.id, upstream_model: "gpt-x" },
@@ -89,6 +91,15 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
       { channel_id: ch.b.id, upstream_model: "gpt-small", priority: 0 },
     ]);
     await map("r-pool", [{ channel_id: ch.pool.id, upstream_model: "gpt-pool" }]);
+    await map("r-total", [{ channel_id: ch.total.id, upstream_model: "slow-stream" }]);
+    await map("r-idle", [{ channel_id: ch.idle.id, upstream_model: "slow-stream" }]);
+    await relay.adminOk("PUT", "/admin/model-map/r-hedge", {
+      hedge_ms: 200,
+      routes: [
+        { channel_id: ch.c.id, upstream_model: "hang", priority: 10 },
+        { channel_id: ch.b.id, upstream_model: "gpt-hedge", priority: 0 },
+      ],
+    });
     await map("r-all-down", [
       { channel_id: ch.a.id, upstream_model: "err-500" },
       { channel_id: ch.b.id, upstream_model: "err-500" },
@@ -200,6 +211,55 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
       assert.equal(us.headers.get("x-relay-channel"), ch.a.id);
       assert.match(us.headers.get("x-relay-region") ?? "", /^us-east/);
     }
+  });
+
+  it("hedging: a first attempt without headers after hedge_ms races the next route; the fast one wins, the slow one is cut", async () => {
+    const marker = `hedge-${randomUUID()}`;
+    const r = await chat("r-hedge", { marker });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers.get("x-relay-hedged"), "true");
+    assert.equal(r.headers.get("x-relay-channel"), ch.b.id);
+    assert.equal(r.json.model, "gpt-hedge");
+    assert.equal(r.headers.get("x-relay-attempts"), "2");
+    const slow = c.find((q) => q.rawBody.includes(marker));
+    assert.equal(slow.length, 1, "the first route was tried");
+    await within(slow[0].closed, 10_000, "the losing attempt's connection closed");
+    const row = await relay.usageRow(r.headers.get("x-request-id"));
+    assert.equal(row.channel_id, ch.b.id);
+    assert.equal(row.upstream_model, "gpt-hedge");
+    // Without hedge_ms nothing races: a plain entry answers from its one route.
+    assertOpenAIError(await relay.admin("PUT", "/admin/model-map/bad-hedge", { channel_id: ch.a.id, upstream_model: "x", hedge_ms: 5 }), {
+      status: 400,
+      param: "hedge_ms",
+    });
+  });
+
+  for (const [model, what] of [
+    ["r-total", "total timeout (total_timeout_ms) ends a stream that runs too long"],
+    ["r-idle", "timeout between chunks (timeout_ms) ends a stream that pauses too long"],
+  ]) {
+    it(`a channel's ${what}, with an error event, and the row records it`, async () => {
+      const res = await relay.call("/v1/chat/completions", {
+        key,
+        body: { model, stream: true, messages: [{ role: "user", content: "hi" }] },
+      });
+      assert.equal(res.status, 200);
+      // slow-stream sends two chunks and then waits for a release that never comes.
+      const events = await within(sse(res.body), 10_000, "the stream ended by the relay");
+      const last = JSON.parse(events.filter((e) => e.data !== "[DONE]").at(-1).data);
+      assert.equal(last.error?.code, "upstream_stream_broken", JSON.stringify(last));
+      assert.ok(events.length >= 3, "the chunks sent before the pause reached the client");
+      const row = await relay.usageRow(res.headers.get("x-request-id"));
+      assert.equal(row.status, 502);
+    });
+  }
+
+  it("timeouts are checked: total_timeout_ms must be positive", async () => {
+    assert.equal(ch.total.total_timeout_ms, 300);
+    assertOpenAIError(
+      await relay.admin("PATCH", `/admin/channels/${ch.total.id}`, { total_timeout_ms: 0 }),
+      { status: 400, param: "total_timeout_ms" },
+    );
   });
 
   it("a fallback to another model serves when the first fails, and the reply names it", async () => {
