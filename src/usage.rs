@@ -149,6 +149,12 @@ pub struct UsageRow {
     /// Micro-units of the tenant's currency (src/pricing.rs); 0 for an unpriced model.
     #[serde(default)]
     pub cost_micros: u64,
+    /// Upstream attempts made for the request (0 when none was: refused, mock, cache hit).
+    #[serde(default)]
+    pub attempts: u32,
+    /// A hedge raced the first attempt (one of the two was cancelled).
+    #[serde(default)]
+    pub hedged: bool,
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,

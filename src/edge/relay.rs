@@ -224,6 +224,8 @@ struct Ledger {
     notes: Vec<(&'static str, String)>,
     /// Store a successful reply in the response cache under this URL for this many seconds.
     cache_fill: Option<(String, u32)>,
+    attempts: u32,
+    hedged: bool,
 }
 
 impl Ledger {
@@ -274,6 +276,8 @@ impl Ledger {
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens(),
             cost_micros,
+            attempts: self.attempts,
+            hedged: self.hedged,
             usage_source: source.as_str().to_string(),
             latency_ms: (now - self.started_ms).max(0),
             ttfb_ms,
@@ -340,6 +344,8 @@ pub async fn relay(
         rate: RateInfo::default(),
         notes: Vec::new(),
         cache_fill: None,
+        attempts: 0,
+        hedged: false,
     };
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
         Ok(mut response) => {
@@ -632,6 +638,8 @@ async fn relay_inner(
         }
         ledger.upstream_model = Some(route.upstream_model.clone());
         ledger.channel_id = Some(channel.id.clone());
+        ledger.attempts = attempts;
+        ledger.hedged |= was_hedged;
         let config = breaker_config(channel);
         match result {
             Ok(sent) => {

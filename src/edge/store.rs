@@ -258,6 +258,10 @@ struct UsageDbRow {
     total_tokens: i64,
     #[serde(default)]
     cost_micros: i64,
+    #[serde(default)]
+    attempts: i64,
+    #[serde(default)]
+    hedged: i64,
     usage_source: String,
     latency_ms: i64,
     ttfb_ms: Option<i64>,
@@ -282,6 +286,8 @@ impl From<UsageDbRow> for UsageRow {
             completion_tokens: count(r.completion_tokens),
             total_tokens: count(r.total_tokens),
             cost_micros: count(r.cost_micros),
+            attempts: u32::try_from(r.attempts).unwrap_or(0),
+            hedged: r.hedged != 0,
             usage_source: r.usage_source,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
@@ -742,7 +748,7 @@ impl Store {
             statements.push(self.statement(
                 "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
                  channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
-                 latency_ms, ttfb_ms, cost_micros) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 latency_ms, ttfb_ms, cost_micros, attempts, hedged) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 &[
                     text(&u.request_id),
                     int(u.created_at),
@@ -762,6 +768,8 @@ impl Store {
                     int(u.latency_ms),
                     opt_int(u.ttfb_ms),
                     count(u.cost_micros),
+                    int(i64::from(u.attempts)),
+                    int(i64::from(u.hedged)),
                 ],
             )?);
         }

@@ -227,6 +227,8 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     const row = await relay.usageRow(r.headers.get("x-request-id"));
     assert.equal(row.channel_id, ch.b.id);
     assert.equal(row.upstream_model, "gpt-hedge");
+    assert.equal(row.attempts, 2, "the cancelled attempt is on the record");
+    assert.equal(row.hedged, 1);
     // Without hedge_ms nothing races: a plain entry answers from its one route.
     assertOpenAIError(await relay.admin("PUT", "/admin/model-map/bad-hedge", { channel_id: ch.a.id, upstream_model: "x", hedge_ms: 5 }), {
       status: 400,
@@ -285,6 +287,9 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     assertOpenAIError(r, { status: 502, code: "upstream_error" });
     const hits = a.find((q) => q.rawBody.includes(marker)).length + b.find((q) => q.rawBody.includes(marker)).length;
     assert.equal(hits, 3, "three attempts in all");
+    const row = await relay.usageRow(r.headers.get("x-request-id"));
+    assert.equal(row.attempts, 3);
+    assert.equal(row.status, 502);
     const fast = `fast-${randomUUID()}`;
     assertOpenAIError(await chat("r-all-down", { marker: fast, headers: { "x-relay-retries": "0" } }), { status: 502 });
     assert.equal(a.find((q) => q.rawBody.includes(fast)).length + b.find((q) => q.rawBody.includes(fast)).length, 1);
