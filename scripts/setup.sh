@@ -2,7 +2,8 @@
 # Installs everything building, running and testing edgerelay needs, skipping what is already
 # there: the wasm32 target, the npm packages in package-lock.json, worker-build, and the
 # wasm-bindgen CLI at exactly the version Cargo.lock pins (worker-build would otherwise try to
-# download it from GitHub, which these machines cannot reach).
+# download it from GitHub, which these machines cannot reach), and Debian's chromium for the
+# dashboard's browser test (playwright-core drives it; its own browser download is unreachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/versions.sh
@@ -42,4 +43,17 @@ if [ "$(installed_version wasm-bindgen)" != "$wasm_bindgen_version" ] \
   say "installing wasm-bindgen-cli $wasm_bindgen_version (takes a few minutes once)"
   # Without --locked: its own lockfile pins a crate version the registry mirror may lack.
   cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
+fi
+
+# The dashboard test (tests/e2e/dashboard.test.mjs) drives /usr/bin/chromium headless.
+if [ ! -x /usr/bin/chromium ]; then
+  command -v apt-get >/dev/null || { echo "/usr/bin/chromium missing and no apt-get: install Chromium there" >&2; exit 1; }
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "/usr/bin/chromium missing: run as root or install sudo" >&2; exit 1; }
+    as_root=(sudo)
+  fi
+  say "installing chromium with apt-get (for the dashboard's browser test; a minute or two once)"
+  "${as_root[@]}" apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 fi

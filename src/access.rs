@@ -62,7 +62,7 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         Tenant(t) if method == "GET" => TenantScope::OwnTenant(t),
         TenantKeys(t) | TenantLimits(t) => TenantScope::OwnTenant(t),
         Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
-        Usage | Audit => TenantScope::Narrowed,
+        Usage | Audit | Analytics(_) => TenantScope::Narrowed,
         Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
         | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
         | ModelGroups | ModelGroup(_) | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) => {
@@ -70,7 +70,9 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         }
         // Prices are what every tenant is charged by: readable, not writable.
         Prices => TenantScope::Narrowed,
-        Health | Models | Model(_) | Relay(_) | Messages | CountTokens => TenantScope::Forbidden,
+        Health | Models | Model(_) | Relay(_) | Messages | CountTokens | Dashboard => {
+            TenantScope::Forbidden
+        }
     }
 }
 

@@ -40,6 +40,28 @@ pub struct Budget {
     /// Where the soft-limit notice is POSTed (https; plain http only to loopback in local dev).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// `json` (the relay's own payload) or `slack` (`{"text": …}` for a Slack incoming webhook).
+    #[serde(default, skip_serializing_if = "is_json")]
+    pub webhook_format: WebhookFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+fn is_json(f: &WebhookFormat) -> bool {
+    *f == WebhookFormat::Json
+}
+
+/// `x-relay-signature: t=<ms>,v1=<hex>`: HMAC-SHA256 under the deployment's `WEBHOOK_SECRET`
+/// of `<ms>.<body>`, so a receiver can check a notice came from this relay and is fresh.
+pub fn signature(secret: &str, t_ms: i64, body: &str) -> String {
+    let mac = crate::sigv4::hmac_sha256(secret.as_bytes(), format!("{t_ms}.{body}").as_bytes());
+    format!("t={t_ms},v1={}", crate::auth::hex(&mac))
 }
 
 fn default_period() -> Period {
@@ -178,6 +200,16 @@ pub fn soft_limit_body(
     spent_micros: u64,
     now_ms: i64,
 ) -> String {
+    if budget.webhook_format == WebhookFormat::Slack {
+        let soft = budget.soft_micros.unwrap_or(0);
+        return json!({
+            "text": format!(
+                ":warning: edgerelay: tenant `{tenant_id}` has spent {spent_micros} of its {} soft budget of {soft} micro-units.",
+                budget.period.name()
+            )
+        })
+        .to_string();
+    }
     json!({
         "type": "budget.soft_limit_reached",
         "tenant_id": tenant_id,
@@ -205,7 +237,26 @@ mod tests {
             on_hard: OnHard::Block,
             fallback_model: None,
             webhook_url: Some("https://hooks.example.com/budget".into()),
+            webhook_format: WebhookFormat::Json,
         }
+    }
+
+    #[test]
+    fn notices_are_signed_and_may_be_slack_shaped() {
+        // HMAC-SHA256 of "1700000000000.{}" under "secret", checked independently.
+        let sig = signature("secret", 1_700_000_000_000, "{}");
+        assert_eq!(
+            sig,
+            "t=1700000000000,v1=8399216d111287e3bb28e25c0f4f31dffdf831c68c9ee2b96c2f67c9b81d341b"
+        );
+        assert_ne!(sig, signature("other", 1_700_000_000_000, "{}"));
+        let slack = Budget {
+            webhook_format: WebhookFormat::Slack,
+            ..budget()
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&soft_limit_body("t1", &slack, 0, 1, 1500, 0)).unwrap();
+        assert!(body["text"].as_str().unwrap().contains("t1"));
     }
 
     #[test]

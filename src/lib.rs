@@ -6,6 +6,7 @@
 //! a host build refuses any pure module that slips and reaches for the runtime.
 
 pub mod access;
+pub mod analytics;
 pub mod auth;
 pub mod base64;
 pub mod budget;

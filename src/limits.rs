@@ -1710,6 +1710,7 @@ mod tests {
                 on_hard: crate::budget::OnHard::Block,
                 fallback_model: None,
                 webhook_url: Some("https://hooks.example.com/b".into()),
+                webhook_format: Default::default(),
             },
         }
     }

@@ -41,8 +41,22 @@ pub enum Resource {
     Price(String),
     /// A channel's circuit breakers and upstream-key cooldowns.
     ChannelHealth(String),
+    /// Aggregates, the request log and exports of the usage ledger.
+    Analytics(AnalyticsView),
+    /// The admin dashboard page (public; its data needs a token).
+    Dashboard,
     /// Re-enable an upstream key (by fingerprint) disabled after 401/403.
     ChannelKeyEnable(String, String),
+}
+
+/// What an analytics request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalyticsView {
+    Summary,
+    Timeseries,
+    Breakdown,
+    Requests,
+    Export,
 }
 
 impl Resource {
@@ -91,6 +105,12 @@ impl Resource {
             ["admin", "audit"] => Resource::Audit,
             ["admin", "model-groups"] => Resource::ModelGroups,
             ["admin", "model-groups", g] => Resource::ModelGroup(id(g)?),
+            ["admin", "ui"] => Resource::Dashboard,
+            ["admin", "analytics", "summary"] => Resource::Analytics(AnalyticsView::Summary),
+            ["admin", "analytics", "timeseries"] => Resource::Analytics(AnalyticsView::Timeseries),
+            ["admin", "analytics", "breakdown"] => Resource::Analytics(AnalyticsView::Breakdown),
+            ["admin", "analytics", "requests"] => Resource::Analytics(AnalyticsView::Requests),
+            ["admin", "analytics", "export"] => Resource::Analytics(AnalyticsView::Export),
             ["admin", "prices"] => Resource::Prices,
             ["admin", "prices", _, ..] => Resource::Price(rest_from(2)?),
             ["admin", "tenants", t, "tokens"] => Resource::TenantTokens(id(t)?),
@@ -103,7 +123,7 @@ impl Resource {
         use Resource::*;
         match self {
             Health | Models | Model(_) | Usage | Audit | KeyLimits(_) | TenantLimits(_)
-            | ChannelHealth(_) => &["GET"],
+            | ChannelHealth(_) | Analytics(_) | Dashboard => &["GET"],
             ChannelKeyEnable(..) => &["POST"],
             Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
@@ -121,12 +141,12 @@ impl Resource {
     pub fn is_admin(&self) -> bool {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Relay(_) | Messages | CountTokens => false,
+            Health | Models | Model(_) | Relay(_) | Messages | CountTokens | Dashboard => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
             | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
             | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices | Price(_)
-            | ChannelHealth(_) | ChannelKeyEnable(..) => true,
+            | ChannelHealth(_) | ChannelKeyEnable(..) | Analytics(_) => true,
         }
     }
 }
@@ -161,7 +181,8 @@ impl Resource {
             (Price(m), _) => ("price.set", "price", Some(m)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
-                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices | ChannelHealth(_),
+                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices | ChannelHealth(_)
+                | Analytics(_) | Dashboard,
                 _,
             ) => return None,
         })

@@ -102,6 +102,46 @@ impl UsageSource {
     }
 }
 
+/// How a row's usage stands for billing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// The upstream's own counts, for a request that completed.
+    Reported,
+    /// The relay counted, because the upstream sent no usage.
+    Estimated,
+    /// The stream broke or the client went away: what was produced until then.
+    Partial,
+    /// Nothing is charged: refused, failed upstream before producing anything, or a cache hit.
+    NotBilled,
+}
+
+impl Provenance {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provenance::Reported => "reported",
+            Provenance::Estimated => "estimated",
+            Provenance::Partial => "partial",
+            Provenance::NotBilled => "not_billed",
+        }
+    }
+
+    /// The provenance of a request's usage: `complete` is false for a stream that broke or
+    /// whose client left.
+    pub fn of(source: UsageSource, complete: bool) -> Provenance {
+        match source {
+            UsageSource::None | UsageSource::Cache => Provenance::NotBilled,
+            _ if !complete => Provenance::Partial,
+            UsageSource::Reported => Provenance::Reported,
+            UsageSource::Estimated => Provenance::Estimated,
+        }
+    }
+
+    pub fn billed(&self) -> bool {
+        *self != Provenance::NotBilled
+    }
+}
+
 /// Tokens for `bytes` of UTF-8 text by the usual rule of thumb (about four bytes a token for
 /// English). Only used when an upstream reports nothing, and marked as an estimate.
 pub fn estimate_tokens(bytes: usize) -> u64 {
@@ -155,14 +195,49 @@ pub struct UsageRow {
     /// A hedge raced the first attempt (one of the two was cancelled).
     #[serde(default)]
     pub hedged: bool,
+    /// Billing's view of the counts: reported, estimated, partial or not_billed.
+    #[serde(default = "not_billed")]
+    pub provenance: String,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// The API the client used: "openai" or "anthropic".
+    #[serde(default)]
+    pub inbound: Option<String>,
+    /// The Cloudflare data centre that served the request.
+    #[serde(default)]
+    pub colo: Option<String>,
+    /// The fingerprint of the upstream key used (never the key).
+    #[serde(default)]
+    pub upstream_key: Option<String>,
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
 }
 
+fn not_billed() -> String {
+    Provenance::NotBilled.as_str().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provenance_follows_source_and_completion() {
+        use Provenance::*;
+        assert_eq!(Provenance::of(UsageSource::Reported, true), Reported);
+        assert_eq!(Provenance::of(UsageSource::Estimated, true), Estimated);
+        assert_eq!(Provenance::of(UsageSource::Reported, false), Partial);
+        assert_eq!(Provenance::of(UsageSource::Estimated, false), Partial);
+        assert_eq!(Provenance::of(UsageSource::None, true), NotBilled);
+        assert_eq!(Provenance::of(UsageSource::None, false), NotBilled);
+        assert_eq!(Provenance::of(UsageSource::Cache, true), NotBilled);
+        assert!(!NotBilled.billed() && Partial.billed());
+    }
 
     #[test]
     fn estimates_round_up() {

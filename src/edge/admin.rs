@@ -3,21 +3,22 @@
 //! `CONFIG_CACHE_TTL_MS` on other isolates.
 
 use serde_json::json;
-use worker::{Env, Request};
+use worker::{Env, Headers, Request, Response};
 
 use super::health;
-use super::http::{header, read_body};
+use super::http::{header, json_value, read_body};
 use super::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
-use super::store::{AuditEntry, AuditQuery, Store, TenantToken, UsageQuery};
+use super::store::{AuditEntry, AuditQuery, LedgerQuery, Store, TenantToken, UsageQuery};
 use crate::access::{self, Actor, TenantScope};
+use crate::analytics;
 use crate::auth;
 use crate::budget::Budget;
 use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
 use crate::error::RelayError;
 use crate::limits::BudgetCtx;
 use crate::pricing;
-use crate::routes::{parse_listing, Resource};
+use crate::routes::{parse_listing, AnalyticsView, Resource};
 
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
 const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;
@@ -650,4 +651,102 @@ fn usage_query(query: &str) -> Result<UsageQuery, RelayError> {
         before: l.before,
         limit: l.limit,
     })
+}
+
+/// How many ledger rows an aggregate reads from D1 at most; past that the answer says it was
+/// truncated (Analytics Engine is the place for larger spans: README "Analytics").
+const AGGREGATE_ROWS: u32 = 20_000;
+
+/// `GET /admin/analytics/{summary,timeseries,breakdown,requests,export}`: aggregates and the
+/// request log over the ledger, narrowed to the caller's tenant for a tenant token.
+pub async fn analytics(
+    req: &Request,
+    view: AnalyticsView,
+    store: &Store,
+    actor: &Actor,
+) -> Result<Response, RelayError> {
+    let query_string = req
+        .url()
+        .map(|u| u.query().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let mut q = analytics::parse_query(&query_string, now_ms())?;
+    if let Actor::Tenant { tenant_id, .. } = actor {
+        q.tenant_id = Some(tenant_id.clone());
+    }
+    let ledger = |limit: u32, before_ms: Option<i64>| LedgerQuery {
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        tenant_id: q.tenant_id.as_deref(),
+        key_id: q.key_id.as_deref(),
+        model: q.model.as_deref(),
+        channel_id: q.channel_id.as_deref(),
+        status: q.status,
+        before_ms,
+        limit,
+    };
+    let range = json!({"from_ms": q.from_ms, "to_ms": q.to_ms});
+    match view {
+        AnalyticsView::Requests => {
+            let rows = store.ledger(&ledger(q.limit, q.before_ms)).await?;
+            let next_before = (rows.len() == q.limit as usize)
+                .then(|| rows.last().map(|r| r.created_at))
+                .flatten();
+            Ok(json_value(
+                200,
+                &json!({"object": "list", "data": rows, "next_before": next_before}),
+            ))
+        }
+        AnalyticsView::Export => {
+            let rows = store.ledger(&ledger(AGGREGATE_ROWS, None)).await?;
+            match q.format {
+                analytics::Format::Csv => {
+                    let response = Response::ok(analytics::to_csv(&rows)).map_err(|e| {
+                        RelayError::Internal {
+                            detail: format!("csv: {e}"),
+                        }
+                    })?;
+                    let headers = Headers::new();
+                    let _ = headers.set("content-type", "text/csv; charset=utf-8");
+                    let _ = headers.set(
+                        "content-disposition",
+                        &format!(
+                            "attachment; filename=\"usage-{}-{}.csv\"",
+                            q.from_ms, q.to_ms
+                        ),
+                    );
+                    Ok(response.with_headers(headers))
+                }
+                analytics::Format::Json => Ok(json_value(
+                    200,
+                    &json!({"object": "list", "range": range, "data": rows}),
+                )),
+            }
+        }
+        AnalyticsView::Summary | AnalyticsView::Timeseries | AnalyticsView::Breakdown => {
+            let rows = store.ledger(&ledger(AGGREGATE_ROWS, None)).await?;
+            let truncated = rows.len() as u32 >= AGGREGATE_ROWS;
+            let body = match view {
+                AnalyticsView::Summary => {
+                    json!({"range": range, "truncated": truncated, "stats": analytics::summarize(&rows)})
+                }
+                AnalyticsView::Timeseries => {
+                    let bucket = q.bucket.unwrap_or(analytics::Bucket::Hour);
+                    let data: Vec<_> = analytics::timeseries(&rows, bucket, q.from_ms, q.to_ms)
+                        .into_iter()
+                        .map(|(t, stats)| json!({"t": t, "stats": stats}))
+                        .collect();
+                    json!({"range": range, "truncated": truncated, "data": data})
+                }
+                _ => {
+                    let by = q.by.unwrap_or(analytics::Dimension::Model);
+                    let data: Vec<_> = analytics::breakdown(&rows, by)
+                        .into_iter()
+                        .map(|(key, stats)| json!({"key": key, "stats": stats}))
+                        .collect();
+                    json!({"range": range, "truncated": truncated, "data": data})
+                }
+            };
+            Ok(json_value(200, &body))
+        }
+    }
 }

@@ -51,6 +51,9 @@ fn preflight(req: &Request) -> Response {
     response
 }
 
+/// The admin dashboard (`GET /admin/ui`): one static page.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 async fn dispatch(
     req: Request,
     env: &Env,
@@ -76,14 +79,37 @@ async fn dispatch(
             &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
         );
     }
+    if resource == Resource::Dashboard {
+        // The page is static and holds no data; every number on it comes from the admin API
+        // with the token the user types in.
+        let headers = worker::Headers::new();
+        let _ = headers.set("content-type", "text/html; charset=utf-8");
+        let _ = headers.set("cache-control", "no-store");
+        let _ = headers.set(
+            "content-security-policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'",
+        );
+        return match Response::ok(DASHBOARD) {
+            Ok(r) => r.with_headers(headers),
+            Err(e) => relay::client_error(
+                format,
+                &RelayError::Internal {
+                    detail: format!("dashboard: {e}"),
+                },
+            ),
+        };
+    }
     let settings = Settings::get(env);
     let result = match Store::new(env) {
         Err(e) => Err(e),
         Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings, &store).await
         {
-            Ok(actor) => admin::handle(req, resource, &store, env, request_id, &actor)
-                .await
-                .map(|(status, body)| json_value(status, &body)),
+            Ok(actor) => match resource {
+                Resource::Analytics(view) => admin::analytics(&req, view, &store, &actor).await,
+                _ => admin::handle(req, resource, &store, env, request_id, &actor)
+                    .await
+                    .map(|(status, body)| json_value(status, &body)),
+            },
             Err(e) => Err(e),
         },
         Ok(store) => {

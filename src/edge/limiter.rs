@@ -27,14 +27,17 @@ pub struct Limiter {
     row: JsonRow,
     storage: worker::Storage,
     state: RefCell<Option<LimiterState>>,
+    /// Signs webhook notices (`WEBHOOK_SECRET`); unsigned when unset.
+    webhook_secret: Option<String>,
 }
 
 impl DurableObject for Limiter {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Limiter {
             row: JsonRow::new(state.storage().sql(), "limiter"),
             storage: state.storage(),
             state: RefCell::new(None),
+            webhook_secret: super::state::secret(&env, "WEBHOOK_SECRET"),
         }
     }
 
@@ -69,7 +72,11 @@ impl DurableObject for Limiter {
         };
         let mut results = Vec::new();
         for alert in due {
-            let delivered = post_json(&alert.url, &alert.body).await;
+            let signature = self
+                .webhook_secret
+                .as_deref()
+                .map(|secret| crate::budget::signature(secret, now, &alert.body));
+            let delivered = post_json(&alert.url, &alert.body, signature.as_deref()).await;
             results.push((alert.id, delivered));
         }
         let now = Date::now().as_millis() as i64;
@@ -92,10 +99,13 @@ impl DurableObject for Limiter {
 }
 
 /// POST a webhook body; true when the receiver answered 2xx.
-async fn post_json(url: &str, body: &str) -> bool {
+async fn post_json(url: &str, body: &str, signature: Option<&str>) -> bool {
     let headers = Headers::new();
     let _ = headers.set("content-type", "application/json");
     let _ = headers.set("user-agent", "edgerelay-webhook/1");
+    if let Some(sig) = signature {
+        let _ = headers.set("x-relay-signature", sig);
+    }
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)

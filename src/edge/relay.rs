@@ -43,7 +43,7 @@ use crate::providers::{self, ProviderKind, UpstreamRequest};
 use crate::response_cache::{self, CacheMode};
 use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
-use crate::usage::{self, Usage, UsageRow};
+use crate::usage::{self, Provenance, Usage, UsageRow};
 
 /// What every handler on the relay path shares.
 pub struct RelayCtx<'a> {
@@ -226,6 +226,10 @@ struct Ledger {
     cache_fill: Option<(String, u32)>,
     attempts: u32,
     hedged: bool,
+    inbound: &'static str,
+    colo: Option<String>,
+    /// Fingerprint of the upstream key of the attempt that served.
+    upstream_key: Option<String>,
 }
 
 impl Ledger {
@@ -250,6 +254,7 @@ impl Ledger {
         });
     }
 
+    /// The row of a request. `complete`: false for a stream that broke or whose client left.
     fn row(
         &self,
         status: u16,
@@ -257,9 +262,15 @@ impl Ledger {
         usage: Usage,
         source: usage::UsageSource,
         ttfb_ms: Option<i64>,
+        complete: bool,
     ) -> UsageRow {
         let now = now_ms();
-        let cost_micros = self.pricer.as_ref().map_or(0, |p| p.cost(&usage));
+        let provenance = Provenance::of(source, complete);
+        // What was not billed costs nothing, whatever its counts say.
+        let cost_micros = match (&self.pricer, provenance.billed()) {
+            (Some(p), true) => p.cost(&usage),
+            _ => 0,
+        };
         UsageRow {
             request_id: self.request_id.clone(),
             created_at: self.started_ms,
@@ -278,6 +289,13 @@ impl Ledger {
             cost_micros,
             attempts: self.attempts,
             hedged: self.hedged,
+            provenance: provenance.as_str().to_string(),
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+            inbound: Some(self.inbound.to_string()),
+            colo: self.colo.clone(),
+            upstream_key: self.upstream_key.clone(),
             usage_source: source.as_str().to_string(),
             latency_ms: (now - self.started_ms).max(0),
             ttfb_ms,
@@ -346,7 +364,14 @@ pub async fn relay(
         cache_fill: None,
         attempts: 0,
         hedged: false,
+        inbound: match inbound.format() {
+            ClientFormat::OpenAi => "openai",
+            ClientFormat::Anthropic => "anthropic",
+        },
+        colo: None,
+        upstream_key: None,
     };
+    ledger.colo = caller_of(&req).colo;
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
         Ok(mut response) => {
             for (name, value) in limits::rate_headers(&ledger.rate) {
@@ -367,6 +392,7 @@ pub async fn relay(
                 Usage::default(),
                 usage::UsageSource::None,
                 None,
+                true,
             );
             ledger.record(rc, async move { Some(row) });
             client_error(inbound.format(), &err)
@@ -465,6 +491,7 @@ async fn relay_inner(
                     Usage::default(),
                     usage::UsageSource::Cache,
                     Some(0),
+                    true,
                 );
                 ledger.record(rc, async move { Some(row) });
                 return Ok(hit);
@@ -643,6 +670,7 @@ async fn relay_inner(
         let config = breaker_config(channel);
         match result {
             Ok(sent) => {
+                ledger.upstream_key = sent.key_used.as_deref().map(health::fingerprint);
                 health::record(
                     rc.env,
                     rc.ctx,
@@ -1337,7 +1365,7 @@ fn finish_reply(
         true,
     );
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
-    let row = ledger.row(200, None, usage, source, ttfb);
+    let row = ledger.row(200, None, usage, source, ttfb, true);
     ledger.record(rc, async move { Some(row) });
     if let Some((url, ttl_s)) = &ledger.cache_fill {
         store_later(rc, url, *ttl_s, "application/json", reply.body.clone());
@@ -1403,6 +1431,8 @@ struct StreamReport {
     broken: bool,
     /// Everything the client received, when the stream is to be cached and ended well.
     captured: Option<Vec<u8>>,
+    /// The stream ended as the upstream finished it (not broken, not abandoned).
+    completed: bool,
 }
 
 fn stream_response(
@@ -1450,7 +1480,7 @@ fn stream_response(
         } else {
             (200, None)
         };
-        Some(ledger.row(status, err.as_ref(), usage, source, ttfb))
+        Some(ledger.row(status, err.as_ref(), usage, source, ttfb, report.completed))
     });
     let headers = Headers::new();
     let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
@@ -1500,6 +1530,7 @@ impl Relayed {
                 } else {
                     None
                 },
+                completed: self.ended && !self.broken,
             });
         }
     }

@@ -11,6 +11,15 @@ use crate::cache::TtlCache;
 use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap};
 use crate::pricing::PriceTable;
 
+/// A secret (`wrangler secret put`), or a var of that name in local dev; empty counts as unset.
+pub fn secret(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 pub fn now_ms() -> i64 {
     Date::now().as_millis() as i64
 }
@@ -54,12 +63,7 @@ impl Settings {
             max_body_bytes: var(env, "MAX_BODY_BYTES", 4 * 1024 * 1024),
             cache_ttl_ms: var(env, "CONFIG_CACHE_TTL_MS", 2000),
             upstream_timeout_ms: var(env, "UPSTREAM_TIMEOUT_MS", 60_000),
-            admin_token: env
-                .secret("ADMIN_TOKEN")
-                .map(|s| s.to_string())
-                .or_else(|_| env.var("ADMIN_TOKEN").map(|v| v.to_string()))
-                .ok()
-                .filter(|s| !s.is_empty()),
+            admin_token: secret(env, "ADMIN_TOKEN"),
         }
     }
 }

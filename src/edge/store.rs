@@ -262,6 +262,20 @@ struct UsageDbRow {
     attempts: i64,
     #[serde(default)]
     hedged: i64,
+    #[serde(default)]
+    provenance: Option<String>,
+    #[serde(default)]
+    cache_read_tokens: i64,
+    #[serde(default)]
+    cache_write_tokens: i64,
+    #[serde(default)]
+    reasoning_tokens: i64,
+    #[serde(default)]
+    inbound: Option<String>,
+    #[serde(default)]
+    colo: Option<String>,
+    #[serde(default)]
+    upstream_key: Option<String>,
     usage_source: String,
     latency_ms: i64,
     ttfb_ms: Option<i64>,
@@ -288,6 +302,13 @@ impl From<UsageDbRow> for UsageRow {
             cost_micros: count(r.cost_micros),
             attempts: u32::try_from(r.attempts).unwrap_or(0),
             hedged: r.hedged != 0,
+            provenance: r.provenance.unwrap_or_else(|| "not_billed".into()),
+            cache_read_tokens: count(r.cache_read_tokens),
+            cache_write_tokens: count(r.cache_write_tokens),
+            reasoning_tokens: count(r.reasoning_tokens),
+            inbound: r.inbound,
+            colo: r.colo,
+            upstream_key: r.upstream_key,
             usage_source: r.usage_source,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
@@ -363,6 +384,19 @@ impl AuditRow {
 }
 
 /// Filters of the usage listing.
+/// The ledger rows an analytics request reads, newest first.
+pub struct LedgerQuery<'a> {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub tenant_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub channel_id: Option<&'a str>,
+    pub status: Option<u16>,
+    pub before_ms: Option<i64>,
+    pub limit: u32,
+}
+
 pub struct UsageQuery {
     pub tenant_id: Option<String>,
     pub key_id: Option<String>,
@@ -748,7 +782,9 @@ impl Store {
             statements.push(self.statement(
                 "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
                  channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
-                 latency_ms, ttfb_ms, cost_micros, attempts, hedged) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 latency_ms, ttfb_ms, cost_micros, attempts, hedged, provenance, cache_read_tokens, cache_write_tokens, \
+                 reasoning_tokens, inbound, colo, upstream_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
                 &[
                     text(&u.request_id),
                     int(u.created_at),
@@ -770,6 +806,13 @@ impl Store {
                     count(u.cost_micros),
                     int(i64::from(u.attempts)),
                     int(i64::from(u.hedged)),
+                    text(&u.provenance),
+                    count(u.cache_read_tokens),
+                    count(u.cache_write_tokens),
+                    count(u.reasoning_tokens),
+                    opt_text(u.inbound.as_deref()),
+                    opt_text(u.colo.as_deref()),
+                    opt_text(u.upstream_key.as_deref()),
                 ],
             )?);
         }
@@ -872,6 +915,30 @@ impl Store {
             ],
         )
         .await
+    }
+
+    pub async fn ledger(&self, q: &LedgerQuery<'_>) -> Result<Vec<UsageRow>, RelayError> {
+        let rows: Vec<UsageDbRow> = self
+            .all(
+                "SELECT * FROM usage WHERE created_at >= ?1 AND created_at < ?2 \
+                 AND (?3 IS NULL OR tenant_id = ?3) AND (?4 IS NULL OR key_id = ?4) \
+                 AND (?5 IS NULL OR model = ?5) AND (?6 IS NULL OR channel_id = ?6) \
+                 AND (?7 IS NULL OR status = ?7) AND (?8 IS NULL OR created_at < ?8) \
+                 ORDER BY created_at DESC, request_id DESC LIMIT ?9",
+                &[
+                    int(q.from_ms),
+                    int(q.to_ms),
+                    opt_text(q.tenant_id),
+                    opt_text(q.key_id),
+                    opt_text(q.model),
+                    opt_text(q.channel_id),
+                    opt_int(q.status.map(i64::from)),
+                    opt_int(q.before_ms),
+                    int(i64::from(q.limit)),
+                ],
+            )
+            .await?;
+        Ok(rows.into_iter().map(UsageRow::from).collect())
     }
 
     pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, RelayError> {

@@ -13,6 +13,8 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use futures::channel::oneshot;
+use worker::js_sys::{Array, Function, Object, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{Context, Env};
 
 use super::store::Store;
@@ -48,6 +50,7 @@ pub fn record_later(
     let env = env.clone();
     ctx.wait_until(async move {
         let Some(row) = row.await else { return };
+        analytics_point(&env, &row);
         loop {
             let (ack, acked) = oneshot::channel();
             QUEUE.with(|q| q.borrow_mut().push((row.clone(), ack)));
@@ -113,5 +116,63 @@ fn lost(rows: &[UsageRow], e: &RelayError) {
     for row in rows {
         let json = serde_json::to_string(row).unwrap_or_default();
         worker::console_error!("usage row not written ({:?}): {}", e, json);
+    }
+}
+
+/// One Workers Analytics Engine data point per request, when the `ANALYTICS` binding exists
+/// (it is optional, and absent in local dev unless configured). The layout — which blob and
+/// double is which — is in the README, with the SQL API queries that read it.
+fn analytics_point(env: &Env, row: &UsageRow) {
+    let Ok(dataset) = Reflect::get(env.as_ref(), &JsValue::from_str("ANALYTICS")) else {
+        return;
+    };
+    if dataset.is_undefined() || dataset.is_null() {
+        return;
+    }
+    let Some(write) = Reflect::get(&dataset, &JsValue::from_str("writeDataPoint"))
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
+    else {
+        return;
+    };
+    let text = |s: Option<&str>| JsValue::from_str(s.unwrap_or(""));
+    let blobs = Array::new();
+    for b in [
+        Some(row.tenant_id.as_str()),
+        Some(row.key_id.as_str()),
+        row.model.as_deref(),
+        row.upstream_model.as_deref(),
+        row.channel_id.as_deref(),
+        Some(row.provenance.as_str()),
+        Some(row.endpoint.as_str()),
+        row.error_code.as_deref(),
+        row.colo.as_deref(),
+        row.inbound.as_deref(),
+    ] {
+        blobs.push(&text(b));
+    }
+    let doubles = Array::new();
+    for d in [
+        f64::from(row.status),
+        row.prompt_tokens as f64,
+        row.completion_tokens as f64,
+        row.cache_read_tokens as f64,
+        row.cache_write_tokens as f64,
+        row.reasoning_tokens as f64,
+        row.cost_micros as f64,
+        row.latency_ms as f64,
+        row.ttfb_ms.unwrap_or(-1) as f64,
+        f64::from(row.attempts),
+    ] {
+        doubles.push(&JsValue::from_f64(d));
+    }
+    let indexes = Array::new();
+    indexes.push(&JsValue::from_str(&row.tenant_id));
+    let point = Object::new();
+    let _ = Reflect::set(&point, &JsValue::from_str("blobs"), &blobs);
+    let _ = Reflect::set(&point, &JsValue::from_str("doubles"), &doubles);
+    let _ = Reflect::set(&point, &JsValue::from_str("indexes"), &indexes);
+    if let Err(e) = write.call1(&dataset, &point) {
+        worker::console_warn!("analytics data point: {:?}", e);
     }
 }

@@ -12,8 +12,8 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { randomUUID } from "node:crypto";
-import { startRelay, assertOpenAIError, pollUntil, within } from "./harness.mjs";
+import { randomUUID, createHmac } from "node:crypto";
+import { startRelay, assertOpenAIError, pollUntil, within, WEBHOOK_SECRET } from "./harness.mjs";
 import { startFakeOpenAI } from "./fake-openai.mjs";
 
 const COST = 13 * 1 + 7 * 2;
@@ -132,6 +132,11 @@ describe("governance: budgets and regions", () => {
       assert.equal(body.tenant_id, tenant.id);
       assert.equal(body.spent_micros, 2 * COST);
       assert.equal(body.soft_limit_micros, 2 * COST);
+      // Signed: t=<ms>,v1=HMAC-SHA256(WEBHOOK_SECRET, "<ms>.<body>").
+      const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(d.headers["x-relay-signature"] ?? "");
+      assert.ok(m, `signature header: ${d.headers["x-relay-signature"]}`);
+      const expected = createHmac("sha256", WEBHOOK_SECRET).update(`${m[1]}.${d.body}`).digest("hex");
+      assert.equal(m[2], expected, "the signature verifies");
     }
     assert.equal(first.body, retried.body);
     await spent(tenant.id, 3 * COST);

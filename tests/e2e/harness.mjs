@@ -23,6 +23,8 @@ export const ROOT = process.env.EDGERELAY_ROOT
   ? path.resolve(process.env.EDGERELAY_ROOT)
   : path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const ADMIN_TOKEN = "test-admin-token";
+/** Signs webhook notices (x-relay-signature) in tests. */
+export const WEBHOOK_SECRET = "test-webhook-secret";
 export const UPSTREAM_KEY = "sk-up-secret-0123456789abcdefSECRET";
 
 const { Miniflare } = await import("miniflare");
@@ -125,7 +127,7 @@ export function miniflareOptions({ vars = {}, extra = {} } = {}) {
     scriptPath: opts.main ?? path.join(ROOT, "build/index.js"),
     modulesRoot: path.join(ROOT, "build"),
     modulesRules: [{ type: "ESModule", include: ["**/*.js"] }, ...(wo.modulesRules ?? [])],
-    bindings: { ...(wo.bindings ?? {}), ADMIN_TOKEN, LOCAL_DEV: "true", ...vars },
+    bindings: { ...(wo.bindings ?? {}), ADMIN_TOKEN, LOCAL_DEV: "true", WEBHOOK_SECRET, ...vars },
     host: "127.0.0.1",
     port: 0,
     cf: { country: "US", colo: "SFO", continent: "NA", city: "San Francisco", asn: 13335 },

@@ -193,6 +193,7 @@ describe("usage rows", () => {
       assert.equal(row.model, "pub-drip");
       assert.ok(row.completion_tokens >= 1, `completion tokens so far: ${row.completion_tokens}`);
       assert.equal(row.usage_source, "estimated", "the upstream never reported usage");
+      assert.equal(row.provenance, "partial", "the client left before the end");
     } finally {
       fake.release();
     }
