@@ -62,7 +62,7 @@ pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a>
         Tenant(t) if method == "GET" => TenantScope::OwnTenant(t),
         TenantKeys(t) | TenantLimits(t) => TenantScope::OwnTenant(t),
         Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
-        Usage | Audit | Analytics(_) => TenantScope::Narrowed,
+        Usage | UsageEntry(_) | Audit | Analytics(_) => TenantScope::Narrowed,
         Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
         | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
         | ModelGroups | ModelGroup(_) | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) => {

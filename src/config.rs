@@ -63,6 +63,10 @@ pub struct TenantSettings {
     pub lease_ms: Option<u64>,
     #[serde(default)]
     pub budget: Option<Budget>,
+    /// The tenant's price ratio in parts per million (1 000 000 = list price): every cost of
+    /// this tenant is multiplied by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_multiplier_ppm: Option<u64>,
 }
 
 /// Durable Object jurisdictions Cloudflare offers.
@@ -470,6 +474,16 @@ impl Fields {
         }
     }
 
+    /// `None`: absent; `Some(None)`: `null` (list price).
+    fn multiplier(&self) -> Result<Option<Option<u64>>, RelayError> {
+        match self.map.get("price_multiplier_ppm") {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => crate::pricing::parse_multiplier(v, "price_multiplier_ppm")
+                .map(|m| Some(Some(m.ppm()))),
+        }
+    }
+
     /// `None`: absent; `Some(None)`: `null` (off).
     fn cache_ttl(&self) -> Result<Option<Option<u32>>, RelayError> {
         if !self.has("cache_ttl_s") {
@@ -660,6 +674,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
             "jurisdiction",
             "lease_ms",
             "budget",
+            "price_multiplier_ppm",
         ],
     )?;
     Ok(NewTenant {
@@ -680,6 +695,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
         settings: TenantSettings {
             lease_ms: f.lease_ms()?.flatten(),
             budget: f.budget(allow_loopback_http)?.flatten(),
+            price_multiplier_ppm: f.multiplier()?.flatten(),
         },
     })
 }
@@ -696,6 +712,8 @@ pub struct TenantPatch {
     pub lease_ms: Option<Option<u64>>,
     /// `Some(None)` removes the budget.
     pub budget: Option<Option<Budget>>,
+    /// `Some(None)`: back to list price.
+    pub price_multiplier_ppm: Option<Option<u64>>,
 }
 
 pub fn parse_tenant_patch(
@@ -713,6 +731,7 @@ pub fn parse_tenant_patch(
             "lease_ms",
             "budget",
             "jurisdiction",
+            "price_multiplier_ppm",
         ],
     )?;
     if f.has("jurisdiction") {
@@ -740,6 +759,7 @@ pub fn parse_tenant_patch(
         rules: f.rules()?,
         lease_ms: f.lease_ms()?,
         budget: f.budget(allow_loopback_http)?,
+        price_multiplier_ppm: f.multiplier()?,
     })
 }
 
@@ -765,6 +785,9 @@ impl TenantPatch {
         }
         if let Some(budget) = &self.budget {
             tenant.settings.budget = budget.clone();
+        }
+        if let Some(m) = self.price_multiplier_ppm {
+            tenant.settings.price_multiplier_ppm = m;
         }
         tenant.updated_at = now_ms;
     }

@@ -30,6 +30,8 @@ pub enum Resource {
     ModelMap,
     ModelMapEntry(String),
     Usage,
+    /// One request's ledger row, with its attempts.
+    UsageEntry(String),
     Audit,
     /// A tenant's admin tokens (the global admin issues them).
     TenantTokens(String),
@@ -102,6 +104,7 @@ impl Resource {
             ["admin", "model-map"] => Resource::ModelMap,
             ["admin", "model-map", _, ..] => Resource::ModelMapEntry(rest_from(2)?),
             ["admin", "usage"] => Resource::Usage,
+            ["admin", "usage", r] => Resource::UsageEntry(id(r)?),
             ["admin", "audit"] => Resource::Audit,
             ["admin", "model-groups"] => Resource::ModelGroups,
             ["admin", "model-groups", g] => Resource::ModelGroup(id(g)?),
@@ -122,8 +125,8 @@ impl Resource {
     pub fn allowed_methods(&self) -> &'static [&'static str] {
         use Resource::*;
         match self {
-            Health | Models | Model(_) | Usage | Audit | KeyLimits(_) | TenantLimits(_)
-            | ChannelHealth(_) | Analytics(_) | Dashboard => &["GET"],
+            Health | Models | Model(_) | Usage | UsageEntry(_) | Audit | KeyLimits(_)
+            | TenantLimits(_) | ChannelHealth(_) | Analytics(_) | Dashboard => &["GET"],
             ChannelKeyEnable(..) => &["POST"],
             Key(_) => &["GET", "PATCH"],
             Relay(_) | Messages | CountTokens | TenantDisable(_) | TenantEnable(_)
@@ -144,9 +147,9 @@ impl Resource {
             Health | Models | Model(_) | Relay(_) | Messages | CountTokens | Dashboard => false,
             Tenants | Tenant(_) | TenantDisable(_) | TenantEnable(_) | TenantKeys(_) | Key(_)
             | KeyRevoke(_) | KeyRotate(_) | KeyLimits(_) | TenantLimits(_) | Channels
-            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | Audit | TenantTokens(_)
-            | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices | Price(_)
-            | ChannelHealth(_) | ChannelKeyEnable(..) | Analytics(_) => true,
+            | Channel(_) | ModelMap | ModelMapEntry(_) | Usage | UsageEntry(_) | Audit
+            | TenantTokens(_) | TenantTokenRevoke(_) | ModelGroups | ModelGroup(_) | Prices
+            | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) | Analytics(_) => true,
         }
     }
 }
@@ -181,8 +184,8 @@ impl Resource {
             (Price(m), _) => ("price.set", "price", Some(m)),
             (
                 Health | Models | Model(_) | Relay(_) | Messages | CountTokens | KeyLimits(_)
-                | TenantLimits(_) | Usage | Audit | ModelGroups | Prices | ChannelHealth(_)
-                | Analytics(_) | Dashboard,
+                | TenantLimits(_) | Usage | UsageEntry(_) | Audit | ModelGroups | Prices
+                | ChannelHealth(_) | Analytics(_) | Dashboard,
                 _,
             ) => return None,
         })

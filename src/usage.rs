@@ -213,9 +213,29 @@ pub struct UsageRow {
     /// The fingerprint of the upstream key used (never the key).
     #[serde(default)]
     pub upstream_key: Option<String>,
+    /// Each attempt, when there was more than one (written to `usage_attempts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_log: Vec<AttemptRow>,
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
+}
+
+/// One upstream attempt of a request, linked to its usage row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub request_id: String,
+    /// 1 for the first attempt.
+    pub n: u32,
+    pub channel_id: String,
+    pub upstream_model: String,
+    pub upstream_key: Option<String>,
+    /// The upstream's status; `None` when it never answered.
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    /// `served`, `failed`, or `cancelled` (a hedge that lost).
+    pub outcome: String,
+    pub at: i64,
 }
 
 fn not_billed() -> String {

@@ -489,6 +489,17 @@ pub async fn handle(
                     .ok_or_else(|| not_found("Tenant token", &id))?),
             )
         }
+        (Resource::UsageEntry(id), _) => {
+            let row = store
+                .usage_row(&id)
+                .await?
+                .filter(|r| own_tenant.as_ref().is_none_or(|t| *t == r.tenant_id))
+                .ok_or_else(|| not_found("Request", &id))?;
+            let attempts = row.attempt_log.clone();
+            let mut body = json!(row);
+            body["attempt_log"] = json!(attempts);
+            (200, body)
+        }
         (Resource::Usage, _) => {
             let mut query = usage_query(&query)?;
             if own_tenant.is_some() {

@@ -43,7 +43,7 @@ use crate::providers::{self, ProviderKind, UpstreamRequest};
 use crate::response_cache::{self, CacheMode};
 use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
-use crate::usage::{self, Provenance, Usage, UsageRow};
+use crate::usage::{self, AttemptRow, Provenance, Usage, UsageRow};
 
 /// What every handler on the relay path shares.
 pub struct RelayCtx<'a> {
@@ -230,9 +230,31 @@ struct Ledger {
     colo: Option<String>,
     /// Fingerprint of the upstream key of the attempt that served.
     upstream_key: Option<String>,
+    attempt_log: Vec<AttemptRow>,
 }
 
 impl Ledger {
+    fn log_attempt(
+        &mut self,
+        served: &Served<'_>,
+        key: Option<&str>,
+        status: Option<u16>,
+        error: Option<&RelayError>,
+        outcome: &str,
+    ) {
+        self.attempt_log.push(AttemptRow {
+            request_id: self.request_id.clone(),
+            n: u32::try_from(self.attempt_log.len() + 1).unwrap_or(u32::MAX),
+            channel_id: served.channel.id.clone(),
+            upstream_model: served.route.upstream_model.clone(),
+            upstream_key: key.map(health::fingerprint),
+            status,
+            error_code: error.map(|e| e.code().to_string()),
+            outcome: outcome.to_string(),
+            at: now_ms(),
+        });
+    }
+
     /// Record the row `row` resolves to, after settling the reservation with its tokens: a
     /// failed request settles at zero, a broken or abandoned stream at what it produced.
     fn record(
@@ -296,6 +318,12 @@ impl Ledger {
             inbound: Some(self.inbound.to_string()),
             colo: self.colo.clone(),
             upstream_key: self.upstream_key.clone(),
+            // Only a request that needed more than one attempt itemises them.
+            attempt_log: if self.attempt_log.len() > 1 {
+                self.attempt_log.clone()
+            } else {
+                Vec::new()
+            },
             usage_source: source.as_str().to_string(),
             latency_ms: (now - self.started_ms).max(0),
             ttfb_ms,
@@ -370,6 +398,7 @@ pub async fn relay(
         },
         colo: None,
         upstream_key: None,
+        attempt_log: Vec::new(),
     };
     ledger.colo = caller_of(&req).colo;
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
@@ -439,6 +468,8 @@ async fn relay_inner(
     )?;
     let mut cands = candidates(rc, grant, target, client.model()).await?;
     let prices = prices(rc).await?;
+    // The tenant's price ratio, if it has one, applies to every cost it is charged.
+    let multipliers: Vec<u64> = grant.settings.price_multiplier_ppm.into_iter().collect();
     let prompt_tokens = usage::estimate_tokens(client.prompt_bytes());
     let max_output = client
         .max_tokens()
@@ -451,7 +482,7 @@ async fn relay_inner(
     };
     // Hold the request's worst case at the key's (and tenant's) limiter before anything is
     // spent upstream; it is settled to what was used when the usage row is written.
-    let pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+    let pricer = Pricer::new(&prices, &target.upstream_model, multipliers.clone());
     let admitted =
         match limiter::reserve(rc.env, rc.ctx, grant, rc.request_id, ask(&pricer), false).await {
             // Over the hard budget, a tenant that chose to downgrade is served by its fallback.
@@ -468,7 +499,7 @@ async fn relay_inner(
                 };
                 target = fallback_target;
                 cands = candidates(rc, grant, target, fallback).await?;
-                let pricer = Pricer::new(&prices, &target.upstream_model, Vec::new());
+                let pricer = Pricer::new(&prices, &target.upstream_model, multipliers.clone());
                 ledger.notes.push((
                     "x-relay-downgraded",
                     format!("{} -> {fallback}", client.model()),
@@ -598,7 +629,7 @@ async fn relay_inner(
             ledger.pricer = Some(Rc::new(Pricer::new(
                 &prices,
                 &route.upstream_model,
-                Vec::new(),
+                multipliers.clone(),
             )));
             return serve_mock(&client, &served, &reply_id, random, created_s, rc, ledger);
         }
@@ -654,14 +685,25 @@ async fn relay_inner(
             attempts += 1;
             at += 1;
         }
-        if let Some(Some((loser, failed))) = &hedged {
-            report_failure(
-                rc,
-                loser.channel,
-                &loser.route.upstream_model,
-                failed,
-                false,
-            );
+        match &hedged {
+            Some((loser, Some(failed))) => {
+                report_failure(
+                    rc,
+                    loser.channel,
+                    &loser.route.upstream_model,
+                    failed,
+                    false,
+                );
+                ledger.log_attempt(
+                    loser,
+                    failed.key_used.as_deref(),
+                    failed.status,
+                    Some(&failed.err),
+                    "failed",
+                );
+            }
+            Some((loser, None)) => ledger.log_attempt(loser, None, None, None, "cancelled"),
+            None => {}
         }
         ledger.upstream_model = Some(route.upstream_model.clone());
         ledger.channel_id = Some(channel.id.clone());
@@ -671,6 +713,13 @@ async fn relay_inner(
         match result {
             Ok(sent) => {
                 ledger.upstream_key = sent.key_used.as_deref().map(health::fingerprint);
+                ledger.log_attempt(
+                    &served,
+                    sent.key_used.as_deref(),
+                    Some(sent.status),
+                    None,
+                    "served",
+                );
                 health::record(
                     rc.env,
                     rc.ctx,
@@ -690,7 +739,7 @@ async fn relay_inner(
                 ledger.pricer = Some(Rc::new(Pricer::new(
                     &prices,
                     &route.upstream_model,
-                    Vec::new(),
+                    multipliers.clone(),
                 )));
                 if was_hedged {
                     ledger.notes.push(("x-relay-hedged", "true".into()));
@@ -710,6 +759,13 @@ async fn relay_inner(
             }
             Err(failed) => {
                 report_failure(rc, channel, &route.upstream_model, &failed, probe);
+                ledger.log_attempt(
+                    &served,
+                    failed.key_used.as_deref(),
+                    failed.status,
+                    Some(&failed.err),
+                    "failed",
+                );
                 let same_channel_next = at + 1 >= order.len();
                 // Another key of this channel's pool, when the failure was this key's own
                 // (its 429 or rejected credential cooled or disabled it just now).
@@ -825,7 +881,7 @@ type Hedged<'a> = (
     Result<Sent, Failed>,
     Abort,
     Served<'a>,
-    Option<Option<(Served<'a>, Failed)>>,
+    Option<(Served<'a>, Option<Failed>)>,
 );
 
 /// The first attempt, and after `hedge_ms` without response headers the same request on
@@ -872,17 +928,17 @@ async fn hedged_attempt<'a>(
         Race::Alone(result) => (result, first_controller, first, None),
         Race::FirstWon(sent) => {
             other_controller.abort();
-            (Ok(sent), first_controller, first, Some(None))
+            (Ok(sent), first_controller, first, Some((other, None)))
         }
         Race::OtherWon(sent) => {
             first_controller.abort();
-            (Ok(sent), other_controller, other, Some(None))
+            (Ok(sent), other_controller, other, Some((first, None)))
         }
         Race::FirstFailed(failed, result) => {
-            (result, other_controller, other, Some(Some((first, failed))))
+            (result, other_controller, other, Some((first, Some(failed))))
         }
         Race::OtherFailed(failed, result) => {
-            (result, first_controller, first, Some(Some((other, failed))))
+            (result, first_controller, first, Some((other, Some(failed))))
         }
     }
 }

@@ -309,6 +309,7 @@ impl From<UsageDbRow> for UsageRow {
             inbound: r.inbound,
             colo: r.colo,
             upstream_key: r.upstream_key,
+            attempt_log: Vec::new(),
             usage_source: r.usage_source,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
@@ -816,6 +817,23 @@ impl Store {
                 ],
             )?);
         }
+        for a in rows.iter().flat_map(|u| &u.attempt_log) {
+            statements.push(self.statement(
+                "INSERT OR IGNORE INTO usage_attempts (request_id, n, channel_id, upstream_model, upstream_key, \
+                 status, error_code, outcome, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &[
+                    text(&a.request_id),
+                    int(i64::from(a.n)),
+                    text(&a.channel_id),
+                    text(&a.upstream_model),
+                    opt_text(a.upstream_key.as_deref()),
+                    opt_int(a.status.map(i64::from)),
+                    opt_text(a.error_code.as_deref()),
+                    text(&a.outcome),
+                    int(a.at),
+                ],
+            )?);
+        }
         let results = self
             .db
             .batch(statements)
@@ -915,6 +933,26 @@ impl Store {
             ],
         )
         .await
+    }
+
+    /// One request's row and its attempts.
+    pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, RelayError> {
+        let row: Option<UsageDbRow> = self
+            .first(
+                "SELECT * FROM usage WHERE request_id = ?1",
+                &[text(request_id)],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut row = UsageRow::from(row);
+        row.attempt_log = self
+            .all(
+                "SELECT request_id, n, channel_id, upstream_model, upstream_key, status, error_code, outcome, at \
+                 FROM usage_attempts WHERE request_id = ?1 ORDER BY n",
+                &[text(request_id)],
+            )
+            .await?;
+        Ok(Some(row))
     }
 
     pub async fn ledger(&self, q: &LedgerQuery<'_>) -> Result<Vec<UsageRow>, RelayError> {

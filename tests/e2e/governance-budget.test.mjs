@@ -111,6 +111,18 @@ describe("governance: budgets and regions", () => {
     assert.equal(row.cost_micros, COST);
   });
 
+  it("a tenant's price multiplier scales its costs exactly", async () => {
+    const { tenant, key } = await tenantKey({ price_multiplier_ppm: 1_500_000 });
+    assert.equal(tenant.price_multiplier_ppm, 1_500_000);
+    const r = await chat(key.key);
+    const row = await relay.usageRow(r.headers.get("x-request-id"));
+    assert.equal(row.cost_micros, Math.ceil(COST * 1.5), "27 × 1.5 = 40.5, rounded up");
+    assertOpenAIError(await relay.admin("POST", "/admin/tenants", { name: "x", price_multiplier_ppm: -1 }), {
+      status: 400,
+      param: "price_multiplier_ppm",
+    });
+  });
+
   it("soft budget: a header warning once reached, and a webhook delivered (retried after a 500)", async () => {
     const { tenant, key } = await tenantKey({ budget: { soft_micros: 2 * COST, webhook_url: hook.url } });
     assert.equal((await chat(key.key)).status, 200);

@@ -229,6 +229,12 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     assert.equal(row.upstream_model, "gpt-hedge");
     assert.equal(row.attempts, 2, "the cancelled attempt is on the record");
     assert.equal(row.hedged, 1);
+    const entry = await relay.adminOk("GET", `/admin/usage/${r.headers.get("x-request-id")}`);
+    const log = Object.fromEntries(entry.attempt_log.map((a) => [a.outcome, a]));
+    assert.equal(entry.attempt_log.length, 2);
+    assert.equal(log.served.channel_id, ch.b.id);
+    assert.equal(log.cancelled.channel_id, ch.c.id);
+    assert.equal(log.cancelled.upstream_model, "hang");
     // Without hedge_ms nothing races: a plain entry answers from its one route.
     assertOpenAIError(await relay.admin("PUT", "/admin/model-map/bad-hedge", { channel_id: ch.a.id, upstream_model: "x", hedge_ms: 5 }), {
       status: 400,
@@ -290,6 +296,13 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     const row = await relay.usageRow(r.headers.get("x-request-id"));
     assert.equal(row.attempts, 3);
     assert.equal(row.status, 502);
+    const entry = await relay.adminOk("GET", `/admin/usage/${r.headers.get("x-request-id")}`);
+    assert.deepEqual(entry.attempt_log.map((a) => [a.n, a.outcome, a.status]), [
+      [1, "failed", 500],
+      [2, "failed", 500],
+      [3, "failed", 500],
+    ]);
+    assertOpenAIError(await relay.admin("GET", "/admin/usage/req_nope"), { status: 404 });
     const fast = `fast-${randomUUID()}`;
     assertOpenAIError(await chat("r-all-down", { marker: fast, headers: { "x-relay-retries": "0" } }), { status: 502 });
     assert.equal(a.find((q) => q.rawBody.includes(fast)).length + b.find((q) => q.rawBody.includes(fast)).length, 1);
