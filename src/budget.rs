@@ -182,6 +182,60 @@ pub struct PendingAlert {
     pub next_at_ms: i64,
 }
 
+/// Webhooks an object has yet to deliver, with their retry schedule. Stored inside the
+/// object's state (as a plain list, so older states read back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AlertQueue(Vec<PendingAlert>);
+
+impl AlertQueue {
+    pub fn push(&mut self, alert: PendingAlert) {
+        self.0.push(alert);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// When the object should next wake to deliver.
+    pub fn next_ms(&self) -> Option<i64> {
+        self.0.iter().map(|a| a.next_at_ms).min()
+    }
+
+    pub fn due(&self, now_ms: i64) -> Vec<PendingAlert> {
+        self.0
+            .iter()
+            .filter(|a| a.next_at_ms <= now_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// Record a delivery attempt. Returns true when the alert was given up on.
+    pub fn attempted(&mut self, id: &str, delivered: bool, now_ms: i64) -> bool {
+        let Some(i) = self.0.iter().position(|a| a.id == id) else {
+            return false;
+        };
+        if delivered {
+            self.0.remove(i);
+            return false;
+        }
+        let Some(alert) = self.0.get_mut(i) else {
+            return false;
+        };
+        alert.attempts += 1;
+        if alert.attempts >= MAX_ATTEMPTS {
+            self.0.remove(i);
+            return true;
+        }
+        alert.next_at_ms = now_ms + retry_delay_ms(alert.attempts);
+        false
+    }
+}
+
 /// Deliveries are retried with doubling waits (1 s, 2 s, 4 s … capped at 5 min) for about
 /// about two hours; after that the alert is dropped and logged.
 pub const MAX_ATTEMPTS: u32 = 30;

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::routing::{Admit, Breaker, BreakerConfig, BreakerState, BreakerView, KeyPool, KeyView};
+use crate::budget::{AlertQueue, PendingAlert, WebhookFormat};
+use crate::routing::{
+    Admit, Breaker, BreakerConfig, BreakerPhase, BreakerState, BreakerView, KeyPool, KeyView,
+};
 
 /// Outcomes an isolate gathered since its last report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,9 @@ pub enum HealthCall {
         report: Report,
         #[serde(default)]
         breaker: BreakerConfig,
+        /// The channel this object is about (for alerts).
+        #[serde(default)]
+        channel: String,
     },
     /// May a request probe this half-open (channel, model)? At most one at a time, worldwide.
     Admit {
@@ -64,7 +70,24 @@ pub struct ChannelHealth {
     pub breakers: BTreeMap<String, Breaker>,
     #[serde(default)]
     pub keys: KeyPool,
+    /// Operator alerts not yet delivered (the object's alarm sends them).
+    #[serde(default, skip_serializing_if = "AlertQueue::is_empty")]
+    pub alerts: AlertQueue,
+    /// Upstream models whose error rate is above the spike threshold (alerted once per spike).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub spiking: std::collections::BTreeSet<String>,
 }
+
+/// Where operator alerts go (`ALERT_WEBHOOK_URL`, `ALERT_WEBHOOK_FORMAT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertTarget {
+    pub url: String,
+    pub format: WebhookFormat,
+}
+
+/// An error-rate spike: at least this share of a window's outcomes failed (and at least the
+/// breaker's `min_requests` outcomes), below what may already have opened the breaker.
+pub const SPIKE_PERCENT: u64 = 25;
 
 /// How a (channel, model) stands for the next attempt, as an isolate decides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +123,30 @@ impl ChannelHealth {
     }
 
     /// One call, as the Durable Object receives it; returns the reply and whether the state
-    /// changed.
-    pub fn handle(&mut self, call: HealthCall, now_ms: i64) -> (serde_json::Value, bool) {
+    /// changed. `alerts`: where to send operator alerts, if anywhere.
+    pub fn handle(
+        &mut self,
+        call: HealthCall,
+        now_ms: i64,
+        alerts: Option<&AlertTarget>,
+    ) -> (serde_json::Value, bool) {
         match call {
-            HealthCall::Report { report, breaker } => {
+            HealthCall::Report {
+                report,
+                breaker,
+                channel,
+            } => {
                 let changed = !report.is_empty();
+                let before: BTreeMap<String, BreakerPhase> = self
+                    .breakers
+                    .iter()
+                    .map(|(m, b)| (m.clone(), b.state(now_ms).phase()))
+                    .collect();
                 self.apply(&report, breaker, now_ms);
-                (serde_json::to_value(&*self).unwrap_or_default(), changed)
+                if let Some(target) = alerts {
+                    self.raise_alerts(&channel, &before, target, now_ms);
+                }
+                (self.public_state(), changed)
             }
             HealthCall::Admit { model, breaker } => {
                 let admit = self.breaker(&model, breaker).admit(now_ms);
@@ -114,8 +154,54 @@ impl ChannelHealth {
             }
             HealthCall::EnableKey { fingerprint } => {
                 self.keys.enable(&fingerprint);
-                (serde_json::to_value(&*self).unwrap_or_default(), true)
+                (self.public_state(), true)
             }
+        }
+    }
+
+    /// What isolates copy: breakers and keys (the alert bookkeeping stays in the object).
+    fn public_state(&self) -> serde_json::Value {
+        serde_json::json!({"breakers": self.breakers, "keys": self.keys})
+    }
+
+    /// Queue an alert for each breaker that just opened, and for each model whose error rate
+    /// just crossed `SPIKE_PERCENT` (once per spike: it must fall back below to alert again).
+    fn raise_alerts(
+        &mut self,
+        channel: &str,
+        before: &BTreeMap<String, BreakerPhase>,
+        target: &AlertTarget,
+        now_ms: i64,
+    ) {
+        let mut raised = Vec::new();
+        for (model, b) in &self.breakers {
+            let view = b.view(now_ms);
+            let was = before.get(model).copied().unwrap_or(BreakerPhase::Closed);
+            if view.state == BreakerPhase::Open && was != BreakerPhase::Open {
+                raised.push(("circuit_breaker.opened", model.clone(), view));
+            }
+            let total = view.successes + view.failures;
+            let spiking = view.state == BreakerPhase::Closed
+                && total >= u64::from(b.config().min_requests.max(1))
+                && view.failures * 100 >= total * SPIKE_PERCENT;
+            if spiking && !self.spiking.contains(model) {
+                raised.push(("channel.error_rate_spike", model.clone(), view));
+            }
+            if !spiking && view.state == BreakerPhase::Closed {
+                self.spiking.remove(model);
+            }
+        }
+        for (kind, model, view) in raised {
+            if kind == "channel.error_rate_spike" {
+                self.spiking.insert(model.clone());
+            }
+            self.alerts.push(PendingAlert {
+                id: format!("{kind}:{channel}:{model}:{now_ms}"),
+                url: target.url.clone(),
+                body: alert_body(kind, channel, &model, &view, target.format, now_ms),
+                attempts: 0,
+                next_at_ms: now_ms,
+            });
         }
     }
 
@@ -145,6 +231,41 @@ impl ChannelHealth {
 pub struct HealthView {
     pub breakers: BTreeMap<String, BreakerView>,
     pub keys: Vec<KeyView>,
+}
+
+fn alert_body(
+    kind: &str,
+    channel: &str,
+    model: &str,
+    view: &BreakerView,
+    format: WebhookFormat,
+    now_ms: i64,
+) -> String {
+    if format == WebhookFormat::Slack {
+        let what = if kind == "circuit_breaker.opened" {
+            "circuit breaker opened"
+        } else {
+            "error-rate spike"
+        };
+        return serde_json::json!({
+            "text": format!(
+                ":rotating_light: edgerelay: {what} on channel `{channel}`, model `{model}`: {} failures, {} successes in the window.",
+                view.failures, view.successes
+            )
+        })
+        .to_string();
+    }
+    serde_json::json!({
+        "type": kind,
+        "channel_id": channel,
+        "upstream_model": model,
+        "failures": view.failures,
+        "successes": view.successes,
+        "state": view.state,
+        "open_until_ms": view.open_until_ms,
+        "at_ms": now_ms,
+    })
+    .to_string()
 }
 
 /// The probe decision as the object replies it.
@@ -195,6 +316,7 @@ mod tests {
                     breaker: quick(),
                 },
                 t,
+                None,
             );
             parse_admit(&v)
         };
@@ -233,8 +355,44 @@ mod tests {
                 fingerprint: "fp2".into(),
             },
             6_000,
+            None,
         );
         assert!(h.view(6_000).keys.iter().all(|k| k.fingerprint != "fp2"));
+    }
+
+    #[test]
+    fn alerts_when_a_breaker_opens_and_once_per_error_spike() {
+        let target = AlertTarget {
+            url: "https://ops.example.com/hook".into(),
+            format: WebhookFormat::Json,
+        };
+        let report = |ok: u32, failed: u32| HealthCall::Report {
+            report: Report {
+                outcomes: [("m".to_string(), (ok, failed))].into(),
+                ..Report::default()
+            },
+            breaker: quick(),
+            channel: "ch_1".into(),
+        };
+        let mut h = ChannelHealth::default();
+        // 1 of 4 failed: a spike (25 %) but not an opening (50 %).
+        h.handle(report(3, 1), 0, Some(&target));
+        let due = h.alerts.due(0);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].body.contains("channel.error_rate_spike"));
+        h.handle(report(3, 1), 1, Some(&target));
+        assert_eq!(h.alerts.len(), 1, "the same spike alerts once");
+        h.handle(report(0, 8), 2, Some(&target));
+        let kinds: Vec<String> = h.alerts.due(2).iter().map(|a| a.body.clone()).collect();
+        assert!(kinds.iter().any(|b| b.contains("circuit_breaker.opened")));
+        assert!(kinds.iter().all(|b| b.contains("\"channel_id\":\"ch_1\"")));
+        // The isolates' copy carries no alert bookkeeping.
+        let (v, _) = h.handle(report(0, 0), 3, Some(&target));
+        assert!(v.get("alerts").is_none() && v.get("breakers").is_some());
+        // Without a target nothing is queued.
+        let mut quiet = ChannelHealth::default();
+        quiet.handle(report(0, 8), 0, None);
+        assert!(quiet.alerts.is_empty());
     }
 
     #[test]
@@ -253,6 +411,7 @@ mod tests {
         let call = HealthCall::Report {
             report: failures("m", 1),
             breaker: quick(),
+            channel: "ch_1".into(),
         };
         let json = serde_json::to_string(&call).unwrap();
         assert_eq!(serde_json::from_str::<HealthCall>(&json).unwrap(), call);

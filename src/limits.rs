@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{self, Budget, BudgetStatus, PendingAlert};
+use crate::budget::{self, AlertQueue, Budget, BudgetStatus, PendingAlert};
 
 const MINUTE_MS: i64 = 60_000;
 /// A reservation not settled within this long is settled at its reserved amount: the isolate
@@ -290,8 +290,8 @@ pub struct LimiterState {
     periods: [PeriodUsage; 3],
     in_flight: BTreeMap<String, Reservation>,
     /// Budget webhooks not yet delivered (the Durable Object's alarm sends them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    alerts: Vec<PendingAlert>,
+    #[serde(default, skip_serializing_if = "AlertQueue::is_empty")]
+    alerts: AlertQueue,
     /// Start of the budget period whose soft limit has been announced already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     soft_announced: Option<i64>,
@@ -772,35 +772,17 @@ impl LimiterState {
 
     /// When the Durable Object should next wake to deliver webhooks.
     pub fn next_alert_ms(&self) -> Option<i64> {
-        self.alerts.iter().map(|a| a.next_at_ms).min()
+        self.alerts.next_ms()
     }
 
     /// Webhooks due now.
     pub fn due_alerts(&self, now_ms: i64) -> Vec<PendingAlert> {
-        self.alerts
-            .iter()
-            .filter(|a| a.next_at_ms <= now_ms)
-            .cloned()
-            .collect()
+        self.alerts.due(now_ms)
     }
 
     /// Record a delivery attempt. Returns true when the alert was given up on.
     pub fn alert_attempted(&mut self, id: &str, delivered: bool, now_ms: i64) -> bool {
-        let Some(i) = self.alerts.iter().position(|a| a.id == id) else {
-            return false;
-        };
-        if delivered {
-            self.alerts.remove(i);
-            return false;
-        }
-        let alert = &mut self.alerts[i];
-        alert.attempts += 1;
-        if alert.attempts >= budget::MAX_ATTEMPTS {
-            self.alerts.remove(i);
-            return true;
-        }
-        alert.next_at_ms = now_ms + budget::retry_delay_ms(alert.attempts);
-        false
+        self.alerts.attempted(id, delivered, now_ms)
     }
 
     /// Replace `id`'s reservation by what it used (zero for a request that failed upstream),

@@ -10,21 +10,34 @@ use std::collections::HashMap;
 use worker::{durable_object, Context, Date, DurableObject, Env, Request, Response, Result, State};
 
 use super::objects::{self, JsonRow};
+use crate::budget::WebhookFormat;
 use crate::error::RelayError;
-use crate::health::{self, ChannelHealth, Gate, HealthCall, Report};
+use crate::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
 use crate::routing::{Admit, BreakerConfig};
 
 #[durable_object]
 pub struct Health {
     row: JsonRow,
+    storage: worker::Storage,
     state: RefCell<Option<ChannelHealth>>,
+    /// Where operator alerts go (`ALERT_WEBHOOK_URL`); none when unset.
+    alerts: Option<AlertTarget>,
+    webhook_secret: Option<String>,
 }
 
 impl DurableObject for Health {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        let format = match super::state::secret(&env, "ALERT_WEBHOOK_FORMAT").as_deref() {
+            Some("slack") => WebhookFormat::Slack,
+            _ => WebhookFormat::Json,
+        };
         Health {
             row: JsonRow::new(state.storage().sql(), "health"),
+            storage: state.storage(),
             state: RefCell::new(None),
+            alerts: super::state::secret(&env, "ALERT_WEBHOOK_URL")
+                .map(|url| AlertTarget { url, format }),
+            webhook_secret: super::state::secret(&env, "WEBHOOK_SECRET"),
         }
     }
 
@@ -36,12 +49,43 @@ impl DurableObject for Health {
             .borrow_mut()
             .take()
             .unwrap_or_else(|| self.load());
-        let (reply, changed) = state.handle(call, Date::now().as_millis() as i64);
+        let (reply, changed) =
+            state.handle(call, Date::now().as_millis() as i64, self.alerts.as_ref());
+        let wake = state.alerts.next_ms();
         if changed {
             self.row.save(&state)?;
         }
         *self.state.borrow_mut() = Some(state);
+        if let (true, Some(at)) = (changed, wake) {
+            objects::wake_at(&self.storage, at).await;
+        }
         Response::from_json(&reply)
+    }
+
+    /// Deliver the operator alerts that are due; failures are retried at the next alarm.
+    async fn alarm(&self) -> Result<Response> {
+        let now = Date::now().as_millis() as i64;
+        let due = {
+            let mut slot = self.state.borrow_mut();
+            slot.get_or_insert_with(|| self.load()).alerts.due(now)
+        };
+        let results = objects::deliver(due, self.webhook_secret.as_deref()).await;
+        let now = Date::now().as_millis() as i64;
+        let wake = {
+            let mut slot = self.state.borrow_mut();
+            let state = slot.get_or_insert_with(|| self.load());
+            for (id, delivered) in &results {
+                if state.alerts.attempted(id, *delivered, now) {
+                    worker::console_error!("alert {} undeliverable; given up", id);
+                }
+            }
+            self.row.save(state)?;
+            state.alerts.next_ms()
+        };
+        if let Some(at) = wake {
+            objects::wake_at(&self.storage, at).await;
+        }
+        Response::ok("")
     }
 }
 
@@ -134,6 +178,7 @@ fn flush(env: &Env, ctx: &Context, channel_id: &str, config: BreakerConfig) {
                 &HealthCall::Report {
                     report: report.clone(),
                     breaker: config,
+                    channel: channel_id.clone(),
                 },
             )
             .await;
@@ -260,6 +305,7 @@ pub async fn admin_view(env: &Env, channel_id: &str) -> Result<serde_json::Value
         &HealthCall::Report {
             report: Report::default(),
             breaker: BreakerConfig::default(),
+            channel: channel_id.to_string(),
         },
     )
     .await?;

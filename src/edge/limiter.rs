@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use worker::js_sys::{Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    durable_object, Context, Date, DurableObject, Env, Fetch, Headers, Method, ObjectNamespace,
-    Request, RequestInit, Response, Result, State,
+    durable_object, Context, Date, DurableObject, Env, ObjectNamespace, Request, Response, Result,
+    State,
 };
 
 use super::objects::{self, JsonRow};
@@ -70,15 +70,7 @@ impl DurableObject for Limiter {
             let mut slot = self.state.borrow_mut();
             slot.get_or_insert_with(|| self.load()).due_alerts(now)
         };
-        let mut results = Vec::new();
-        for alert in due {
-            let signature = self
-                .webhook_secret
-                .as_deref()
-                .map(|secret| crate::budget::signature(secret, now, &alert.body));
-            let delivered = post_json(&alert.url, &alert.body, signature.as_deref()).await;
-            results.push((alert.id, delivered));
-        }
+        let results = objects::deliver(due, self.webhook_secret.as_deref()).await;
         let now = Date::now().as_millis() as i64;
         let wake = {
             let mut slot = self.state.borrow_mut();
@@ -98,40 +90,13 @@ impl DurableObject for Limiter {
     }
 }
 
-/// POST a webhook body; true when the receiver answered 2xx.
-async fn post_json(url: &str, body: &str, signature: Option<&str>) -> bool {
-    let headers = Headers::new();
-    let _ = headers.set("content-type", "application/json");
-    let _ = headers.set("user-agent", "edgerelay-webhook/1");
-    if let Some(sig) = signature {
-        let _ = headers.set("x-relay-signature", sig);
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(JsValue::from_str(body)));
-    let Ok(request) = Request::new_with_init(url, &init) else {
-        return false;
-    };
-    match Fetch::Request(request).send().await {
-        Ok(response) => (200..300).contains(&response.status_code()),
-        Err(e) => {
-            worker::console_warn!("budget webhook failed: {}", e);
-            false
-        }
-    }
-}
-
 impl Limiter {
     fn save(&self, state: &LimiterState) -> Result<()> {
         self.row.save(state)
     }
 
     async fn wake_at(&self, at_ms: i64) {
-        let offset = (at_ms - Date::now().as_millis() as i64).max(0);
-        if let Err(e) = self.storage.set_alarm(offset).await {
-            worker::console_error!("limiter alarm: {}", e);
-        }
+        objects::wake_at(&self.storage, at_ms).await;
     }
 
     fn load(&self) -> LimiterState {

@@ -4,8 +4,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
-use worker::{Method, Request, RequestInit, SqlStorage, Stub};
+use worker::{Date, Fetch, Headers, Method, Request, RequestInit, SqlStorage, Storage, Stub};
 
+use crate::budget::{self, PendingAlert};
 use crate::error::RelayError;
 
 /// One JSON value in a table of its own, read once per object life and written on change.
@@ -82,4 +83,46 @@ pub async fn call<T: DeserializeOwned>(
         .json::<T>()
         .await
         .map_err(|e| internal("reply", &e))
+}
+
+/// POST each due webhook once, signed when the deployment has a `WEBHOOK_SECRET`; returns
+/// which were delivered (2xx), for the object to record and retry the rest at its next alarm.
+pub async fn deliver(due: Vec<PendingAlert>, secret: Option<&str>) -> Vec<(String, bool)> {
+    let mut results = Vec::with_capacity(due.len());
+    for alert in due {
+        let now = Date::now().as_millis() as i64;
+        let headers = Headers::new();
+        let _ = headers.set("content-type", "application/json");
+        let _ = headers.set("user-agent", "edgerelay-webhook/1");
+        if let Some(secret) = secret {
+            let _ = headers.set(
+                "x-relay-signature",
+                &budget::signature(secret, now, &alert.body),
+            );
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post)
+            .with_headers(headers)
+            .with_body(Some(JsValue::from_str(&alert.body)));
+        let delivered = match Request::new_with_init(&alert.url, &init) {
+            Ok(request) => match Fetch::Request(request).send().await {
+                Ok(response) => (200..300).contains(&response.status_code()),
+                Err(e) => {
+                    worker::console_warn!("webhook {} failed: {}", alert.id, e);
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        results.push((alert.id, delivered));
+    }
+    results
+}
+
+/// Wake the object at `at_ms` (now, if that has passed) to deliver what is due.
+pub async fn wake_at(storage: &Storage, at_ms: i64) {
+    let offset = (at_ms - Date::now().as_millis() as i64).max(0);
+    if let Err(e) = storage.set_alarm(offset).await {
+        worker::console_error!("object alarm: {}", e);
+    }
 }

@@ -11,37 +11,12 @@
 // GET /admin/tenants/{id}/limits; webhook deliveries are awaited as promises, bounded by within().
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
 import { randomUUID, createHmac } from "node:crypto";
 import { startRelay, assertOpenAIError, pollUntil, within, WEBHOOK_SECRET } from "./harness.mjs";
 import { startFakeOpenAI } from "./fake-openai.mjs";
+import { startWebhookListener } from "./fake-webhook.mjs";
 
 const COST = 13 * 1 + 7 * 2;
-
-/** A webhook receiver on 127.0.0.1 that answers with the queued statuses (then 200). */
-async function startHookListener(statuses = []) {
-  const received = [];
-  const waiters = [];
-  const server = http.createServer((req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      received.push({ method: req.method, url: req.url, headers: req.headers, body });
-      res.writeHead(statuses.shift() ?? 200, { "content-type": "text/plain" });
-      res.end("ok");
-      for (const w of waiters.splice(0)) w();
-    });
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  const url = `http://127.0.0.1:${server.address().port}/hook`;
-  /** Resolves once `n` deliveries have arrived. */
-  const count = (n) =>
-    new Promise((resolve) => {
-      const check = () => (received.length >= n ? resolve(received) : waiters.push(check));
-      check();
-    });
-  return { url, received, count, close: () => new Promise((r) => server.close(r)) };
-}
 
 describe("governance: budgets and regions", () => {
   let relay, fake, hook;
@@ -49,7 +24,7 @@ describe("governance: budgets and regions", () => {
 
   before(async () => {
     fake = await startFakeOpenAI();
-    hook = await startHookListener([500]);
+    hook = await startWebhookListener([500]);
     relay = await startRelay();
     const s = await relay.seed({
       upstreamBaseUrl: fake.baseUrl,

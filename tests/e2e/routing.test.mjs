@@ -10,9 +10,10 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { randomUUID } from "node:crypto";
-import { startRelay, assertOpenAIError, pollUntil, within, sse } from "./harness.mjs";
+import { randomUUID, createHmac } from "node:crypto";
+import { startRelay, assertOpenAIError, pollUntil, within, sse, WEBHOOK_SECRET } from "./harness.mjs";
 import { startFakeOpenAI, closedPort } from "./fake-openai.mjs";
+import { startWebhookListener } from "./fake-webhook.mjs";
 
 /** An OpenAI-like upstream that answers by key: `sk-cool` → 429 (Retry-After 30), `sk-bad` → 401. */
 async function startKeyAwareUpstream() {
@@ -51,13 +52,14 @@ async function startKeyAwareUpstream() {
 const QUICK_BREAKER = { window_ms: 10_000, min_requests: 4, failure_percent: 50, cooldown_ms: 500, max_cooldown_ms: 4_000 };
 
 describe("routing: candidates, retries, breakers, key pools, geography", () => {
-  let relay, a, b, c, keyed, down, key;
+  let relay, a, b, c, keyed, down, key, alerts;
   const ch = {};
 
   before(async () => {
     [a, b, c, keyed] = await Promise.all([startFakeOpenAI(), startFakeOpenAI(), startFakeOpenAI(), startKeyAwareUpstream()]);
     down = `http://127.0.0.1:${await closedPort()}/v1`;
-    relay = await startRelay();
+    alerts = await startWebhookListener();
+    relay = await startRelay({ vars: { ALERT_WEBHOOK_URL: alerts.url } });
     const s = await relay.seed({ upstreamBaseUrl: a.baseUrl, models: { "plain": "gpt-plain" } });
     key = s.key;
     const channel = (name, base_url, extra = {}) =>
@@ -108,6 +110,7 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
   after(async () => {
     await Promise.all([a, b, c].map((f) => f?.close()));
     await keyed?.close();
+    await alerts?.close();
     await relay?.dispose();
   }, { timeout: 30_000 });
 
@@ -130,6 +133,16 @@ describe("routing: candidates, retries, breakers, key pools, geography", () => {
     assert.ok(["open", "half_open"].includes(h.breakers["gpt-x"].state), JSON.stringify(h));
     const retried = results.filter((r) => r.headers.get("x-relay-attempts") !== "1").length;
     assert.ok(retried < 100, `only requests before the breaker opened paid a retry: ${retried}`);
+    // The operator hears of it: a signed circuit_breaker.opened alert for the dead channel.
+    const alert = await within(
+      alerts.find((x) => x.json.type === "circuit_breaker.opened" && x.json.channel_id === ch.down.id),
+      10_000,
+      "the breaker alert",
+    );
+    assert.equal(alert.json.upstream_model, "gpt-x");
+    const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(alert.headers["x-relay-signature"] ?? "");
+    assert.ok(m, "signed");
+    assert.equal(m[2], createHmac("sha256", WEBHOOK_SECRET).update(`${m[1]}.${alert.body}`).digest("hex"));
   });
 
   it("an open breaker stops traffic to the failing upstream, and a probe restores it", async () => {
