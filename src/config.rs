@@ -67,6 +67,13 @@ pub struct TenantSettings {
     /// this tenant is multiplied by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_multiplier_ppm: Option<u64>,
+    /// Opt-in: keep each request's and reply's body, redacted (README "Body logging").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub log_bodies: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// Durable Object jurisdictions Cloudflare offers.
@@ -474,6 +481,14 @@ impl Fields {
         }
     }
 
+    fn boolean(&self, field: &str) -> Result<Option<bool>, RelayError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(bad_type(field, "a boolean")),
+        }
+    }
+
     /// `None`: absent; `Some(None)`: `null` (list price).
     fn multiplier(&self) -> Result<Option<Option<u64>>, RelayError> {
         match self.map.get("price_multiplier_ppm") {
@@ -675,6 +690,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
             "lease_ms",
             "budget",
             "price_multiplier_ppm",
+            "log_bodies",
         ],
     )?;
     Ok(NewTenant {
@@ -696,6 +712,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
             lease_ms: f.lease_ms()?.flatten(),
             budget: f.budget(allow_loopback_http)?.flatten(),
             price_multiplier_ppm: f.multiplier()?.flatten(),
+            log_bodies: f.boolean("log_bodies")?.unwrap_or(false),
         },
     })
 }
@@ -714,6 +731,7 @@ pub struct TenantPatch {
     pub budget: Option<Option<Budget>>,
     /// `Some(None)`: back to list price.
     pub price_multiplier_ppm: Option<Option<u64>>,
+    pub log_bodies: Option<bool>,
 }
 
 pub fn parse_tenant_patch(
@@ -732,6 +750,7 @@ pub fn parse_tenant_patch(
             "budget",
             "jurisdiction",
             "price_multiplier_ppm",
+            "log_bodies",
         ],
     )?;
     if f.has("jurisdiction") {
@@ -760,6 +779,7 @@ pub fn parse_tenant_patch(
         lease_ms: f.lease_ms()?,
         budget: f.budget(allow_loopback_http)?,
         price_multiplier_ppm: f.multiplier()?,
+        log_bodies: f.boolean("log_bodies")?,
     })
 }
 
@@ -788,6 +808,9 @@ impl TenantPatch {
         }
         if let Some(m) = self.price_multiplier_ppm {
             tenant.settings.price_multiplier_ppm = m;
+        }
+        if let Some(b) = self.log_bodies {
+            tenant.settings.log_bodies = b;
         }
         tenant.updated_at = now_ms;
     }

@@ -216,9 +216,37 @@ pub struct UsageRow {
     /// Each attempt, when there was more than one (written to `usage_attempts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_log: Vec<AttemptRow>,
+    /// The redacted request and reply, for a tenant that opted in (`request_bodies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bodies: Option<Bodies>,
     pub usage_source: String,
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
+}
+
+/// A request's and reply's bodies as logged: redacted, and cut at `BODY_LOG_BYTES`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bodies {
+    pub request: Option<String>,
+    pub response: Option<String>,
+}
+
+/// How much of each body is kept.
+pub const BODY_LOG_BYTES: usize = 64 * 1024;
+
+/// Text fit for the body log: cut at `BODY_LOG_BYTES` on a character boundary (marked), then
+/// redacted — cut first, so redaction's cost is bounded too.
+pub fn loggable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(BODY_LOG_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = crate::analytics::redact(&text[..end]);
+    if end < text.len() {
+        out.push_str(" [TRUNCATED]");
+    }
+    out
 }
 
 /// One upstream attempt of a request, linked to its usage row.
@@ -245,6 +273,18 @@ fn not_billed() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_bodies_are_cut_then_redacted() {
+        let body = br#"{"messages":[{"content":"mail bob@example.com, key sk-abcdefghijklmnopqrstuvwxyz"}]}"#;
+        let logged = loggable(body);
+        assert!(!logged.contains("bob@example.com"));
+        assert!(!logged.contains("sk-abcdefghijklmnopqrstuvwxyz"));
+        let long = "é".repeat(BODY_LOG_BYTES);
+        let cut = loggable(long.as_bytes());
+        assert!(cut.ends_with(" [TRUNCATED]"));
+        assert!(cut.len() <= BODY_LOG_BYTES + 12);
+    }
 
     #[test]
     fn provenance_follows_source_and_completion() {

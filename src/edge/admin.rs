@@ -498,6 +498,7 @@ pub async fn handle(
             let attempts = row.attempt_log.clone();
             let mut body = json!(row);
             body["attempt_log"] = json!(attempts);
+            body["bodies"] = json!(row.bodies);
             (200, body)
         }
         (Resource::Usage, _) => {

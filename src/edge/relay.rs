@@ -43,7 +43,7 @@ use crate::providers::{self, ProviderKind, UpstreamRequest};
 use crate::response_cache::{self, CacheMode};
 use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
-use crate::usage::{self, AttemptRow, Provenance, Usage, UsageRow};
+use crate::usage::{self, AttemptRow, Bodies, Provenance, Usage, UsageRow};
 
 /// What every handler on the relay path shares.
 pub struct RelayCtx<'a> {
@@ -231,6 +231,9 @@ struct Ledger {
     /// Fingerprint of the upstream key of the attempt that served.
     upstream_key: Option<String>,
     attempt_log: Vec<AttemptRow>,
+    /// Body logging (the tenant opted in): the request as logged, redacted.
+    log_bodies: bool,
+    request_body: Option<String>,
 }
 
 impl Ledger {
@@ -324,6 +327,10 @@ impl Ledger {
             } else {
                 Vec::new()
             },
+            bodies: self.log_bodies.then(|| Bodies {
+                request: self.request_body.clone(),
+                response: None,
+            }),
             usage_source: source.as_str().to_string(),
             latency_ms: (now - self.started_ms).max(0),
             ttfb_ms,
@@ -399,6 +406,8 @@ pub async fn relay(
         colo: None,
         upstream_key: None,
         attempt_log: Vec::new(),
+        log_bodies: grant.settings.log_bodies,
+        request_body: None,
     };
     ledger.colo = caller_of(&req).colo;
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
@@ -443,6 +452,9 @@ async fn relay_inner(
         Inbound::OpenAi(endpoint) => ClientRequest::OpenAi(openai::parse_request(endpoint, &body)?),
         Inbound::AnthropicMessages => translate::parse_anthropic(&body)?,
     };
+    if ledger.log_bodies {
+        ledger.request_body = Some(usage::loggable(&body));
+    }
     let cache_mode = response_cache::mode(
         header(req, "cache-control").as_deref(),
         grant.key_cache_ttl_s,
@@ -1421,7 +1433,10 @@ fn finish_reply(
         true,
     );
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
-    let row = ledger.row(200, None, usage, source, ttfb, true);
+    let mut row = ledger.row(200, None, usage, source, ttfb, true);
+    if let Some(bodies) = row.bodies.as_mut() {
+        bodies.response = Some(usage::loggable(&reply.body));
+    }
     ledger.record(rc, async move { Some(row) });
     if let Some((url, ttl_s)) = &ledger.cache_fill {
         store_later(rc, url, *ttl_s, "application/json", reply.body.clone());
@@ -1485,7 +1500,8 @@ struct StreamReport {
     produced: bool,
     first_byte_ms: Option<i64>,
     broken: bool,
-    /// Everything the client received, when the stream is to be cached and ended well.
+    /// What the client received (up to the cache's size limit), when it is to be cached or
+    /// logged; the cache takes it only from a stream that completed.
     captured: Option<Vec<u8>>,
     /// The stream ended as the upstream finished it (not broken, not abandoned).
     completed: bool,
@@ -1516,12 +1532,19 @@ fn stream_response(
         total_until_ms,
         last_data_ms: now_ms(),
         abort: abort.map(|(c, _, _)| c),
-        capture: ledger.cache_fill.as_ref().map(|_| Vec::new()),
+        capture: (ledger.cache_fill.is_some() || ledger.log_bodies).then(Vec::new),
     };
     let prompt_bytes = client.prompt_bytes();
     ledger.clone().record(rc, async move {
         let report = report_rx.await.ok()?;
-        if let (Some((url, ttl_s)), Some(body)) = (&ledger.cache_fill, report.captured) {
+        let logged = report
+            .captured
+            .as_deref()
+            .filter(|_| ledger.log_bodies)
+            .map(usage::loggable);
+        if let (Some((url, ttl_s)), Some(body), true) =
+            (&ledger.cache_fill, report.captured, report.completed)
+        {
             put_cached(url, *ttl_s, "text/event-stream; charset=utf-8", body).await;
         }
         let (usage, source) = usage::settle(
@@ -1536,7 +1559,11 @@ fn stream_response(
         } else {
             (200, None)
         };
-        Some(ledger.row(status, err.as_ref(), usage, source, ttfb, report.completed))
+        let mut row = ledger.row(status, err.as_ref(), usage, source, ttfb, report.completed);
+        if let Some(bodies) = row.bodies.as_mut() {
+            bodies.response = logged;
+        }
+        Some(row)
     });
     let headers = Headers::new();
     let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
@@ -1581,11 +1608,7 @@ impl Relayed {
                 produced: self.first_byte_ms.is_some(),
                 first_byte_ms: self.first_byte_ms,
                 broken: self.broken,
-                captured: if self.ended && !self.broken {
-                    self.capture.take()
-                } else {
-                    None
-                },
+                captured: self.capture.take(),
                 completed: self.ended && !self.broken,
             });
         }

@@ -310,6 +310,7 @@ impl From<UsageDbRow> for UsageRow {
             colo: r.colo,
             upstream_key: r.upstream_key,
             attempt_log: Vec::new(),
+            bodies: None,
             usage_source: r.usage_source,
             latency_ms: r.latency_ms,
             ttfb_ms: r.ttfb_ms,
@@ -817,6 +818,21 @@ impl Store {
                 ],
             )?);
         }
+        for u in rows {
+            if let Some(b) = &u.bodies {
+                statements.push(self.statement(
+                    "INSERT OR IGNORE INTO request_bodies (request_id, tenant_id, created_at, request, response) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &[
+                        text(&u.request_id),
+                        text(&u.tenant_id),
+                        int(u.created_at),
+                        opt_text(b.request.as_deref()),
+                        opt_text(b.response.as_deref()),
+                    ],
+                )?);
+            }
+        }
         for a in rows.iter().flat_map(|u| &u.attempt_log) {
             statements.push(self.statement(
                 "INSERT OR IGNORE INTO usage_attempts (request_id, n, channel_id, upstream_model, upstream_key, \
@@ -945,6 +961,12 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut row = UsageRow::from(row);
+        row.bodies = self
+            .first(
+                "SELECT request, response FROM request_bodies WHERE request_id = ?1",
+                &[text(request_id)],
+            )
+            .await?;
         row.attempt_log = self
             .all(
                 "SELECT request_id, n, channel_id, upstream_model, upstream_key, status, error_code, outcome, at \

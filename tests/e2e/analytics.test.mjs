@@ -129,4 +129,31 @@ describe("ledger and analytics", () => {
     assertOpenAIError(await get(`/admin/analytics/requests?limit=0`), { status: 400, param: "limit" });
     assertOpenAIError(await get(`/admin/analytics/summary?bogus=1`), { status: 400, param: "bogus" });
   });
+
+  it("body logging is opt-in per tenant, and what is kept is redacted", async () => {
+    const t = await relay.adminOk("POST", "/admin/tenants", { name: "logged", models: null, log_bodies: true }, [201]);
+    assert.equal(t.log_bodies, true);
+    const k = await relay.newKey(t.id);
+    const secret = "sk-live-abcdefghijklmnopqrstuvwxyz123456";
+    const content = `reach me at jane.doe@example.com, my key is ${secret}`;
+    for (const stream of [false, true]) {
+      const res = await relay.call("/v1/chat/completions", {
+        key: k.key,
+        body: { model: "l-main", stream, messages: [{ role: "user", content }] },
+      });
+      assert.equal(res.status, 200);
+      await res.text();
+      const id = res.headers.get("x-request-id");
+      await relay.usageRow(id);
+      const entry = await relay.adminOk("GET", `/admin/usage/${id}`);
+      const { request, response } = entry.bodies;
+      assert.ok(request.includes("[REDACTED"), request);
+      assert.ok(!request.includes("jane.doe@example.com") && !request.includes(secret), "redacted");
+      assert.ok(response.includes("fake"), `the reply is kept (stream: ${stream}): ${response.slice(0, 120)}`);
+    }
+    // Not opted in: nothing kept.
+    const plain = await relay.adminOk("GET", `/admin/usage/${ids[0]}`);
+    assert.equal(plain.bodies, null);
+    assertOpenAIError(await relay.admin("POST", "/admin/tenants", { name: "x", log_bodies: "yes" }), { status: 400, param: "log_bodies" });
+  });
 });
