@@ -305,8 +305,23 @@ pub fn check_group_name(name: &str) -> Result<(), RelayError> {
 }
 
 /// The body of `PUT /admin/model-groups/{name}`: `{"models": [...]}`.
+/// Price ratio per model group, parts per million: a request for a model in a group is charged
+/// at that ratio (times the tenant's own). One KV document beside the groups.
+pub type GroupMultipliers = BTreeMap<String, u64>;
+
+/// The body of `PUT /admin/model-groups/{name}`: `{"models": [...], "price_multiplier_ppm"?: n}`.
+pub fn parse_group(bytes: &[u8]) -> Result<(Vec<String>, Option<u64>), RelayError> {
+    let f = Fields::parse(bytes, &["models", "price_multiplier_ppm"])?;
+    let models = group_models(&f)?;
+    Ok((models, f.multiplier()?.flatten()))
+}
+
 pub fn parse_group_models(bytes: &[u8]) -> Result<Vec<String>, RelayError> {
     let f = Fields::parse(bytes, &["models"])?;
+    group_models(&f)
+}
+
+fn group_models(f: &Fields) -> Result<Vec<String>, RelayError> {
     let models = f
         .string_list("models")?
         .ok_or_else(|| RelayError::MissingParameter {

@@ -427,18 +427,33 @@ pub async fn handle(
         (Resource::ModelGroups, _) => (200, json!(store.model_groups().await?)),
         (Resource::ModelGroup(name), "GET") => {
             let groups = store.model_groups().await?;
+            let models = groups
+                .get(&name)
+                .ok_or_else(|| not_found("Model group", &name))?;
+            let multiplier = store.group_multipliers().await?.get(&name).copied();
             (
                 200,
-                json!({"name": name, "models": groups.get(&name).ok_or_else(|| not_found("Model group", &name))?}),
+                json!({"name": name, "models": models, "price_multiplier_ppm": multiplier}),
             )
         }
         (Resource::ModelGroup(name), "PUT") => {
             config::check_group_name(&name)?;
-            let models = config::parse_group_models(&body)?;
+            let (models, multiplier) = config::parse_group(&body)?;
             let mut groups = store.model_groups().await?;
             groups.insert(name.clone(), models.clone());
             store.put_model_groups(&groups).await?;
-            (200, json!({"name": name, "models": models}))
+            let mut multipliers = store.group_multipliers().await?;
+            let changed = match multiplier {
+                Some(m) => multipliers.insert(name.clone(), m) != Some(m),
+                None => multipliers.remove(&name).is_some(),
+            };
+            if changed {
+                store.put_group_multipliers(&multipliers).await?;
+            }
+            (
+                200,
+                json!({"name": name, "models": models, "price_multiplier_ppm": multiplier}),
+            )
         }
         (Resource::ModelGroup(name), _) => {
             let mut groups = store.model_groups().await?;
@@ -446,6 +461,10 @@ pub async fn handle(
                 .remove(&name)
                 .ok_or_else(|| not_found("Model group", &name))?;
             store.put_model_groups(&groups).await?;
+            let mut multipliers = store.group_multipliers().await?;
+            if multipliers.remove(&name).is_some() {
+                store.put_group_multipliers(&multipliers).await?;
+            }
             (200, json!({"name": name, "deleted": true}))
         }
         (Resource::TenantTokens(id), "GET") => {

@@ -128,6 +128,44 @@ async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, Rel
     Ok(Some(channel))
 }
 
+/// The price ratios of the model groups that list `model`.
+async fn group_multipliers_for(rc: &RelayCtx<'_>, model: &str) -> Result<Vec<u64>, RelayError> {
+    let ttl = rc.settings.cache_ttl_ms;
+    let now = now_ms();
+    let cached = with_caches(ttl, |c| c.group_multipliers.get(&(), now));
+    let ratios = match cached {
+        Some(r) => r,
+        None => {
+            let r = Rc::new(rc.store.group_multipliers().await?);
+            with_caches(ttl, |c| c.group_multipliers.insert((), r.clone(), now));
+            r
+        }
+    };
+    if ratios.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups = {
+        let cached = with_caches(ttl, |c| c.model_groups.get(&(), now));
+        match cached {
+            Some(g) => g,
+            None => {
+                let g = Rc::new(rc.store.model_groups().await?);
+                with_caches(ttl, |c| c.model_groups.insert((), g.clone(), now));
+                g
+            }
+        }
+    };
+    Ok(ratios
+        .iter()
+        .filter(|(group, _)| {
+            groups
+                .get(*group)
+                .is_some_and(|m| m.iter().any(|m| m == model))
+        })
+        .map(|(_, ppm)| *ppm)
+        .collect())
+}
+
 /// The price overrides, cached like the model map.
 async fn prices(rc: &RelayCtx<'_>) -> Result<Rc<PriceTable>, RelayError> {
     let ttl = rc.settings.cache_ttl_ms;
@@ -480,8 +518,10 @@ async fn relay_inner(
     )?;
     let mut cands = candidates(rc, grant, target, client.model()).await?;
     let prices = prices(rc).await?;
-    // The tenant's price ratio, if it has one, applies to every cost it is charged.
-    let multipliers: Vec<u64> = grant.settings.price_multiplier_ppm.into_iter().collect();
+    // The tenant's price ratio, if it has one, applies to every cost it is charged; so does the
+    // ratio of every model group that lists the model asked for.
+    let mut multipliers: Vec<u64> = grant.settings.price_multiplier_ppm.into_iter().collect();
+    multipliers.extend(group_multipliers_for(rc, client.model()).await?);
     let prompt_tokens = usage::estimate_tokens(client.prompt_bytes());
     let max_output = client
         .max_tokens()

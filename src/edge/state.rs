@@ -8,7 +8,7 @@ use std::rc::Rc;
 use worker::{Date, Env};
 
 use crate::cache::TtlCache;
-use crate::config::{Channel, KeyGrant, ModelGroups, ModelMap};
+use crate::config::{Channel, GroupMultipliers, KeyGrant, ModelGroups, ModelMap};
 use crate::pricing::PriceTable;
 
 /// A secret (`wrangler secret put`), or a var of that name in local dev; empty counts as unset.
@@ -74,6 +74,7 @@ pub struct Caches {
     pub model_map: TtlCache<(), Rc<ModelMap>>,
     pub model_groups: TtlCache<(), Rc<ModelGroups>>,
     pub prices: TtlCache<(), Rc<PriceTable>>,
+    pub group_multipliers: TtlCache<(), Rc<GroupMultipliers>>,
 }
 
 thread_local! {
@@ -84,6 +85,7 @@ thread_local! {
         model_map: TtlCache::new(2000, 1),
         model_groups: TtlCache::new(2000, 1),
         prices: TtlCache::new(2000, 1),
+        group_multipliers: TtlCache::new(2000, 1),
     });
 }
 
@@ -95,6 +97,7 @@ pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
         c.model_map.set_ttl(ttl_ms);
         c.model_groups.set_ttl(ttl_ms);
         c.prices.set_ttl(ttl_ms);
+        c.group_multipliers.set_ttl(ttl_ms);
         f(&mut c)
     })
 }
@@ -108,5 +111,6 @@ pub fn invalidate_all() {
         c.model_map.clear();
         c.model_groups.clear();
         c.prices.clear();
+        c.group_multipliers.clear();
     });
 }

@@ -7,7 +7,8 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
 use crate::config::{
-    Channel, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant, TenantSettings,
+    Channel, GroupMultipliers, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant,
+    TenantSettings,
 };
 use crate::error::RelayError;
 use crate::limits::Limits;
@@ -20,6 +21,7 @@ use crate::usage::UsageRow;
 pub const MODEL_MAP_KEY: &str = "model_map";
 /// The KV key holding the model groups.
 pub const MODEL_GROUPS_KEY: &str = "model_groups";
+pub const GROUP_MULTIPLIERS_KEY: &str = "group_multipliers";
 
 pub struct Store {
     db: D1Database,
@@ -700,13 +702,7 @@ impl Store {
     // ---- model map (KV) ----
 
     pub async fn model_map(&self) -> Result<ModelMap, RelayError> {
-        let raw = self
-            .kv
-            .get(MODEL_MAP_KEY)
-            .text()
-            .await
-            .map_err(|e| internal("KV get", e))?;
-        match raw {
+        match self.kv_text(MODEL_MAP_KEY).await? {
             None => Ok(ModelMap::new()),
             Some(text) => {
                 crate::config::parse_model_map(&text).map_err(|e| internal("KV model map", e))
@@ -715,9 +711,27 @@ impl Store {
     }
 
     pub async fn put_model_map(&self, map: &ModelMap) -> Result<(), RelayError> {
-        let json = serde_json::to_string(map).map_err(|e| internal("model map", e))?;
+        self.kv_put_json(MODEL_MAP_KEY, map).await
+    }
+
+    /// A KV value as text (`None` when absent).
+    async fn kv_text(&self, key: &str) -> Result<Option<String>, RelayError> {
         self.kv
-            .put(MODEL_MAP_KEY, json)
+            .get(key)
+            .text()
+            .await
+            .map_err(|e| internal("KV get", e))
+    }
+
+    /// Store a value as one JSON document under `key`.
+    async fn kv_put_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), RelayError> {
+        let text = serde_json::to_string(value).map_err(|e| internal(key, e))?;
+        self.kv
+            .put(key, text)
             .map_err(|e| internal("KV put", e))?
             .execute()
             .await
@@ -726,36 +740,30 @@ impl Store {
 
     /// The operator's price overrides (the built-ins are in the code).
     pub async fn custom_prices(&self) -> Result<PriceTable, RelayError> {
-        let raw = self
-            .kv
-            .get(PRICES_KEY)
-            .text()
-            .await
-            .map_err(|e| internal("KV get", e))?;
-        match raw {
+        match self.kv_text(PRICES_KEY).await? {
             None => Ok(PriceTable::new()),
             Some(text) => parse_price_table(&text).map_err(|e| internal("KV prices", e)),
         }
     }
 
     pub async fn put_custom_prices(&self, prices: &PriceTable) -> Result<(), RelayError> {
-        let text = serde_json::to_string(prices).map_err(|e| internal("prices", e))?;
-        self.kv
-            .put(PRICES_KEY, text)
-            .map_err(|e| internal("KV put", e))?
-            .execute()
-            .await
-            .map_err(|e| internal("KV put", e))
+        self.kv_put_json(PRICES_KEY, prices).await
+    }
+
+    pub async fn group_multipliers(&self) -> Result<GroupMultipliers, RelayError> {
+        Ok(self
+            .kv_text(GROUP_MULTIPLIERS_KEY)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    pub async fn put_group_multipliers(&self, m: &GroupMultipliers) -> Result<(), RelayError> {
+        self.kv_put_json(GROUP_MULTIPLIERS_KEY, m).await
     }
 
     pub async fn model_groups(&self) -> Result<ModelGroups, RelayError> {
-        let raw = self
-            .kv
-            .get(MODEL_GROUPS_KEY)
-            .text()
-            .await
-            .map_err(|e| internal("KV get", e))?;
-        match raw {
+        match self.kv_text(MODEL_GROUPS_KEY).await? {
             None => Ok(ModelGroups::new()),
             Some(text) => {
                 crate::config::parse_model_groups(&text).map_err(|e| internal("KV model groups", e))
@@ -764,19 +772,9 @@ impl Store {
     }
 
     pub async fn put_model_groups(&self, groups: &ModelGroups) -> Result<(), RelayError> {
-        let json = serde_json::to_string(groups).map_err(|e| internal("model groups", e))?;
-        self.kv
-            .put(MODEL_GROUPS_KEY, json)
-            .map_err(|e| internal("KV put", e))?
-            .execute()
-            .await
-            .map_err(|e| internal("KV put", e))
+        self.kv_put_json(MODEL_GROUPS_KEY, groups).await
     }
 
-    // ---- usage ----
-
-    /// Writes usage rows in one D1 batch (one round trip, one transaction). Idempotent on
-    /// `request_id`: a retried batch never counts a request twice.
     pub async fn insert_usage_batch(&self, rows: &[UsageRow]) -> Result<(), RelayError> {
         let count = |n: u64| int(i64::try_from(n).unwrap_or(i64::MAX));
         let mut statements = Vec::with_capacity(rows.len());

@@ -196,4 +196,22 @@ describe("governance: budgets and regions", () => {
     assert.equal((await chat(key.key, "b-eu")).status, 200);
     assert.equal((await chat(key.key, "b-main")).status, 200);
   });
+
+  it("a model group's price ratio multiplies with the tenant's, and goes away with the group", async () => {
+    const g = await relay.adminOk("PUT", "/admin/model-groups/premium", { models: ["b-main"], price_multiplier_ppm: 2_000_000 });
+    assert.equal(g.price_multiplier_ppm, 2_000_000);
+    const { key } = await tenantKey({ price_multiplier_ppm: 1_500_000 });
+    const r = await chat(key.key);
+    const row = await relay.usageRow(r.headers.get("x-request-id"));
+    assert.equal(row.cost_micros, COST * 3, "27 × 2 × 1.5");
+    const other = await chat(key.key, "b-cheap");
+    assert.equal((await relay.usageRow(other.headers.get("x-request-id"))).cost_micros, 0, "not in the group");
+    await relay.adminOk("DELETE", "/admin/model-groups/premium");
+    const after = await chat(key.key);
+    assert.equal((await relay.usageRow(after.headers.get("x-request-id"))).cost_micros, Math.ceil(COST * 1.5));
+    assertOpenAIError(await relay.admin("PUT", "/admin/model-groups/bad", { models: ["b-main"], price_multiplier_ppm: 0.5 }), {
+      status: 400,
+      param: "price_multiplier_ppm",
+    });
+  });
 });
