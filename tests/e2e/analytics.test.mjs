@@ -156,4 +156,23 @@ describe("ledger and analytics", () => {
     assert.equal(plain.bodies, null);
     assertOpenAIError(await relay.admin("POST", "/admin/tenants", { name: "x", log_bodies: "yes" }), { status: 400, param: "log_bodies" });
   });
+
+  it("a complete stream whose upstream reports no usage is estimated, and marked so", async () => {
+    // Perplexity-style channels never get stream_options (the preset's quirk), and this fake
+    // then sends no usage: the relay counts, and says so.
+    const ch = await relay.adminOk("POST", "/admin/channels", { name: "pplx", provider: "perplexity", base_url: fake.baseUrl, api_keys: ["k"] }, [201]);
+    await relay.adminOk("PUT", "/admin/model-map/l-est", { channel_id: ch.id, upstream_model: "gpt-est" });
+    const res = await relay.call("/v1/chat/completions", {
+      key: s.key,
+      body: { model: "l-est", stream: true, messages: [{ role: "user", content: "count me" }] },
+    });
+    assert.equal(res.status, 200);
+    await res.text();
+    const row = await relay.usageRow(res.headers.get("x-request-id"));
+    assert.equal(row.usage_source, "estimated");
+    assert.equal(row.provenance, "estimated");
+    assert.ok(row.completion_tokens > 0 && row.prompt_tokens > 0);
+    const up = fake.find((r) => r.rawBody.includes("count me"))[0];
+    assert.equal(up.body.stream_options, undefined, "the relay did not ask this upstream for usage");
+  });
 });
