@@ -68,12 +68,8 @@ pub struct TenantSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_multiplier_ppm: Option<u64>,
     /// Opt-in: keep each request's and reply's body, redacted (README "Body logging").
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "crate::limits::is_false")]
     pub log_bodies: bool,
-}
-
-fn is_false(v: &bool) -> bool {
-    !*v
 }
 
 /// Durable Object jurisdictions Cloudflare offers.

@@ -472,7 +472,6 @@ impl LimiterState {
         limits: &Limits,
         budget: Option<&BudgetCtx>,
         refused: Option<(LimitHit, Option<u64>)>,
-        now_ms: i64,
     ) -> Decision {
         let (hit, retry_after_ms) = refused.unzip();
         Decision {
@@ -484,7 +483,7 @@ impl LimiterState {
             } else {
                 self.rate_info(limits)
             },
-            budget: budget.map(|b| self.budget_status(limits, &b.budget, now_ms)),
+            budget: budget.map(|b| self.budget_status(&b.budget)),
         }
     }
 
@@ -608,17 +607,17 @@ impl LimiterState {
     ) -> Decision {
         self.advance(limits, now_ms);
         if self.revoked {
-            return self.decision(limits, budget, Some((LimitHit::Revoked, None)), now_ms);
+            return self.decision(limits, budget, Some((LimitHit::Revoked, None)));
         }
         // A key without limits is consulted only for revocation: nothing to hold or settle.
         if (limits.is_empty() && budget.is_none()) || self.in_flight.contains_key(id) {
-            return self.decision(limits, budget, None, now_ms);
+            return self.decision(limits, budget, None);
         }
         let refused = self.refusal(limits, ask, budget, downgraded, now_ms);
         if refused.is_none() {
             self.hold(limits, id, ask, now_ms);
         }
-        self.decision(limits, budget, refused, now_ms)
+        self.decision(limits, budget, refused)
     }
 
     /// Grant an isolate a lease: up to `want`, at least `need` (the request at hand), at most
@@ -640,14 +639,14 @@ impl LimiterState {
     ) -> LeaseDecision {
         self.advance(limits, now_ms);
         if self.revoked {
-            let decision = self.decision(limits, budget, Some((LimitHit::Revoked, None)), now_ms);
+            let decision = self.decision(limits, budget, Some((LimitHit::Revoked, None)));
             return LeaseDecision {
                 decision,
                 grant: None,
             };
         }
         if let Some(refused) = self.refusal(limits, need, budget, downgraded, now_ms) {
-            let decision = self.decision(limits, budget, Some(refused), now_ms);
+            let decision = self.decision(limits, budget, Some(refused));
             return LeaseDecision {
                 decision,
                 grant: None,
@@ -692,7 +691,7 @@ impl LimiterState {
             r.until_ms = Some(grant.expires_ms + LEASE_GRACE_MS);
         }
         LeaseDecision {
-            decision: self.decision(limits, budget, None, now_ms),
+            decision: self.decision(limits, budget, None),
             grant: Some(grant),
         }
     }
@@ -728,7 +727,7 @@ impl LimiterState {
     }
 
     /// Settled spend in the budget's period: what was charged, less what is only reserved.
-    fn budget_status(&self, _limits: &Limits, budget: &Budget, _now_ms: i64) -> BudgetStatus {
+    fn budget_status(&self, budget: &Budget) -> BudgetStatus {
         let p = &self.periods[period_index(budget.period)];
         let reserved: u64 = self
             .in_flight
@@ -745,8 +744,8 @@ impl LimiterState {
 
     /// Queue the soft-limit webhook once per budget period, the first time settled spend
     /// reaches it.
-    fn announce_soft_limit(&mut self, limits: &Limits, ctx: &BudgetCtx, now_ms: i64) {
-        let status = self.budget_status(limits, &ctx.budget, now_ms);
+    fn announce_soft_limit(&mut self, ctx: &BudgetCtx, now_ms: i64) {
+        let status = self.budget_status(&ctx.budget);
         let p = self.periods[period_index(ctx.budget.period)];
         if !status.over_soft() || self.soft_announced == Some(p.start_ms) {
             return;
@@ -768,6 +767,11 @@ impl LimiterState {
                 next_at_ms: now_ms,
             });
         }
+    }
+
+    /// The budget webhooks waiting to be delivered.
+    pub fn alerts_mut(&mut self) -> &mut AlertQueue {
+        &mut self.alerts
     }
 
     /// When the Durable Object should next wake to deliver webhooks.
@@ -831,9 +835,9 @@ impl LimiterState {
             }
         }
         if let Some(ctx) = budget {
-            self.announce_soft_limit(limits, ctx, now_ms);
+            self.announce_soft_limit(ctx, now_ms);
         }
-        self.decision(limits, budget, None, now_ms)
+        self.decision(limits, budget, None)
     }
 
     /// Undo a reservation entirely, as if the request had never been admitted: for a request
@@ -941,7 +945,7 @@ pub enum LimiterCall {
     },
 }
 
-fn is_false(v: &bool) -> bool {
+pub(crate) fn is_false(v: &bool) -> bool {
     !*v
 }
 
@@ -1057,9 +1061,7 @@ impl LimiterState {
                     week: view(&self.periods[1]),
                     month: view(&self.periods[2]),
                     rate: self.rate_info(&limits),
-                    budget: budget
-                        .as_ref()
-                        .map(|b| self.budget_status(&limits, &b.budget, now_ms)),
+                    budget: budget.as_ref().map(|b| self.budget_status(&b.budget)),
                     pending_alerts: self.alerts.len(),
                 };
                 (LimiterReply::Usage(usage), false)

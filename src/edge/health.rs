@@ -11,6 +11,7 @@ use worker::{durable_object, Context, Date, DurableObject, Env, Request, Respons
 
 use super::objects::{self, JsonRow};
 use crate::budget::WebhookFormat;
+use crate::config::key_fingerprint;
 use crate::error::RelayError;
 use crate::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
 use crate::routing::{Admit, BreakerConfig};
@@ -48,7 +49,7 @@ impl DurableObject for Health {
             .state
             .borrow_mut()
             .take()
-            .unwrap_or_else(|| self.load());
+            .unwrap_or_else(|| self.row.load());
         let (reply, changed) =
             state.handle(call, Date::now().as_millis() as i64, self.alerts.as_ref());
         let wake = state.alerts.next_ms();
@@ -64,34 +65,15 @@ impl DurableObject for Health {
 
     /// Deliver the operator alerts that are due; failures are retried at the next alarm.
     async fn alarm(&self) -> Result<Response> {
-        let now = Date::now().as_millis() as i64;
-        let due = {
-            let mut slot = self.state.borrow_mut();
-            slot.get_or_insert_with(|| self.load()).alerts.due(now)
-        };
-        let results = objects::deliver(due, self.webhook_secret.as_deref()).await;
-        let now = Date::now().as_millis() as i64;
-        let wake = {
-            let mut slot = self.state.borrow_mut();
-            let state = slot.get_or_insert_with(|| self.load());
-            for (id, delivered) in &results {
-                if state.alerts.attempted(id, *delivered, now) {
-                    worker::console_error!("alert {} undeliverable; given up", id);
-                }
-            }
-            self.row.save(state)?;
-            state.alerts.next_ms()
-        };
-        if let Some(at) = wake {
-            objects::wake_at(&self.storage, at).await;
-        }
+        objects::run_alarm(
+            &self.state,
+            &self.row,
+            &self.storage,
+            self.webhook_secret.as_deref(),
+            |h: &mut ChannelHealth| &mut h.alerts,
+        )
+        .await?;
         Response::ok("")
-    }
-}
-
-impl Health {
-    fn load(&self) -> ChannelHealth {
-        self.row.load()
     }
 }
 
@@ -135,11 +117,6 @@ thread_local! {
 
 fn with_copy<R>(channel_id: &str, f: impl FnOnce(&mut Copy) -> R) -> R {
     COPIES.with(|c| f(c.borrow_mut().entry(channel_id.to_string()).or_default()))
-}
-
-/// A key's fingerprint: what the health object and the admin API call it.
-pub fn fingerprint(key: &str) -> String {
-    crate::config::key_fingerprint(key)
 }
 
 /// This isolate's view of a channel now, never waited for: a stale copy is refreshed in the
@@ -254,7 +231,9 @@ pub fn record(env: &Env, ctx: &Context, channel_id: &str, config: BreakerConfig,
         if matches!(status, 401 | 403 | 429)
             || (ok && with_copy(channel_id, |c| !c.state.keys.view(now).is_empty()))
         {
-            report.keys.push((fingerprint(key), status, retry_after_ms));
+            report
+                .keys
+                .push((key_fingerprint(key), status, retry_after_ms));
         }
     }
     let urgent = report.urgent();

@@ -48,16 +48,16 @@ impl DurableObject for Limiter {
             .state
             .borrow_mut()
             .take()
-            .unwrap_or_else(|| self.load());
+            .unwrap_or_else(|| self.row.load());
         let (reply, changed) = state.handle(call, Date::now().as_millis() as i64);
         let wake = state.next_alert_ms();
         if changed {
-            self.save(&state)?;
+            self.row.save(&state)?;
         }
         *self.state.borrow_mut() = Some(state);
         if changed {
             if let Some(at) = wake {
-                self.wake_at(at).await;
+                objects::wake_at(&self.storage, at).await;
             }
         }
         Response::from_json(&reply)
@@ -65,42 +65,15 @@ impl DurableObject for Limiter {
 
     /// Deliver the budget webhooks that are due; failures are retried at the next alarm.
     async fn alarm(&self) -> Result<Response> {
-        let now = Date::now().as_millis() as i64;
-        let due = {
-            let mut slot = self.state.borrow_mut();
-            slot.get_or_insert_with(|| self.load()).due_alerts(now)
-        };
-        let results = objects::deliver(due, self.webhook_secret.as_deref()).await;
-        let now = Date::now().as_millis() as i64;
-        let wake = {
-            let mut slot = self.state.borrow_mut();
-            let state = slot.get_or_insert_with(|| self.load());
-            for (id, delivered) in &results {
-                if state.alert_attempted(id, *delivered, now) {
-                    worker::console_error!("budget webhook {} undeliverable; given up", id);
-                }
-            }
-            self.save(state)?;
-            state.next_alert_ms()
-        };
-        if let Some(at) = wake {
-            self.wake_at(at).await;
-        }
+        objects::run_alarm(
+            &self.state,
+            &self.row,
+            &self.storage,
+            self.webhook_secret.as_deref(),
+            LimiterState::alerts_mut,
+        )
+        .await?;
         Response::ok("")
-    }
-}
-
-impl Limiter {
-    fn save(&self, state: &LimiterState) -> Result<()> {
-        self.row.save(state)
-    }
-
-    async fn wake_at(&self, at_ms: i64) {
-        objects::wake_at(&self.storage, at_ms).await;
-    }
-
-    fn load(&self) -> LimiterState {
-        self.row.load()
     }
 }
 

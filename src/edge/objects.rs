@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
 use worker::{Date, Fetch, Headers, Method, Request, RequestInit, SqlStorage, Storage, Stub};
 
-use crate::budget::{self, PendingAlert};
+use std::cell::RefCell;
+
+use crate::budget::{self, AlertQueue, PendingAlert};
 use crate::error::RelayError;
 
 /// One JSON value in a table of its own, read once per object life and written on change.
@@ -125,4 +127,37 @@ pub async fn wake_at(storage: &Storage, at_ms: i64) {
     if let Err(e) = storage.set_alarm(offset).await {
         worker::console_error!("object alarm: {}", e);
     }
+}
+
+/// The alarm of an object whose state holds an alert queue: deliver what is due, record each
+/// outcome (retry later, or give up), save the state and wake again for what remains.
+pub async fn run_alarm<S: Serialize + DeserializeOwned + Default>(
+    cell: &RefCell<Option<S>>,
+    row: &JsonRow,
+    storage: &Storage,
+    secret: Option<&str>,
+    queue: fn(&mut S) -> &mut AlertQueue,
+) -> worker::Result<()> {
+    let now = Date::now().as_millis() as i64;
+    let due = {
+        let mut slot = cell.borrow_mut();
+        queue(slot.get_or_insert_with(|| row.load())).due(now)
+    };
+    let results = deliver(due, secret).await;
+    let now = Date::now().as_millis() as i64;
+    let wake = {
+        let mut slot = cell.borrow_mut();
+        let state = slot.get_or_insert_with(|| row.load());
+        for (id, delivered) in &results {
+            if queue(state).attempted(id, *delivered, now) {
+                worker::console_error!("webhook {} undeliverable; given up", id);
+            }
+        }
+        row.save(state)?;
+        queue(state).next_ms()
+    };
+    if let Some(at) = wake {
+        wake_at(storage, at).await;
+    }
+    Ok(())
 }

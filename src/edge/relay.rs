@@ -25,14 +25,16 @@ use super::gcp_auth;
 use super::health::{self, Outcome};
 use super::http::{error_response, header, json_response, json_value, read_body};
 use super::limiter;
-use super::state::{now_ms, random_bytes, with_caches, Settings};
+use super::state::{now_ms, random_bytes, with_caches, Caches, Settings};
 use super::store::Store;
 use super::usage_log::record_later;
 use crate::access;
 use crate::auth;
 use crate::budget::OnHard;
+use crate::cache::TtlCache;
 use crate::config::{
-    Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Route, Status, GROUP_PREFIX,
+    key_fingerprint, Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Route, Status,
+    GROUP_PREFIX,
 };
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
@@ -83,15 +85,32 @@ pub async fn authenticate(req: &Request, rc: &RelayCtx<'_>) -> Result<KeyGrant, 
     Ok(grant)
 }
 
-async fn model_map(rc: &RelayCtx<'_>) -> Result<Rc<ModelMap>, RelayError> {
+/// One per-isolate document (model map, groups, prices…): from its cache slot while fresh,
+/// else loaded and cached for `CONFIG_CACHE_TTL_MS`.
+async fn cached_doc<T, Fut>(
+    rc: &RelayCtx<'_>,
+    slot: fn(&mut Caches) -> &mut TtlCache<(), Rc<T>>,
+    load: impl FnOnce() -> Fut,
+) -> Result<Rc<T>, RelayError>
+where
+    Fut: std::future::Future<Output = Result<T, RelayError>>,
+{
     let ttl = rc.settings.cache_ttl_ms;
     let now = now_ms();
-    if let Some(map) = with_caches(ttl, |c| c.model_map.get(&(), now)) {
-        return Ok(map);
+    if let Some(value) = with_caches(ttl, |c| slot(c).get(&(), now)) {
+        return Ok(value);
     }
-    let map = Rc::new(rc.store.model_map().await?);
-    with_caches(ttl, |c| c.model_map.insert((), map.clone(), now));
-    Ok(map)
+    let value = Rc::new(load().await?);
+    with_caches(ttl, |c| slot(c).insert((), value.clone(), now));
+    Ok(value)
+}
+
+async fn model_map(rc: &RelayCtx<'_>) -> Result<Rc<ModelMap>, RelayError> {
+    cached_doc(rc, |c| &mut c.model_map, || rc.store.model_map()).await
+}
+
+async fn all_model_groups(rc: &RelayCtx<'_>) -> Result<Rc<ModelGroups>, RelayError> {
+    cached_doc(rc, |c| &mut c.model_groups, || rc.store.model_groups()).await
 }
 
 /// The model groups, fetched only when an allowlist of this key names one.
@@ -102,14 +121,7 @@ async fn model_groups(rc: &RelayCtx<'_>, grant: &KeyGrant) -> Result<Rc<ModelGro
     if !names_a_group {
         return Ok(Rc::new(ModelGroups::new()));
     }
-    let ttl = rc.settings.cache_ttl_ms;
-    let now = now_ms();
-    if let Some(groups) = with_caches(ttl, |c| c.model_groups.get(&(), now)) {
-        return Ok(groups);
-    }
-    let groups = Rc::new(rc.store.model_groups().await?);
-    with_caches(ttl, |c| c.model_groups.insert((), groups.clone(), now));
-    Ok(groups)
+    all_model_groups(rc).await
 }
 
 async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, RelayError> {
@@ -130,31 +142,16 @@ async fn channel(rc: &RelayCtx<'_>, id: &str) -> Result<Option<Rc<Channel>>, Rel
 
 /// The price ratios of the model groups that list `model`.
 async fn group_multipliers_for(rc: &RelayCtx<'_>, model: &str) -> Result<Vec<u64>, RelayError> {
-    let ttl = rc.settings.cache_ttl_ms;
-    let now = now_ms();
-    let cached = with_caches(ttl, |c| c.group_multipliers.get(&(), now));
-    let ratios = match cached {
-        Some(r) => r,
-        None => {
-            let r = Rc::new(rc.store.group_multipliers().await?);
-            with_caches(ttl, |c| c.group_multipliers.insert((), r.clone(), now));
-            r
-        }
-    };
+    let ratios = cached_doc(
+        rc,
+        |c| &mut c.group_multipliers,
+        || rc.store.group_multipliers(),
+    )
+    .await?;
     if ratios.is_empty() {
         return Ok(Vec::new());
     }
-    let groups = {
-        let cached = with_caches(ttl, |c| c.model_groups.get(&(), now));
-        match cached {
-            Some(g) => g,
-            None => {
-                let g = Rc::new(rc.store.model_groups().await?);
-                with_caches(ttl, |c| c.model_groups.insert((), g.clone(), now));
-                g
-            }
-        }
-    };
+    let groups = all_model_groups(rc).await?;
     Ok(ratios
         .iter()
         .filter(|(group, _)| {
@@ -166,16 +163,9 @@ async fn group_multipliers_for(rc: &RelayCtx<'_>, model: &str) -> Result<Vec<u64
         .collect())
 }
 
-/// The price overrides, cached like the model map.
+/// The price overrides.
 async fn prices(rc: &RelayCtx<'_>) -> Result<Rc<PriceTable>, RelayError> {
-    let ttl = rc.settings.cache_ttl_ms;
-    let now = now_ms();
-    if let Some(p) = with_caches(ttl, |c| c.prices.get(&(), now)) {
-        return Ok(p);
-    }
-    let p = Rc::new(rc.store.custom_prices().await?);
-    with_caches(ttl, |c| c.prices.insert((), p.clone(), now));
-    Ok(p)
+    cached_doc(rc, |c| &mut c.prices, || rc.store.custom_prices()).await
 }
 
 /// The routes of a target that may serve this tenant now, with their channels: the channel
@@ -288,7 +278,7 @@ impl Ledger {
             n: u32::try_from(self.attempt_log.len() + 1).unwrap_or(u32::MAX),
             channel_id: served.channel.id.clone(),
             upstream_model: served.route.upstream_model.clone(),
-            upstream_key: key.map(health::fingerprint),
+            upstream_key: key.map(key_fingerprint),
             status,
             error_code: error.map(|e| e.code().to_string()),
             outcome: outcome.to_string(),
@@ -447,8 +437,9 @@ pub async fn relay(
         log_bodies: grant.settings.log_bodies,
         request_body: None,
     };
-    ledger.colo = caller_of(&req).colo;
-    match relay_inner(&mut req, inbound, grant, rc, &mut ledger).await {
+    let caller = caller_of(&req);
+    ledger.colo = caller.colo.clone();
+    match relay_inner(&mut req, inbound, grant, rc, &mut ledger, &caller).await {
         Ok(mut response) => {
             for (name, value) in limits::rate_headers(&ledger.rate) {
                 let _ = response.headers_mut().set(name, &value);
@@ -482,6 +473,7 @@ async fn relay_inner(
     grant: &KeyGrant,
     rc: &RelayCtx<'_>,
     ledger: &mut Ledger,
+    caller: &routing::Caller,
 ) -> Result<Response, RelayError> {
     let strict = truthy(header(req, "x-relay-strict"));
     let beta = header(req, "anthropic-beta");
@@ -508,7 +500,6 @@ async fn relay_inner(
     ledger.model = Some(client.model().to_string());
     ledger.stream = client.stream();
 
-    let caller = caller_of(req);
     let map = model_map(rc).await?;
     let mut target = access::resolve(
         &map,
@@ -629,7 +620,7 @@ async fn relay_inner(
         .collect();
     let order = routing::attempt_order(
         &routing_cands,
-        &caller,
+        caller,
         |i| gates.get(i).is_some_and(|g| *g != Gate::Shut),
         &mut draw_u32,
     );
@@ -670,7 +661,7 @@ async fn relay_inner(
         attempts += 1;
         ledger.upstream_model = Some(route.upstream_model.clone());
         ledger.channel_id = Some(channel.id.clone());
-        let placement = routing::explain(&routing_cands[idx], &caller);
+        let placement = routing::explain(&routing_cands[idx], caller);
         let served = Served {
             route,
             channel,
@@ -714,7 +705,7 @@ async fn relay_inner(
                 let other = Served {
                     route: &cands[j].0,
                     channel: &cands[j].1,
-                    region: routing::explain(&routing_cands[j], &caller).header_value(),
+                    region: routing::explain(&routing_cands[j], caller).header_value(),
                     attempts: 2,
                 };
                 hedged_attempt(
@@ -764,7 +755,7 @@ async fn relay_inner(
         let config = breaker_config(channel);
         match result {
             Ok(sent) => {
-                ledger.upstream_key = sent.key_used.as_deref().map(health::fingerprint);
+                ledger.upstream_key = sent.key_used.as_deref().map(key_fingerprint);
                 ledger.log_attempt(
                     &served,
                     sent.key_used.as_deref(),
@@ -772,21 +763,14 @@ async fn relay_inner(
                     None,
                     "served",
                 );
-                health::record(
-                    rc.env,
-                    rc.ctx,
-                    &channel.id,
-                    config,
-                    Outcome {
-                        model: &route.upstream_model,
-                        status: Some(sent.status),
-                        key: sent
-                            .key_used
-                            .as_deref()
-                            .filter(|_| channel.api_keys.len() > 1)
-                            .map(|k| (k, None)),
-                        probe,
-                    },
+                report_outcome(
+                    rc,
+                    channel,
+                    &route.upstream_model,
+                    Some(sent.status),
+                    sent.key_used.as_deref(),
+                    None,
+                    probe,
                 );
                 ledger.pricer = Some(Rc::new(Pricer::new(
                     &prices,
@@ -909,6 +893,28 @@ impl Abort {
 
 /// Tell a channel's health what a failed attempt came to.
 fn report_failure(rc: &RelayCtx<'_>, channel: &Channel, model: &str, failed: &Failed, probe: bool) {
+    report_outcome(
+        rc,
+        channel,
+        model,
+        failed.status,
+        failed.key_used.as_deref(),
+        failed.retry_after_ms,
+        probe,
+    );
+}
+
+/// Tell a channel's health what an attempt came to. Only a pool's keys are reported: a
+/// channel's only key is never cooled or disabled.
+fn report_outcome(
+    rc: &RelayCtx<'_>,
+    channel: &Channel,
+    model: &str,
+    status: Option<u16>,
+    key_used: Option<&str>,
+    retry_after_ms: Option<u64>,
+    probe: bool,
+) {
     health::record(
         rc.env,
         rc.ctx,
@@ -916,12 +922,10 @@ fn report_failure(rc: &RelayCtx<'_>, channel: &Channel, model: &str, failed: &Fa
         breaker_config(channel),
         Outcome {
             model,
-            status: failed.status,
-            key: failed
-                .key_used
-                .as_deref()
+            status,
+            key: key_used
                 .filter(|_| channel.api_keys.len() > 1)
-                .map(|k| (k, failed.retry_after_ms)),
+                .map(|k| (k, retry_after_ms)),
             probe,
         },
     );
@@ -1056,7 +1060,7 @@ fn key_index(
     let fps: Vec<String> = channel
         .api_keys
         .iter()
-        .map(|k| health::fingerprint(k))
+        .map(|k| key_fingerprint(k))
         .collect();
     let fps: Vec<&str> = fps.iter().map(String::as_str).collect();
     health.keys.pick(&fps, now, draw)
