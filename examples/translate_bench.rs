@@ -19,10 +19,12 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use edgerelay::config::{Channel, Status};
+use edgerelay::admin::config::{Channel, Status};
 use edgerelay::formats::openai::{self, Endpoint};
+use edgerelay::formats::translate::{
+    self, ClientFormat, ClientRequest, Mode, StreamPipe, WireFormat,
+};
 use edgerelay::providers::ProviderKind;
-use edgerelay::translate::{self, ClientFormat, ClientRequest, Mode, StreamPipe, WireFormat};
 
 const WARMUP: usize = 200;
 const ITERATIONS: usize = 2_000;

@@ -46,7 +46,7 @@ pub enum RelayError {
         quota: bool,
         retry_after_ms: Option<u64>,
         /// The limiter's view, for the `x-ratelimit-*` headers of the refusal.
-        rate: Box<crate::limits::RateInfo>,
+        rate: Box<crate::governance::limits::RateInfo>,
     },
     /// The tenant's hard budget is spent (and it chose to block rather than downgrade).
     BudgetExceeded {
@@ -316,7 +316,7 @@ impl RelayError {
                 rate,
                 ..
             } => {
-                let mut h = crate::limits::rate_headers(rate);
+                let mut h = crate::governance::limits::rate_headers(rate);
                 if let Some(ms) = retry_after_ms {
                     h.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
                 }

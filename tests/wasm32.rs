@@ -3,9 +3,9 @@
 //! properties that matter most are checked there too, not only on the 64-bit host.
 #![cfg(target_arch = "wasm32")]
 
-use edgerelay::auth;
 use edgerelay::formats::openai::{parse_request, Endpoint, StreamPassThrough};
 use edgerelay::formats::sse::{SseEvent, SseParser};
+use edgerelay::governance::auth;
 use edgerelay::providers::mock;
 use wasm_bindgen_test::wasm_bindgen_test;
 

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use edgerelay::formats::sse::{SseEvent, SseParser};
-use edgerelay::translate::{ClientFormat, Mode, StreamError, StreamPipe, WireFormat};
-use edgerelay::usage::Usage;
+use edgerelay::formats::translate::{ClientFormat, Mode, StreamError, StreamPipe, WireFormat};
+use edgerelay::ledger::usage::Usage;
 use serde_json::Value;
 
 /// Every stream mode: both pass-throughs and a translation for each upstream × client pair.

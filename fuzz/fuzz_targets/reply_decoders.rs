@@ -14,7 +14,7 @@ mod common;
 
 use edgerelay::formats::{anthropic, bedrock, cohere, gemini, openai};
 use edgerelay::providers;
-use edgerelay::translate::{self, Mode};
+use edgerelay::formats::translate::{self, Mode};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

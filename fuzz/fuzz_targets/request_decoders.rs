@@ -15,12 +15,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use edgerelay::config::{Channel, Status};
+use edgerelay::admin::config::{Channel, Status};
 use edgerelay::error::RelayError;
 use edgerelay::formats::anthropic;
 use edgerelay::formats::openai::{self, Endpoint};
 use edgerelay::providers::ProviderKind;
-use edgerelay::translate::{self, ClientRequest, MockReply, StreamPipe, WireFormat};
+use edgerelay::formats::translate::{self, ClientRequest, MockReply, StreamPipe, WireFormat};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

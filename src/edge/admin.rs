@@ -5,20 +5,20 @@
 use serde_json::json;
 use worker::{Env, Headers, Request, Response};
 
-use super::health;
 use super::http::{header, json_value, read_body};
-use super::limiter;
+use super::objects::health;
+use super::objects::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
 use super::store::{AuditEntry, AuditQuery, LedgerQuery, Store, TenantToken, UsageQuery};
-use crate::access::{self, Actor, TenantScope};
-use crate::analytics;
-use crate::auth;
-use crate::budget::Budget;
-use crate::config::{self, Channel, KeyStatus, KeyView, Tenant};
+use crate::admin::config::{self, Channel, KeyStatus, KeyView, Tenant};
+use crate::api::paths::{parse_listing, AnalyticsView, Resource};
 use crate::error::RelayError;
-use crate::limits::BudgetCtx;
-use crate::pricing;
-use crate::routes::{parse_listing, AnalyticsView, Resource};
+use crate::governance::access::{self, Actor, TenantScope};
+use crate::governance::auth;
+use crate::governance::budget::Budget;
+use crate::governance::limits::BudgetCtx;
+use crate::ledger::analytics;
+use crate::ledger::pricing;
 
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
 const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;

@@ -9,10 +9,10 @@ use super::http::{header, json_value};
 use super::relay::{self, Inbound, RelayCtx};
 use super::state::{now_ms, random_bytes, Settings};
 use super::store::Store;
-use crate::auth;
+use crate::api::paths::{self, Resource};
 use crate::error::RelayError;
-use crate::routes::{self, Resource};
-use crate::translate::ClientFormat;
+use crate::formats::translate::ClientFormat;
+use crate::governance::auth;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -69,7 +69,7 @@ async fn dispatch(
     } else {
         ClientFormat::OpenAi
     };
-    let resource = match routes::route(&method, &path) {
+    let resource = match paths::route(&method, &path) {
         Ok(r) => r,
         Err(e) => return relay::client_error(format, &e),
     };

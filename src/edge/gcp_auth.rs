@@ -13,7 +13,7 @@ use worker::{Fetch, Headers, Method, Request, RequestInit};
 
 use super::state::now_ms;
 use crate::error::RelayError;
-use crate::gcp::{self, AccessToken, ServiceAccount};
+use crate::providers::gcp::{self, AccessToken, ServiceAccount};
 
 thread_local! {
     static TOKENS: RefCell<HashMap<String, AccessToken>> = RefCell::new(HashMap::new());

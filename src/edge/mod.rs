@@ -5,11 +5,8 @@
 mod admin;
 mod entry;
 mod gcp_auth;
-mod health;
 mod http;
-mod limiter;
 mod objects;
 mod relay;
 mod state;
 mod store;
-mod usage_log;

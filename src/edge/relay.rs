@@ -22,30 +22,30 @@ use worker::{
 };
 
 use super::gcp_auth;
-use super::health::{self, Outcome};
 use super::http::{error_response, header, json_response, json_value, read_body};
-use super::limiter;
+use super::objects::health::{self, Outcome};
+use super::objects::limiter;
 use super::state::{now_ms, random_bytes, with_caches, Caches, Settings};
+use super::store::usage_log::record_later;
 use super::store::Store;
-use super::usage_log::record_later;
-use crate::access;
-use crate::auth;
-use crate::budget::OnHard;
-use crate::cache::TtlCache;
-use crate::config::{
+use crate::admin::config::{
     key_fingerprint, Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Route, Status,
     GROUP_PREFIX,
 };
 use crate::error::RelayError;
 use crate::formats::openai::{self, Endpoint};
-use crate::health::{ChannelHealth, Gate};
-use crate::limits::{self, Ask, RateInfo};
-use crate::pricing::{PriceTable, Pricer};
+use crate::formats::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
+use crate::governance::access;
+use crate::governance::auth;
+use crate::governance::budget::OnHard;
+use crate::governance::limits::{self, Ask, RateInfo};
+use crate::ledger::pricing::{PriceTable, Pricer};
+use crate::ledger::response_cache::{self, CacheMode};
+use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, Usage, UsageRow};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
-use crate::response_cache::{self, CacheMode};
+use crate::routing::health::{ChannelHealth, Gate};
 use crate::routing::{self, BreakerConfig, RetryBudget};
-use crate::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
-use crate::usage::{self, AttemptRow, Bodies, Provenance, Usage, UsageRow};
+use crate::support::ttl_cache::TtlCache;
 
 /// What every handler on the relay path shares.
 pub struct RelayCtx<'a> {

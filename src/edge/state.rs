@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use worker::{Date, Env};
 
-use crate::cache::TtlCache;
-use crate::config::{Channel, GroupMultipliers, KeyGrant, ModelGroups, ModelMap};
-use crate::pricing::PriceTable;
+use crate::admin::config::{Channel, GroupMultipliers, KeyGrant, ModelGroups, ModelMap};
+use crate::ledger::pricing::PriceTable;
+use crate::support::ttl_cache::TtlCache;
 
 /// A secret (`wrangler secret put`), or a var of that name in local dev; empty counts as unset.
 pub fn secret(env: &Env, name: &str) -> Option<String> {

@@ -6,7 +6,7 @@
 //! Shapes follow the Converse / ConverseStream API reference
 //! (<https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html>) and
 //! the service model AWS generates its SDKs from (botocore `bedrock-runtime/2023-09-30`).
-//! Signing the request is [`crate::sigv4`]'s job (signing name `bedrock`); the stream framing
+//! Signing the request is [`crate::providers::sigv4`]'s job (signing name `bedrock`); the stream framing
 //! is [`crate::formats::eventstream`]'s.
 //!
 //! Converse is one schema for many model families, which shapes this file: what Converse has
@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{hex, sha256};
 use crate::formats::eventstream::{EventStreamDecoder, EventStreamError, Frame};
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
-use crate::usage::Usage;
+use crate::governance::auth::{hex, sha256};
+use crate::ledger::usage::Usage;
 
 /// Claude on Bedrock counts thinking inside `maxTokens`; this is the room left for the answer
 /// when the client gave no limit or one below the thinking budget.
@@ -144,7 +144,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
 /// The Converse path for a model, relative to `https://bedrock-runtime.{region}.amazonaws.com`.
 /// The model id is one path segment whatever it holds: ids carry `:` (`…-v1:0`) and ARNs also
 /// `/`, so everything but RFC 3986's unreserved characters is percent-encoded, as AWS's SDKs
-/// do. (The signature then encodes the path once more; see [`crate::sigv4`].)
+/// do. (The signature then encodes the path once more; see [`crate::providers::sigv4`].)
 pub fn request_path(model: &str, stream: bool) -> String {
     let mut path = String::from("/model/");
     for byte in model.bytes() {

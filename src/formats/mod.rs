@@ -1,5 +1,6 @@
 //! Wire formats: one file per format, each with private serde shapes and conversions to and
-//! from what the relay needs, plus the SSE framing they share.
+//! from the neutral model, plus the framings they share (SSE, AWS event-stream) and the
+//! composition of a client format with an upstream one (`translate`).
 
 pub mod anthropic;
 pub mod bedrock;
@@ -9,3 +10,4 @@ pub mod gemini;
 pub mod neutral;
 pub mod openai;
 pub mod sse;
+pub mod translate;

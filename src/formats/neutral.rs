@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::usage::Usage;
+use crate::ledger::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -4,10 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::auth::sha256;
 use crate::formats::openai::{Endpoint, InboundRequest};
 use crate::formats::sse;
-use crate::usage::estimate_tokens;
+use crate::governance::auth::sha256;
+use crate::ledger::usage::estimate_tokens;
 
 /// Words per streamed chunk: small enough that a short reply still arrives in several chunks.
 const WORDS_PER_CHUNK: usize = 3;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::api::paths::query_pairs;
 use crate::error::RelayError;
-use crate::routes::query_pairs;
-use crate::usage::UsageRow;
+use crate::ledger::usage::UsageRow;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -461,7 +461,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let month = u32::try_from(month).unwrap_or(1);
     let day = u32::try_from(day).unwrap_or(1);
-    crate::limits::days_from_civil(year, month, day)
+    crate::governance::limits::days_from_civil(year, month, day)
 }
 
 /// p50/p95/p99 in milliseconds; `None` when no row had a value.

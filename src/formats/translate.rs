@@ -8,15 +8,15 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Channel;
+use crate::admin::config::Channel;
 use crate::error::RelayError;
 use crate::formats::eventstream::EventStreamError;
 use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
 use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
 use crate::formats::sse::SseError;
 use crate::formats::{anthropic, bedrock, cohere, gemini};
+use crate::ledger::usage::{estimate_tokens, Usage};
 use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
-use crate::usage::{estimate_tokens, Usage};
 
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,8 +292,9 @@ pub fn plan(
         ProviderKind::VertexGemini | ProviderKind::VertexAnthropic
             if channel.base_url.is_empty() =>
         {
-            derived_base =
-                crate::gcp::vertex_base_url(channel.option("region").unwrap_or("global"));
+            derived_base = crate::providers::gcp::vertex_base_url(
+                channel.option("region").unwrap_or("global"),
+            );
             derived_base.as_str()
         }
         ProviderKind::Bedrock if channel.base_url.is_empty() => {
@@ -364,8 +365,8 @@ pub fn plan(
     let vertex_path = |publisher: &str| {
         format!(
             "{base}/projects/{}/locations/{}/publishers/{publisher}",
-            crate::routes::percent_encode(channel.option("project").unwrap_or_default()),
-            crate::routes::percent_encode(channel.option("region").unwrap_or("global")),
+            crate::api::paths::percent_encode(channel.option("project").unwrap_or_default()),
+            crate::api::paths::percent_encode(channel.option("region").unwrap_or("global")),
         )
     };
     let url = match (channel.provider, wire) {
@@ -379,7 +380,7 @@ pub fn plan(
         (ProviderKind::VertexAnthropic, _) => format!(
             "{}/models/{}:{}",
             vertex_path("anthropic"),
-            crate::routes::percent_encode(upstream_model),
+            crate::api::paths::percent_encode(upstream_model),
             if stream {
                 "streamRawPredict"
             } else {
@@ -392,9 +393,9 @@ pub fn plan(
                 .unwrap_or(providers::AZURE_DEFAULT_API_VERSION);
             format!(
                 "{base}/openai/deployments/{}{}?api-version={}",
-                crate::routes::percent_encode(upstream_model),
+                crate::api::paths::percent_encode(upstream_model),
                 req.endpoint().path(),
-                crate::routes::percent_encode(version)
+                crate::api::paths::percent_encode(version)
             )
         }
         (_, WireFormat::OpenAi) => format!("{base}{}", req.endpoint().path()),
@@ -431,22 +432,22 @@ pub fn plan(
             headers.push(("accept", "application/vnd.amazon.eventstream".into()));
         }
         let credentials = api_key
-            .and_then(crate::sigv4::parse_credentials)
+            .and_then(crate::providers::sigv4::parse_credentials)
             .ok_or_else(|| RelayError::ChannelUnavailable {
                 reason: "its channel has no AWS credentials".into(),
             })?;
         let signed_over: Vec<(String, String)> =
             vec![("content-type".into(), "application/json".into())];
-        let input = crate::sigv4::SignInput {
+        let input = crate::providers::sigv4::SignInput {
             method: "POST",
             url: &url,
             headers: &signed_over,
             body: &body,
             region: channel.option("region").unwrap_or("us-east-1"),
             service: "bedrock",
-            amz_date: &crate::sigv4::amz_date(now_ms),
+            amz_date: &crate::providers::sigv4::amz_date(now_ms),
         };
-        for (name, value) in crate::sigv4::sign(&input, &credentials) {
+        for (name, value) in crate::providers::sigv4::sign(&input, &credentials) {
             let name: &'static str = match name.as_str() {
                 "authorization" => "authorization",
                 "x-amz-date" => "x-amz-date",
@@ -918,7 +919,7 @@ pub fn fidelity_headers(drops: &[Drop]) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Status;
+    use crate::admin::config::Status;
     use std::collections::BTreeMap;
 
     fn channel(provider: &str, base_url: &str) -> Channel {
@@ -960,7 +961,7 @@ mod tests {
     }
 
     const CLAUDE_CODE: &[u8] =
-        include_bytes!("../tests/fixtures/anthropic/claude_code_request.json");
+        include_bytes!("../../tests/fixtures/anthropic/claude_code_request.json");
 
     #[test]
     fn openai_to_openai_passes_through_with_model_rewritten() {
@@ -1209,7 +1210,7 @@ mod tests {
         };
         let (out, pipe) = run_pipe(
             StreamPipe::new(mode, true, "command-a", "id", 1),
-            include_bytes!("../tests/fixtures/cohere/stream_tool_call.sse"),
+            include_bytes!("../../tests/fixtures/cohere/stream_tool_call.sse"),
         );
         assert!(pipe.completed() && pipe.usage().is_some());
         assert!(
@@ -1218,7 +1219,7 @@ mod tests {
         );
         let r = reply(
             mode,
-            include_bytes!("../tests/fixtures/cohere/text.json").to_vec(),
+            include_bytes!("../../tests/fixtures/cohere/text.json").to_vec(),
             "command-a",
             "id",
             1,
@@ -1268,7 +1269,7 @@ mod tests {
         assert_eq!(p.mode, mode);
         let (out, pipe) = run_pipe(
             StreamPipe::new(mode, true, "claude", "id", 1),
-            include_bytes!("../tests/fixtures/bedrock/stream_tool_use.bin"),
+            include_bytes!("../../tests/fixtures/bedrock/stream_tool_use.bin"),
         );
         assert!(pipe.completed(), "{out}");
         assert!(
@@ -1392,7 +1393,7 @@ mod tests {
         };
         let (out, pipe) = run_pipe(
             StreamPipe::new(mode, true, "m", "id", 1),
-            include_bytes!("../tests/fixtures/bedrock/stream_exception.bin"),
+            include_bytes!("../../tests/fixtures/bedrock/stream_exception.bin"),
         );
         assert!(pipe.errored() && !pipe.completed(), "{out}");
         assert_eq!(out.matches("\"error\"").count(), 1, "{out}");
@@ -1450,7 +1451,7 @@ mod tests {
             upstream: WireFormat::Anthropic,
             client: ClientFormat::OpenAi,
         };
-        let fixture = include_bytes!("../tests/fixtures/anthropic/stream_tool_use.sse");
+        let fixture = include_bytes!("../../tests/fixtures/anthropic/stream_tool_use.sse");
         let (out, pipe) = run_pipe(StreamPipe::new(mode, true, "claude", "id", 1), fixture);
         assert!(pipe.completed());
         assert!(out.contains("\"tool_calls\""), "{out}");
@@ -1471,7 +1472,7 @@ mod tests {
 
     #[test]
     fn anthropic_pass_through_keeps_bytes_and_reads_usage() {
-        let fixture = include_bytes!("../tests/fixtures/anthropic/stream_text.sse");
+        let fixture = include_bytes!("../../tests/fixtures/anthropic/stream_text.sse");
         let (out, pipe) = run_pipe(
             StreamPipe::new(Mode::PassAnthropic, true, "c", "id", 1),
             fixture,
@@ -1531,7 +1532,7 @@ mod tests {
         };
         let r = reply(
             mode,
-            include_bytes!("../tests/fixtures/gemini/function_call.json").to_vec(),
+            include_bytes!("../../tests/fixtures/gemini/function_call.json").to_vec(),
             "gemini-x",
             "id",
             1,

@@ -15,7 +15,7 @@
 //! - Every header listed in `SignedHeaders` must reach AWS byte-identical, so callers pass only
 //!   headers the runtime will not rewrite.
 
-use crate::auth::{hex, sha256, Sha256};
+use crate::governance::auth::{hex, sha256, Sha256};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 

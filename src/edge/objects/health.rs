@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use worker::{durable_object, Context, Date, DurableObject, Env, Request, Response, Result, State};
 
-use super::objects::{self, JsonRow};
-use crate::budget::WebhookFormat;
-use crate::config::key_fingerprint;
+use super::{self as objects, JsonRow};
+use crate::admin::config::key_fingerprint;
 use crate::error::RelayError;
-use crate::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
+use crate::governance::budget::WebhookFormat;
+use crate::routing::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
 use crate::routing::{Admit, BreakerConfig};
 
 #[durable_object]
@@ -28,7 +28,7 @@ pub struct Health {
 
 impl DurableObject for Health {
     fn new(state: State, env: Env) -> Self {
-        let format = match super::state::secret(&env, "ALERT_WEBHOOK_FORMAT").as_deref() {
+        let format = match crate::edge::state::secret(&env, "ALERT_WEBHOOK_FORMAT").as_deref() {
             Some("slack") => WebhookFormat::Slack,
             _ => WebhookFormat::Json,
         };
@@ -36,9 +36,9 @@ impl DurableObject for Health {
             row: JsonRow::new(state.storage().sql(), "health"),
             storage: state.storage(),
             state: RefCell::new(None),
-            alerts: super::state::secret(&env, "ALERT_WEBHOOK_URL")
+            alerts: crate::edge::state::secret(&env, "ALERT_WEBHOOK_URL")
                 .map(|url| AlertTarget { url, format }),
-            webhook_secret: super::state::secret(&env, "WEBHOOK_SECRET"),
+            webhook_secret: crate::edge::state::secret(&env, "WEBHOOK_SECRET"),
         }
     }
 

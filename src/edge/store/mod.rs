@@ -1,21 +1,23 @@
 //! [edge] D1 and KV access: typed rows in and out, bound parameters only, no decisions.
 //! The schema lives in migrations/; JSON columns are decoded into the pure types here.
 
+pub mod usage_log;
+
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
-use crate::config::{
+use crate::admin::config::{
     Channel, GroupMultipliers, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant,
     TenantSettings,
 };
 use crate::error::RelayError;
-use crate::limits::Limits;
-use crate::pricing::{parse_price_table, PriceTable, PRICES_KEY};
+use crate::governance::limits::Limits;
+use crate::governance::rules::AccessRules;
+use crate::ledger::pricing::{parse_price_table, PriceTable, PRICES_KEY};
+use crate::ledger::usage::UsageRow;
 use crate::providers::ProviderKind;
-use crate::rules::AccessRules;
-use crate::usage::UsageRow;
 
 /// The KV key holding the whole model map.
 pub const MODEL_MAP_KEY: &str = "model_map";
@@ -704,9 +706,8 @@ impl Store {
     pub async fn model_map(&self) -> Result<ModelMap, RelayError> {
         match self.kv_text(MODEL_MAP_KEY).await? {
             None => Ok(ModelMap::new()),
-            Some(text) => {
-                crate::config::parse_model_map(&text).map_err(|e| internal("KV model map", e))
-            }
+            Some(text) => crate::admin::config::parse_model_map(&text)
+                .map_err(|e| internal("KV model map", e)),
         }
     }
 
@@ -765,9 +766,8 @@ impl Store {
     pub async fn model_groups(&self) -> Result<ModelGroups, RelayError> {
         match self.kv_text(MODEL_GROUPS_KEY).await? {
             None => Ok(ModelGroups::new()),
-            Some(text) => {
-                crate::config::parse_model_groups(&text).map_err(|e| internal("KV model groups", e))
-            }
+            Some(text) => crate::admin::config::parse_model_groups(&text)
+                .map_err(|e| internal("KV model groups", e)),
         }
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::RelayError;
-use crate::usage::Usage;
+use crate::ledger::usage::Usage;
 
 /// The divisor of both units: prices are per million tokens, multipliers parts per million.
 const PER_MILLION: u128 = 1_000_000;
@@ -438,7 +438,7 @@ const PRICE_FIELDS: [&str; 5] = ["input", "output", "cache_read", "cache_write",
 /// The body of `PUT /admin/prices/{model}`: `input` and `output` required, the cache prices and
 /// the request fee optional. Every error is a 400 that names its field.
 pub fn parse_price(bytes: &[u8]) -> Result<Price, RelayError> {
-    let map = crate::config::parse_object(bytes, &PRICE_FIELDS)?;
+    let map = crate::admin::config::parse_object(bytes, &PRICE_FIELDS)?;
     let field = |name: &str, unit: &str| -> Result<Option<u64>, RelayError> {
         match map.get(name) {
             None | Some(Value::Null) => Ok(None),

@@ -1,6 +1,9 @@
 //! [edge] What the relay's Durable Objects share: their state kept as one JSON row in the
 //! object's SQLite storage, and the JSON-over-fetch call from the relay to an object.
 
+pub mod health;
+pub mod limiter;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
@@ -8,8 +11,8 @@ use worker::{Date, Fetch, Headers, Method, Request, RequestInit, SqlStorage, Sto
 
 use std::cell::RefCell;
 
-use crate::budget::{self, AlertQueue, PendingAlert};
 use crate::error::RelayError;
+use crate::governance::budget::{self, AlertQueue, PendingAlert};
 
 /// One JSON value in a table of its own, read once per object life and written on change.
 pub struct JsonRow {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::limits::Period;
+use crate::governance::limits::Period;
 
 /// What a request over the hard limit gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +60,11 @@ fn is_json(f: &WebhookFormat) -> bool {
 /// `x-relay-signature: t=<ms>,v1=<hex>`: HMAC-SHA256 under the deployment's `WEBHOOK_SECRET`
 /// of `<ms>.<body>`, so a receiver can check a notice came from this relay and is fresh.
 pub fn signature(secret: &str, t_ms: i64, body: &str) -> String {
-    let mac = crate::sigv4::hmac_sha256(secret.as_bytes(), format!("{t_ms}.{body}").as_bytes());
-    format!("t={t_ms},v1={}", crate::auth::hex(&mac))
+    let mac = crate::providers::sigv4::hmac_sha256(
+        secret.as_bytes(),
+        format!("{t_ms}.{body}").as_bytes(),
+    );
+    format!("t={t_ms},v1={}", crate::governance::auth::hex(&mac))
 }
 
 fn default_period() -> Period {
@@ -76,7 +79,7 @@ pub fn check_budget(
     allow_loopback_http: bool,
 ) -> Result<(), (String, String)> {
     let field = |f: &str| format!("{param}.{f}");
-    let max = crate::limits::MAX_LIMIT;
+    let max = crate::governance::limits::MAX_LIMIT;
     for (name, v) in [
         ("soft_micros", budget.soft_micros),
         ("hard_micros", budget.hard_micros),

@@ -17,9 +17,9 @@ use worker::js_sys::{Array, Function, Object, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{Context, Env};
 
-use super::store::Store;
+use super::Store;
 use crate::error::RelayError;
-use crate::usage::UsageRow;
+use crate::ledger::usage::UsageRow;
 
 /// Rows per D1 batch: small enough to stay far below D1's statement limits.
 const BATCH_ROWS: usize = 100;

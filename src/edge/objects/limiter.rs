@@ -12,13 +12,13 @@ use worker::{
     State,
 };
 
-use super::objects::{self, JsonRow};
-use super::state::random_bytes;
-use crate::auth;
-use crate::config::KeyGrant;
+use super::{self as objects, JsonRow};
+use crate::admin::config::KeyGrant;
+use crate::edge::state::random_bytes;
 use crate::error::RelayError;
-use crate::lease::{LeaseBook, Return, Taken};
-use crate::limits::{
+use crate::governance::auth;
+use crate::governance::limits::lease::{LeaseBook, Return, Taken};
+use crate::governance::limits::{
     Ask, BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo,
 };
 
@@ -37,7 +37,7 @@ impl DurableObject for Limiter {
             row: JsonRow::new(state.storage().sql(), "limiter"),
             storage: state.storage(),
             state: RefCell::new(None),
-            webhook_secret: super::state::secret(&env, "WEBHOOK_SECRET"),
+            webhook_secret: crate::edge::state::secret(&env, "WEBHOOK_SECRET"),
         }
     }
 
@@ -247,7 +247,7 @@ async fn admit_side(
         side.direct = d.admitted && !(side.limits.is_empty() && side.budget.is_none());
         return Ok(d);
     };
-    let now = super::state::now_ms();
+    let now = crate::edge::state::now_ms();
     let (taken, refresh, want) = with_book(&side.place, |book| {
         let taken = book.take(ask, now);
         let refresh = book.wants_refresh(now);
@@ -290,7 +290,7 @@ async fn admit_side(
         },
     )
     .await;
-    let now = super::state::now_ms();
+    let now = crate::edge::state::now_ms();
     with_book(&side.place, |book| {
         if refresh {
             book.refreshing = false;
@@ -351,7 +351,7 @@ fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lea
             },
         )
         .await;
-        let now = super::state::now_ms();
+        let now = crate::edge::state::now_ms();
         with_book(&side.place, |book| {
             book.refreshing = false;
             if let Ok(LeaseDecision {
@@ -474,7 +474,7 @@ pub async fn settle(env: &Env, held: &Held, used: Ask) {
 
 /// Settle (`Some`) or release (`None`) every side of a request.
 async fn close(env: &Env, held: &Held, used: Option<Ask>) {
-    let now = super::state::now_ms();
+    let now = crate::edge::state::now_ms();
     let mut returns = Vec::new();
     for side in &held.sides {
         if let Some(t) = &side.lease {

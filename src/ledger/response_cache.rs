@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::auth;
+use crate::governance::auth;
 
 /// Longest a cached reply is kept, whatever is asked: a day.
 pub const MAX_TTL_S: u32 = 86_400;

@@ -11,6 +11,8 @@
 //! Floating point is used for geography only; every decision that is counted (breaker windows,
 //! cooldowns, budgets) is integer arithmetic, so it cannot drift between isolates.
 
+pub mod health;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -11,11 +11,13 @@
 //! in units of 1/60000 of a request (or token), so refilling `rate` per minute adds exactly
 //! `elapsed_ms × rate` and nothing drifts. Capacity is the rate plus the burst allowance.
 
+pub mod lease;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{self, AlertQueue, Budget, BudgetStatus, PendingAlert};
+use crate::governance::budget::{self, AlertQueue, Budget, BudgetStatus, PendingAlert};
 
 const MINUTE_MS: i64 = 60_000;
 /// A reservation not settled within this long is settled at its reserved amount: the isolate
@@ -1691,7 +1693,7 @@ mod tests {
                 period: Period::Month,
                 soft_micros: soft,
                 hard_micros: hard,
-                on_hard: crate::budget::OnHard::Block,
+                on_hard: crate::governance::budget::OnHard::Block,
                 fallback_model: None,
                 webhook_url: Some("https://hooks.example.com/b".into()),
                 webhook_format: Default::default(),
@@ -1785,7 +1787,7 @@ mod tests {
         s.settle_within(&limits, Some(&b), "r1", Ask::request(0, 5), T0);
         let id = s.due_alerts(T0)[0].id.clone();
         let mut gave_up = false;
-        for i in 0..crate::budget::MAX_ATTEMPTS {
+        for i in 0..crate::governance::budget::MAX_ATTEMPTS {
             gave_up = s.alert_attempted(&id, false, T0 + i64::from(i));
         }
         assert!(gave_up);

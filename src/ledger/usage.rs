@@ -242,7 +242,7 @@ pub fn loggable(bytes: &[u8]) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut out = crate::analytics::redact(&text[..end]);
+    let mut out = crate::ledger::analytics::redact(&text[..end]);
     if end < text.len() {
         out.push_str(" [TRUNCATED]");
     }

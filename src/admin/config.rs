@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::budget::{self, Budget};
 use crate::error::RelayError;
-use crate::limits::{self, Limits};
+use crate::governance::budget::{self, Budget};
+use crate::governance::limits::{self, Limits};
+use crate::governance::rules::{self, AccessRules};
 use crate::providers::ProviderKind;
 use crate::routing::BreakerConfig;
-use crate::rules::{self, AccessRules};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,7 +68,7 @@ pub struct TenantSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_multiplier_ppm: Option<u64>,
     /// Opt-in: keep each request's and reply's body, redacted (README "Body logging").
-    #[serde(default, skip_serializing_if = "crate::limits::is_false")]
+    #[serde(default, skip_serializing_if = "crate::governance::limits::is_false")]
     pub log_bodies: bool,
 }
 
@@ -178,7 +178,7 @@ pub struct ChannelView {
 
 /// An upstream key's public name: the first 16 hex digits of its SHA-256.
 pub fn key_fingerprint(key: &str) -> String {
-    crate::auth::hash_key(key)[..16].to_string()
+    crate::governance::auth::hash_key(key)[..16].to_string()
 }
 
 impl Channel {
@@ -505,7 +505,7 @@ impl Fields {
         match self.map.get("price_multiplier_ppm") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
-            Some(v) => crate::pricing::parse_multiplier(v, "price_multiplier_ppm")
+            Some(v) => crate::ledger::pricing::parse_multiplier(v, "price_multiplier_ppm")
                 .map(|m| Some(Some(m.ppm()))),
         }
     }
@@ -517,7 +517,7 @@ impl Fields {
         }
         match self.integer("cache_ttl_s")? {
             None => Ok(Some(None)),
-            Some(s) if (1..=i64::from(crate::response_cache::MAX_TTL_S)).contains(&s) => {
+            Some(s) if (1..=i64::from(crate::ledger::response_cache::MAX_TTL_S)).contains(&s) => {
                 Ok(Some(Some(s as u32)))
             }
             Some(_) => Err(bad_value(
@@ -1194,7 +1194,7 @@ fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayEr
 fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<String>, RelayError> {
     for (i, key) in keys.iter().enumerate() {
         if provider == ProviderKind::Bedrock {
-            if crate::sigv4::parse_credentials(key).is_none() {
+            if crate::providers::sigv4::parse_credentials(key).is_none() {
                 return Err(bad_value(
                     &format!("api_keys[{i}]"),
                     "must be ACCESS_KEY_ID:SECRET_ACCESS_KEY or ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN",
@@ -1203,7 +1203,7 @@ fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<Strin
             continue;
         }
         if provider.uses_service_accounts() {
-            if let Err(why) = crate::gcp::parse_service_account(key) {
+            if let Err(why) = crate::providers::gcp::parse_service_account(key) {
                 return Err(bad_value(
                     &format!("api_keys[{i}]"),
                     &format!("must be a service-account key file: it {why}"),

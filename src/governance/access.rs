@@ -1,12 +1,12 @@
 //! Access decisions for an authenticated key: may it be used now, and which public models may
 //! it reach. Pure: the caller passes the key's record, the model map and the time.
 
-use crate::config::{
+use crate::admin::config::{
     KeyGrant, KeyStatus, ModelGroups, ModelMap, ModelTarget, Status, GROUP_PREFIX,
 };
+use crate::api::paths::Resource;
 use crate::error::RelayError;
-use crate::routes::Resource;
-use crate::rules::Denial;
+use crate::governance::rules::Denial;
 
 /// Is this key usable at `now_ms`? Checked on every request, also when the record is cached,
 /// so an expiry takes effect on the millisecond.
@@ -87,7 +87,7 @@ pub fn check_rules(
         if rules.is_open() {
             continue;
         }
-        crate::rules::check(rules, client_ip, country, now_ms).map_err(|denial| {
+        crate::governance::rules::check(rules, client_ip, country, now_ms).map_err(|denial| {
             RelayError::AccessDenied {
                 reason: match denial {
                     Denial::IpNotAllowed => "from this address",

@@ -1,0 +1,5 @@
+//! Small, domain-free building blocks the rest of the relay shares: hashing and constant-time
+//! comparison, base64, calendar arithmetic, URL encoding, and the per-isolate TTL cache.
+
+pub mod base64;
+pub mod ttl_cache;
