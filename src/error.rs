@@ -45,8 +45,8 @@ pub enum RelayError {
         /// Per-minute and concurrency limits pass; quotas are spent until the period ends.
         quota: bool,
         retry_after_ms: Option<u64>,
-        /// The limiter's view, for the `x-ratelimit-*` headers of the refusal.
-        rate: Box<crate::governance::limits::RateInfo>,
+        /// The limiter's `x-ratelimit-*` headers for the refusal (`Retry-After` is added here).
+        rate_headers: Vec<(&'static str, String)>,
     },
     /// The tenant's hard budget is spent (and it chose to block rather than downgrade).
     BudgetExceeded {
@@ -123,6 +123,56 @@ pub enum RelayError {
 }
 
 impl RelayError {
+    /// 400 `missing_required_parameter` naming `param`.
+    pub fn missing(param: &str) -> RelayError {
+        RelayError::MissingParameter {
+            param: param.into(),
+        }
+    }
+
+    /// 400 `invalid_type`: `param` is not `expected` ("a string", "an array of …").
+    pub fn invalid_type(param: &str, expected: &'static str) -> RelayError {
+        RelayError::InvalidType {
+            param: param.into(),
+            expected,
+        }
+    }
+
+    /// 400 `invalid_value`: `param` has the right type and a wrong value.
+    pub fn invalid_value(param: &str, message: impl Into<String>) -> RelayError {
+        RelayError::InvalidValue {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error with `prefix` put before the field it names (`breaker.` + `window_ms`),
+    /// for input checked by a parser that knows only its own part of the body. An error about
+    /// the part as a whole (an empty `param`) names the part.
+    pub fn prefixed(self, prefix: &str) -> RelayError {
+        let join = |param: String| {
+            if param.is_empty() {
+                prefix.trim_end_matches('.').to_string()
+            } else {
+                format!("{prefix}{param}")
+            }
+        };
+        match self {
+            RelayError::MissingParameter { param } => {
+                RelayError::MissingParameter { param: join(param) }
+            }
+            RelayError::InvalidType { param, expected } => RelayError::InvalidType {
+                param: join(param),
+                expected,
+            },
+            RelayError::InvalidValue { param, message } => RelayError::InvalidValue {
+                param: join(param),
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub fn status(&self) -> u16 {
         use RelayError::*;
         match self {
@@ -309,30 +359,57 @@ impl RelayError {
 
     /// Extra response headers the error implies.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
+        use RelayError::*;
+        let retry_after = |ms: &u64| ("retry-after", ms.div_ceil(1000).max(1).to_string());
         match self {
-            RelayError::MethodNotAllowed { allowed } => vec![("allow", allowed.join(", "))],
-            RelayError::LimitExceeded {
+            MethodNotAllowed { allowed } => vec![("allow", allowed.join(", "))],
+            LimitExceeded {
                 retry_after_ms,
-                rate,
+                rate_headers,
                 ..
             } => {
-                let mut h = crate::governance::limits::rate_headers(rate);
-                if let Some(ms) = retry_after_ms {
-                    h.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
-                }
+                let mut h = rate_headers.clone();
+                h.extend(retry_after_ms.as_ref().map(retry_after));
                 h
             }
-            RelayError::BudgetExceeded {
-                retry_after_ms: Some(ms),
-                ..
-            } => vec![("retry-after", ms.div_ceil(1000).max(1).to_string())],
-            RelayError::UpstreamRateLimited {
-                retry_after: Some(after),
-            }
-            | RelayError::UpstreamOverloaded {
-                retry_after: Some(after),
-            } => vec![("retry-after", after.clone())],
-            _ => Vec::new(),
+            BudgetExceeded { retry_after_ms, .. } => retry_after_ms
+                .as_ref()
+                .map(retry_after)
+                .into_iter()
+                .collect(),
+            UpstreamRateLimited { retry_after } | UpstreamOverloaded { retry_after } => retry_after
+                .as_ref()
+                .map(|after| ("retry-after", after.clone()))
+                .into_iter()
+                .collect(),
+            InvalidJson { .. }
+            | MissingParameter { .. }
+            | InvalidType { .. }
+            | InvalidValue { .. }
+            | MissingApiKey
+            | InvalidApiKey
+            | KeyRevoked
+            | KeyExpired
+            | InvalidAdminToken
+            | TenantDisabled
+            | Forbidden
+            | AccessDenied { .. }
+            | RegionNotServed { .. }
+            | ModelNotFound { .. }
+            | NotFound { .. }
+            | RequestTooLarge { .. }
+            | Conflict { .. }
+            | UnsupportedEndpoint { .. }
+            | ChannelUnavailable { .. }
+            | UpstreamInvalidRequest { .. }
+            | UpstreamBadResponse { .. }
+            | FieldNotSupported { .. }
+            | UpstreamAuthFailed
+            | UpstreamError { .. }
+            | UpstreamUnreachable
+            | UpstreamTimeout { .. }
+            | UpstreamStreamBroken
+            | Internal { .. } => Vec::new(),
         }
     }
 
@@ -426,7 +503,7 @@ mod tests {
                 scope: "key",
                 quota: false,
                 retry_after_ms: Some(1500),
-                rate: Default::default(),
+                rate_headers: Vec::new(),
             },
             UpstreamBadResponse { detail: "x".into() },
             FieldNotSupported {

@@ -293,7 +293,7 @@ pub fn check_group_name(name: &str) -> Result<(), RelayError> {
     if ok {
         Ok(())
     } else {
-        Err(bad_value(
+        Err(RelayError::invalid_value(
             "name",
             "a group name is 1 to 64 of a-z, 0-9, - and _",
         ))
@@ -320,11 +320,9 @@ pub fn parse_group_models(bytes: &[u8]) -> Result<Vec<String>, RelayError> {
 fn group_models(f: &Fields) -> Result<Vec<String>, RelayError> {
     let models = f
         .string_list("models")?
-        .ok_or_else(|| RelayError::MissingParameter {
-            param: "models".into(),
-        })?;
+        .ok_or_else(|| RelayError::missing("models"))?;
     if let Some(i) = models.iter().position(|m| m.starts_with(GROUP_PREFIX)) {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             &format!("models[{i}]"),
             "groups cannot contain groups",
         ));
@@ -340,7 +338,7 @@ pub fn check_allowlist(
     for (i, entry) in models.iter().flatten().enumerate() {
         if let Some(group) = entry.strip_prefix(GROUP_PREFIX) {
             if !groups.contains_key(group) {
-                return Err(bad_value(
+                return Err(RelayError::invalid_value(
                     &format!("models[{i}]"),
                     &format!("no model group '{group}'"),
                 ));
@@ -376,10 +374,10 @@ pub fn parse_object(bytes: &[u8], allowed: &[&str]) -> Result<Map<String, Value>
         });
     };
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(RelayError::InvalidValue {
-            param: unknown.clone(),
-            message: format!("unknown field; expected one of {}", allowed.join(", ")),
-        });
+        return Err(RelayError::invalid_value(
+            &unknown,
+            format!("unknown field; expected one of {}", allowed.join(", ")),
+        ));
     }
     Ok(map)
 }
@@ -399,16 +397,14 @@ impl Fields {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-            Some(_) => Err(bad_type(field, "a string")),
+            Some(_) => Err(RelayError::invalid_type(field, "a string")),
         }
     }
 
     fn required_name(&self, field: &str) -> Result<String, RelayError> {
         let name = self
             .string(field)?
-            .ok_or_else(|| RelayError::MissingParameter {
-                param: field.into(),
-            })?;
+            .ok_or_else(|| RelayError::missing(field))?;
         check_name(field, &name)?;
         Ok(name)
     }
@@ -424,18 +420,23 @@ impl Fields {
                             out.push(s.trim().to_string())
                         }
                         Value::String(_) => {
-                            return Err(bad_value(
+                            return Err(RelayError::invalid_value(
                                 &format!("{field}[{i}]"),
                                 "must be 1 to 256 characters",
                             ))
                         }
-                        _ => return Err(bad_type(&format!("{field}[{i}]"), "a string")),
+                        _ => {
+                            return Err(RelayError::invalid_type(
+                                &format!("{field}[{i}]"),
+                                "a string",
+                            ))
+                        }
                     }
                 }
                 out.dedup();
                 Ok(Some(out))
             }
-            Some(_) => Err(bad_type(field, "an array of strings")),
+            Some(_) => Err(RelayError::invalid_type(field, "an array of strings")),
         }
     }
 
@@ -451,15 +452,18 @@ impl Fields {
                     Value::String(s) if !s.trim().is_empty() && s.len() <= 16 * 1024 => {
                         Ok(s.trim().to_string())
                     }
-                    Value::String(_) => Err(bad_value(
+                    Value::String(_) => Err(RelayError::invalid_value(
                         &format!("{field}[{i}]"),
                         "must be 1 to 16384 characters",
                     )),
-                    _ => Err(bad_type(&format!("{field}[{i}]"), "a string")),
+                    _ => Err(RelayError::invalid_type(
+                        &format!("{field}[{i}]"),
+                        "a string",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(bad_type(field, "an array of strings")),
+            Some(_) => Err(RelayError::invalid_type(field, "an array of strings")),
         }
     }
 
@@ -467,9 +471,7 @@ impl Fields {
         match self.map.get("limits") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(Limits::default())),
-            Some(v) => limits::parse_limits(v, "limits")
-                .map(Some)
-                .map_err(|(param, message)| RelayError::InvalidValue { param, message }),
+            Some(v) => limits::parse_limits(v, "limits").map(Some),
         }
     }
 
@@ -477,18 +479,7 @@ impl Fields {
         match self.map.get("rules") {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(AccessRules::default())),
-            Some(v) => {
-                rules::parse(v)
-                    .map(Some)
-                    .map_err(|(param, message)| RelayError::InvalidValue {
-                        param: if param.is_empty() {
-                            "rules".into()
-                        } else {
-                            format!("rules.{param}")
-                        },
-                        message,
-                    })
-            }
+            Some(v) => rules::parse(v).map(Some).map_err(|e| e.prefixed("rules.")),
         }
     }
 
@@ -496,7 +487,7 @@ impl Fields {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(bad_type(field, "a boolean")),
+            Some(_) => Err(RelayError::invalid_type(field, "a boolean")),
         }
     }
 
@@ -520,7 +511,7 @@ impl Fields {
             Some(s) if (1..=i64::from(crate::ledger::response_cache::MAX_TTL_S)).contains(&s) => {
                 Ok(Some(Some(s as u32)))
             }
-            Some(_) => Err(bad_value(
+            Some(_) => Err(RelayError::invalid_value(
                 "cache_ttl_s",
                 "must be between 1 and 86400 (seconds), or null to turn caching off",
             )),
@@ -542,11 +533,11 @@ impl Fields {
             "max_cooldown_ms",
         ];
         let bytes = serde_json::to_vec(value).unwrap_or_default();
-        let f = Fields::parse(&bytes, &allowed).map_err(|e| prefixed(e, "breaker."))?;
+        let f = Fields::parse(&bytes, &allowed).map_err(|e| e.prefixed("breaker."))?;
         let mut b = BreakerConfig::default();
         let field = |name: &str, lo: i64, hi: i64| -> Result<Option<i64>, RelayError> {
-            match f.integer(name).map_err(|e| prefixed(e, "breaker."))? {
-                Some(v) if !(lo..=hi).contains(&v) => Err(bad_value(
+            match f.integer(name).map_err(|e| e.prefixed("breaker."))? {
+                Some(v) if !(lo..=hi).contains(&v) => Err(RelayError::invalid_value(
                     &format!("breaker.{name}"),
                     &format!("must be between {lo} and {hi}"),
                 )),
@@ -570,7 +561,7 @@ impl Fields {
             b.max_cooldown_ms = v;
         }
         if b.max_cooldown_ms < b.cooldown_ms {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 "breaker.max_cooldown_ms",
                 "must not be below cooldown_ms",
             ));
@@ -588,7 +579,7 @@ impl Fields {
             Some(ms) if ms >= 0 && LEASE_MS_RANGE.contains(&(ms as u64)) => {
                 Ok(Some(Some(ms as u64)))
             }
-            Some(_) => Err(bad_value(
+            Some(_) => Err(RelayError::invalid_value(
                 "lease_ms",
                 &format!(
                     "must be between {} and {} (ms), or null to turn lease mode off",
@@ -605,13 +596,9 @@ impl Fields {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
             Some(v) => {
-                let b: Budget =
-                    serde_json::from_value(v.clone()).map_err(|e| RelayError::InvalidValue {
-                        param: "budget".into(),
-                        message: e.to_string(),
-                    })?;
-                budget::check_budget(&b, "budget", allow_loopback_http)
-                    .map_err(|(param, message)| RelayError::InvalidValue { param, message })?;
+                let b: Budget = serde_json::from_value(v.clone())
+                    .map_err(|e| RelayError::invalid_value("budget", e.to_string()))?;
+                budget::check_budget(&b, "budget", allow_loopback_http)?;
                 Ok(Some(Some(b)))
             }
         }
@@ -623,8 +610,8 @@ impl Fields {
             Some(Value::Number(n)) => n
                 .as_i64()
                 .map(Some)
-                .ok_or_else(|| bad_type(field, "an integer")),
-            Some(_) => Err(bad_type(field, "an integer")),
+                .ok_or_else(|| RelayError::invalid_type(field, "an integer")),
+            Some(_) => Err(RelayError::invalid_type(field, "an integer")),
         }
     }
 
@@ -637,12 +624,17 @@ impl Fields {
                 for (k, v) in o {
                     match v {
                         Value::String(s) => out.insert(k.clone(), s.trim().to_string()),
-                        _ => return Err(bad_type(&format!("options.{k}"), "a string")),
+                        _ => {
+                            return Err(RelayError::invalid_type(
+                                &format!("options.{k}"),
+                                "a string",
+                            ))
+                        }
                     };
                 }
                 Ok(Some(out))
             }
-            Some(_) => Err(bad_type("options", "an object of strings")),
+            Some(_) => Err(RelayError::invalid_type("options", "an object of strings")),
         }
     }
 
@@ -651,28 +643,20 @@ impl Fields {
             None => Ok(None),
             Some("active") => Ok(Some(Status::Active)),
             Some("disabled") => Ok(Some(Status::Disabled)),
-            Some(_) => Err(bad_value(field, "must be 'active' or 'disabled'")),
+            Some(_) => Err(RelayError::invalid_value(
+                field,
+                "must be 'active' or 'disabled'",
+            )),
         }
-    }
-}
-
-fn bad_type(param: &str, expected: &'static str) -> RelayError {
-    RelayError::InvalidType {
-        param: param.into(),
-        expected,
-    }
-}
-
-fn bad_value(param: &str, message: &str) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: message.into(),
     }
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), RelayError> {
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(bad_value(field, "must be 1 to 200 characters"));
+        return Err(RelayError::invalid_value(
+            field,
+            "must be 1 to 200 characters",
+        ));
     }
     Ok(())
 }
@@ -713,7 +697,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
             None => None,
             Some(j) if JURISDICTIONS.contains(&j.as_str()) => Some(j),
             Some(_) => {
-                return Err(bad_value(
+                return Err(RelayError::invalid_value(
                     "jurisdiction",
                     &format!("must be one of {}", JURISDICTIONS.join(", ")),
                 ))
@@ -765,7 +749,7 @@ pub fn parse_tenant_patch(
         ],
     )?;
     if f.has("jurisdiction") {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             "jurisdiction",
             "is fixed when the tenant is created (its limiters live there); create a new tenant to move",
         ));
@@ -850,12 +834,15 @@ pub fn parse_new_key(bytes: &[u8], now_ms: i64) -> Result<NewKey, RelayError> {
     let f = Fields::parse(bytes, KEY_FIELDS)?;
     let name = f.string("name")?.unwrap_or_default();
     if name.chars().count() > 200 {
-        return Err(bad_value("name", "must be at most 200 characters"));
+        return Err(RelayError::invalid_value(
+            "name",
+            "must be at most 200 characters",
+        ));
     }
     let expires_at = f.integer("expires_at")?;
     if let Some(at) = expires_at {
         if at <= now_ms {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 "expires_at",
                 "must be in the future (Unix milliseconds)",
             ));
@@ -887,7 +874,10 @@ pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError
     let f = Fields::parse(bytes, KEY_FIELDS)?;
     let name = f.string("name")?;
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        return Err(bad_value("name", "must be at most 200 characters"));
+        return Err(RelayError::invalid_value(
+            "name",
+            "must be at most 200 characters",
+        ));
     }
     let expires_at = if f.has("expires_at") {
         Some(f.integer("expires_at")?)
@@ -896,7 +886,7 @@ pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError
     };
     if let Some(Some(at)) = expires_at {
         if at <= now_ms {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 "expires_at",
                 "must be in the future (Unix milliseconds)",
             ));
@@ -944,7 +934,10 @@ pub fn parse_token_name(bytes: &[u8]) -> Result<String, RelayError> {
     let f = Fields::parse(bytes, &["name"])?;
     let name = f.string("name")?.unwrap_or_default();
     if name.chars().count() > 200 {
-        return Err(bad_value("name", "must be at most 200 characters"));
+        return Err(RelayError::invalid_value(
+            "name",
+            "must be at most 200 characters",
+        ));
     }
     Ok(name)
 }
@@ -955,7 +948,7 @@ pub fn parse_rotation(bytes: &[u8]) -> Result<i64, RelayError> {
     match f.integer("grace_seconds")? {
         None => Ok(24 * 3600),
         Some(s) if (0..=90 * 24 * 3600).contains(&s) => Ok(s),
-        Some(_) => Err(bad_value(
+        Some(_) => Err(RelayError::invalid_value(
             "grace_seconds",
             "must be between 0 and 7776000 (90 days)",
         )),
@@ -994,9 +987,7 @@ const CHANNEL_FIELDS: &[&str] = &[
 pub fn parse_new_channel(bytes: &[u8]) -> Result<NewChannel, RelayError> {
     let f = Fields::parse(bytes, CHANNEL_FIELDS)?;
     let name = f.required_name("name")?;
-    let provider = parse_provider(&f)?.ok_or_else(|| RelayError::MissingParameter {
-        param: "provider".into(),
-    })?;
+    let provider = parse_provider(&f)?.ok_or_else(|| RelayError::missing("provider"))?;
     let base_url = check_base_url(provider, f.string("base_url")?.unwrap_or_default())?;
     let api_keys = check_api_keys(provider, f.secret_list("api_keys")?.unwrap_or_default())?;
     Ok(NewChannel {
@@ -1130,7 +1121,7 @@ fn check_total_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
     match ms {
         None => Ok(None),
         Some(ms) if (1..=3_600_000).contains(&ms) => Ok(Some(ms as u64)),
-        Some(_) => Err(bad_value(
+        Some(_) => Err(RelayError::invalid_value(
             "total_timeout_ms",
             "must be between 1 and 3600000",
         )),
@@ -1143,7 +1134,7 @@ fn check_region(region: Option<String>) -> Result<Option<String>, RelayError> {
         return Ok(None);
     };
     if crate::routing::region_info(&region).is_none() {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             "region",
             "unknown region; use a name such as us-east, eu-west, eu-central, ap-northeast (README: Regions)",
         ));
@@ -1155,7 +1146,7 @@ fn parse_provider(f: &Fields) -> Result<Option<ProviderKind>, RelayError> {
     match f.string("provider")? {
         None => Ok(None),
         Some(p) => ProviderKind::parse(&p).map(Some).ok_or_else(|| {
-            bad_value(
+            RelayError::invalid_value(
                 "provider",
                 &format!(
                     "unknown provider; expected one of {}",
@@ -1178,10 +1169,12 @@ fn check_base_url(provider: ProviderKind, url: String) -> Result<String, RelayEr
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| bad_value("base_url", "must be an http:// or https:// URL"))?;
+        .ok_or_else(|| {
+            RelayError::invalid_value("base_url", "must be an http:// or https:// URL")
+        })?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if host.is_empty() || url.contains(char::is_whitespace) || url.contains(['?', '#']) {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             "base_url",
             "must be an http(s) URL with a host and no query",
         ));
@@ -1195,7 +1188,7 @@ fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<Strin
     for (i, key) in keys.iter().enumerate() {
         if provider == ProviderKind::Bedrock {
             if crate::providers::sigv4::parse_credentials(key).is_none() {
-                return Err(bad_value(
+                return Err(RelayError::invalid_value(
                     &format!("api_keys[{i}]"),
                     "must be ACCESS_KEY_ID:SECRET_ACCESS_KEY or ACCESS_KEY_ID:SECRET_ACCESS_KEY:SESSION_TOKEN",
                 ));
@@ -1204,7 +1197,7 @@ fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<Strin
         }
         if provider.uses_service_accounts() {
             if let Err(why) = crate::providers::gcp::parse_service_account(key) {
-                return Err(bad_value(
+                return Err(RelayError::invalid_value(
                     &format!("api_keys[{i}]"),
                     &format!("must be a service-account key file: it {why}"),
                 ));
@@ -1212,7 +1205,7 @@ fn check_api_keys(provider: ProviderKind, keys: Vec<String>) -> Result<Vec<Strin
             continue;
         }
         if key.len() > 4096 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 &format!("api_keys[{i}]"),
                 "must be at most 4096 characters with no spaces or control characters",
             ));
@@ -1242,7 +1235,7 @@ fn check_options(
             } else {
                 known.join(", ")
             };
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 &format!("options.{name}"),
                 &format!(
                     "not an option of provider '{}' (it takes: {expected})",
@@ -1254,7 +1247,7 @@ fn check_options(
             || value.len() > 200
             || value.contains(|c: char| c.is_control() || c.is_whitespace() || c == '&' || c == '#')
         {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 &format!("options.{name}"),
                 "must be 1 to 200 characters, no spaces",
             ));
@@ -1267,7 +1260,10 @@ fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
     match ms {
         None => Ok(None),
         Some(ms) if (1..=600_000).contains(&ms) => Ok(Some(ms as u64)),
-        Some(_) => Err(bad_value("timeout_ms", "must be between 1 and 600000")),
+        Some(_) => Err(RelayError::invalid_value(
+            "timeout_ms",
+            "must be between 1 and 600000",
+        )),
     }
 }
 
@@ -1287,7 +1283,7 @@ pub fn parse_model_target(
         None => None,
         Some(ms) if (10..=60_000).contains(&ms) => Some(ms as u64),
         Some(_) => {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 &format!("{param_prefix}hedge_ms"),
                 "must be between 10 and 60000 (ms)",
             ))
@@ -1304,19 +1300,19 @@ pub fn parse_model_target(
         });
     }
     if f.has("channel_id") || f.has("upstream_model") {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             &format!("{param_prefix}routes"),
             "give either routes or channel_id and upstream_model, not both",
         ));
     }
     let Some(Value::Array(items)) = f.map.get("routes") else {
-        return Err(bad_type(
+        return Err(RelayError::invalid_type(
             &format!("{param_prefix}routes"),
             "an array of routes",
         ));
     };
     if items.is_empty() || items.len() > 16 {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             &format!("{param_prefix}routes"),
             "must list 1 to 16 routes",
         ));
@@ -1329,31 +1325,34 @@ pub fn parse_model_target(
             &bytes,
             &["channel_id", "upstream_model", "priority", "weight"],
         )
-        .map_err(|e| prefixed(e, &prefix))?;
+        .map_err(|e| e.prefixed(&prefix))?;
         let mut route = route_from_fields(&rf, &prefix)?;
-        if let Some(p) = rf.integer("priority").map_err(|e| prefixed(e, &prefix))? {
+        if let Some(p) = rf.integer("priority").map_err(|e| e.prefixed(&prefix))? {
             route.priority = i32::try_from(p)
                 .ok()
                 .filter(|p| (-1000..=1000).contains(p))
                 .ok_or_else(|| {
-                    bad_value(
+                    RelayError::invalid_value(
                         &format!("{prefix}priority"),
                         "must be between -1000 and 1000",
                     )
                 })?;
         }
-        if let Some(w) = rf.integer("weight").map_err(|e| prefixed(e, &prefix))? {
+        if let Some(w) = rf.integer("weight").map_err(|e| e.prefixed(&prefix))? {
             route.weight = u32::try_from(w)
                 .ok()
                 .filter(|w| *w <= 1_000_000)
                 .ok_or_else(|| {
-                    bad_value(&format!("{prefix}weight"), "must be between 0 and 1000000")
+                    RelayError::invalid_value(
+                        &format!("{prefix}weight"),
+                        "must be between 0 and 1000000",
+                    )
                 })?;
         }
         if routes.iter().any(|r: &Route| {
             r.channel_id == route.channel_id && r.upstream_model == route.upstream_model
         }) {
-            return Err(bad_value(
+            return Err(RelayError::invalid_value(
                 &format!("{prefix}channel_id"),
                 "the same route is listed twice",
             ));
@@ -1375,27 +1374,13 @@ pub fn parse_model_target(
     })
 }
 
-fn prefixed(e: RelayError, prefix: &str) -> RelayError {
-    match e {
-        RelayError::InvalidValue { param, message } => RelayError::InvalidValue {
-            param: format!("{prefix}{param}"),
-            message,
-        },
-        RelayError::InvalidType { param, expected } => RelayError::InvalidType {
-            param: format!("{prefix}{param}"),
-            expected,
-        },
-        other => other,
-    }
-}
-
 fn route_from_fields(f: &Fields, prefix: &str) -> Result<Route, RelayError> {
     let get = |field: &str| -> Result<String, RelayError> {
         let param = format!("{prefix}{field}");
         match f.string(field) {
             Ok(Some(s)) if !s.is_empty() => Ok(s),
             Ok(_) => Err(RelayError::MissingParameter { param }),
-            Err(_) => Err(bad_type(&param, "a string")),
+            Err(_) => Err(RelayError::invalid_type(&param, "a string")),
         }
     };
     Ok(Route {
@@ -1443,7 +1428,7 @@ pub fn check_public_model_name(model: &str) -> Result<(), RelayError> {
         || model.len() > 256
         || model.chars().any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(bad_value(
+        return Err(RelayError::invalid_value(
             "model",
             "a model name is 1 to 256 characters without spaces",
         ));
@@ -1465,13 +1450,13 @@ pub fn check_model_map(map: &ModelMap, channels: &[Channel]) -> Result<(), Relay
                 .iter()
                 .find(|c| c.id == route.channel_id)
                 .ok_or_else(|| {
-                    bad_value(
+                    RelayError::invalid_value(
                         &format!("{at}channel_id"),
                         &format!("no channel '{}'", route.channel_id),
                     )
                 })?;
             if !channel.serves(&route.upstream_model) {
-                return Err(bad_value(
+                return Err(RelayError::invalid_value(
                     &format!("{at}upstream_model"),
                     &format!(
                         "channel '{}' does not list model '{}'",

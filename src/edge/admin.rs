@@ -33,7 +33,12 @@ pub async fn check_admin(
     let presented = auth::credential_from_headers(header(req, "authorization").as_deref(), None)
         .ok_or(RelayError::InvalidAdminToken)?;
     match settings.admin_token.as_deref() {
-        Some(expected) if auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) => {
+        Some(expected)
+            if crate::support::crypto::constant_time_eq(
+                presented.as_bytes(),
+                expected.as_bytes(),
+            ) =>
+        {
             return Ok(Actor::Admin)
         }
         Some(_) => {}
@@ -94,10 +99,10 @@ async fn check_fallback(store: &Store, budget: &Option<Budget>) -> Result<(), Re
     if store.model_map().await?.contains_key(model) {
         return Ok(());
     }
-    Err(RelayError::InvalidValue {
-        param: "budget.fallback_model".into(),
-        message: format!("no model '{model}' in the model map"),
-    })
+    Err(RelayError::invalid_value(
+        "budget.fallback_model",
+        format!("no model '{model}' in the model map"),
+    ))
 }
 
 fn new_id(prefix: &str) -> String {
@@ -219,10 +224,10 @@ pub async fn handle(
             }
             let mut key = key(store, &id).await?;
             if key.status == KeyStatus::Revoked {
-                return Err(RelayError::InvalidValue {
-                    param: "id".into(),
-                    message: "a revoked key cannot be changed".into(),
-                });
+                return Err(RelayError::invalid_value(
+                    "id",
+                    "a revoked key cannot be changed",
+                ));
             }
             patch.apply(&mut key);
             store.update_key(&key).await?;
@@ -240,10 +245,10 @@ pub async fn handle(
             let grace_s = config::parse_rotation(&body)?;
             let mut old = key(store, &id).await?;
             if old.status == KeyStatus::Revoked {
-                return Err(RelayError::InvalidValue {
-                    param: "id".into(),
-                    message: "a revoked key cannot be rotated".into(),
-                });
+                return Err(RelayError::invalid_value(
+                    "id",
+                    "a revoked key cannot be rotated",
+                ));
             }
             let plaintext = auth::generate_key(&random_bytes::<32>());
             let new = KeyView {

@@ -951,32 +951,12 @@ impl StreamDecoder {
 
 // ---- Anthropic as an inbound format: the request ---------------------------------------------
 
-fn missing(param: &str) -> RelayError {
-    RelayError::MissingParameter {
-        param: param.into(),
-    }
-}
-
-fn invalid_type(param: &str, expected: &'static str) -> RelayError {
-    RelayError::InvalidType {
-        param: param.into(),
-        expected,
-    }
-}
-
-fn invalid_value(param: &str, message: &str) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: message.into(),
-    }
-}
-
 /// A required string field.
 fn req_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a str, RelayError> {
     match obj.get(key) {
-        None | Some(Value::Null) => Err(missing(path)),
+        None | Some(Value::Null) => Err(RelayError::missing(path)),
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(invalid_type(path, "a string")),
+        Some(_) => Err(RelayError::invalid_type(path, "a string")),
     }
 }
 
@@ -988,7 +968,7 @@ fn opt_str<'a>(
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid_type(path, "a string")),
+        Some(_) => Err(RelayError::invalid_type(path, "a string")),
     }
 }
 
@@ -996,7 +976,7 @@ fn opt_bool(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bo
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(invalid_type(path, "a boolean")),
+        Some(_) => Err(RelayError::invalid_type(path, "a boolean")),
     }
 }
 
@@ -1006,8 +986,8 @@ fn opt_u64(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64
         Some(Value::Number(n)) => n
             .as_u64()
             .map(Some)
-            .ok_or_else(|| invalid_type(path, "a non-negative integer")),
-        Some(_) => Err(invalid_type(path, "an integer")),
+            .ok_or_else(|| RelayError::invalid_type(path, "a non-negative integer")),
+        Some(_) => Err(RelayError::invalid_type(path, "an integer")),
     }
 }
 
@@ -1016,9 +996,9 @@ fn opt_unit_interval(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>,
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
-            _ => Err(invalid_value(key, "must be between 0 and 1")),
+            _ => Err(RelayError::invalid_value(key, "must be between 0 and 1")),
         },
-        Some(_) => Err(invalid_type(key, "a number")),
+        Some(_) => Err(RelayError::invalid_type(key, "a number")),
     }
 }
 
@@ -1029,7 +1009,7 @@ fn as_object<'a>(
 ) -> Result<&'a Map<String, Value>, RelayError> {
     value
         .as_object()
-        .ok_or_else(|| invalid_type(path, expected))
+        .ok_or_else(|| RelayError::invalid_type(path, expected))
 }
 
 fn keep_extra(req: &mut ChatRequest, key: String, value: &Value) {
@@ -1068,7 +1048,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
     };
     let model = req_str(&body, "model", "model")?;
     if model.trim().is_empty() {
-        return Err(invalid_value("model", "must not be empty"));
+        return Err(RelayError::invalid_value("model", "must not be empty"));
     }
     let mut req = ChatRequest {
         model: model.to_string(),
@@ -1076,12 +1056,17 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
     };
 
     let messages = match body.get("messages") {
-        None | Some(Value::Null) => return Err(missing("messages")),
+        None | Some(Value::Null) => return Err(RelayError::missing("messages")),
         Some(Value::Array(m)) => m,
-        Some(_) => return Err(invalid_type("messages", "an array of message objects")),
+        Some(_) => {
+            return Err(RelayError::invalid_type(
+                "messages",
+                "an array of message objects",
+            ))
+        }
     };
     if messages.is_empty() {
-        return Err(invalid_value(
+        return Err(RelayError::invalid_value(
             "messages",
             "must contain at least one message",
         ));
@@ -1093,7 +1078,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
 
     req.max_tokens = opt_u64(&body, "max_tokens", "max_tokens")?;
     if req.max_tokens == Some(0) {
-        return Err(invalid_value("max_tokens", "must be at least 1"));
+        return Err(RelayError::invalid_value(
+            "max_tokens",
+            "must be at least 1",
+        ));
     }
     req.temperature = opt_unit_interval(&body, "temperature")?;
     req.top_p = opt_unit_interval(&body, "top_p")?;
@@ -1105,11 +1093,21 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
             for (i, stop) in stops.iter().enumerate() {
                 match stop {
                     Value::String(s) => req.stop.push(s.clone()),
-                    _ => return Err(invalid_type(&format!("stop_sequences[{i}]"), "a string")),
+                    _ => {
+                        return Err(RelayError::invalid_type(
+                            &format!("stop_sequences[{i}]"),
+                            "a string",
+                        ))
+                    }
                 }
             }
         }
-        Some(_) => return Err(invalid_type("stop_sequences", "an array of strings")),
+        Some(_) => {
+            return Err(RelayError::invalid_type(
+                "stop_sequences",
+                "an array of strings",
+            ))
+        }
     }
     match body.get("metadata") {
         None | Some(Value::Null) => {}
@@ -1121,7 +1119,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
                 }
             }
         }
-        Some(_) => return Err(invalid_type("metadata", "an object")),
+        Some(_) => return Err(RelayError::invalid_type("metadata", "an object")),
     }
     decode_tools(body.get("tools"), &mut req)?;
     decode_tool_choice(body.get("tool_choice"), &mut req)?;
@@ -1148,7 +1146,7 @@ fn decode_system(system: Option<&Value>) -> Result<Vec<String>, RelayError> {
                 let block = as_object(block, &path, "a text block")?;
                 let kind = req_str(block, "type", &format!("{path}.type"))?;
                 if kind != "text" {
-                    return Err(invalid_value(
+                    return Err(RelayError::invalid_value(
                         &format!("{path}.type"),
                         "system blocks must be of type 'text'",
                     ));
@@ -1157,7 +1155,7 @@ fn decode_system(system: Option<&Value>) -> Result<Vec<String>, RelayError> {
             }
             Ok(out)
         }
-        Some(_) => Err(invalid_type(
+        Some(_) => Err(RelayError::invalid_type(
             "system",
             "a string or an array of text blocks",
         )),
@@ -1186,7 +1184,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
         "user" => Role::User,
         "assistant" => Role::Assistant,
         other => {
-            return Err(invalid_value(
+            return Err(RelayError::invalid_value(
                 &role_path,
                 &format!("'{other}' is not one of user, assistant"),
             ))
@@ -1194,7 +1192,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
     };
     let content_path = format!("{path}.content");
     let blocks = match m.get("content") {
-        None | Some(Value::Null) => return Err(missing(&content_path)),
+        None | Some(Value::Null) => return Err(RelayError::missing(&content_path)),
         Some(Value::String(s)) => {
             let content = if s.is_empty() {
                 Vec::new()
@@ -1206,7 +1204,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
         }
         Some(Value::Array(blocks)) => blocks,
         Some(_) => {
-            return Err(invalid_type(
+            return Err(RelayError::invalid_type(
                 &content_path,
                 "a string or an array of content blocks",
             ))
@@ -1218,7 +1216,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
         let block_path = format!("{content_path}[{j}]");
         let type_path = format!("{block_path}.type");
         let not_here = |kind: &str| {
-            invalid_value(
+            RelayError::invalid_value(
                 &type_path,
                 &format!(
                     "'{kind}' blocks are not allowed in {} messages",
@@ -1284,7 +1282,7 @@ fn decode_block(
             let input = match b.get("input") {
                 None | Some(Value::Null) => "{}".to_string(),
                 Some(v @ Value::Object(_)) => v.to_string(),
-                Some(_) => return Err(invalid_type(&field("input"), "an object")),
+                Some(_) => return Err(RelayError::invalid_type(&field("input"), "an object")),
             };
             InBlock::ToolUse(ToolCall {
                 id: req_str(b, "id", &field("id"))?.to_string(),
@@ -1310,7 +1308,7 @@ fn decode_block(
                             InBlock::Skipped => {}
                             // Anthropic allows no calls or results inside a result.
                             _ => {
-                                return Err(invalid_value(
+                                return Err(RelayError::invalid_value(
                                     &format!("{item_path}.type"),
                                     "tool results may contain only text and image blocks",
                                 ))
@@ -1319,7 +1317,7 @@ fn decode_block(
                     }
                 }
                 Some(_) => {
-                    return Err(invalid_type(
+                    return Err(RelayError::invalid_type(
                         &field("content"),
                         "a string or an array of content blocks",
                     ))
@@ -1342,7 +1340,7 @@ fn decode_block(
 fn decode_image(b: &Map<String, Value>, path: &str) -> Result<Option<ImageSource>, RelayError> {
     let source_path = format!("{path}.source");
     let source = match b.get("source") {
-        None | Some(Value::Null) => return Err(missing(&source_path)),
+        None | Some(Value::Null) => return Err(RelayError::missing(&source_path)),
         Some(v) => as_object(v, &source_path, "an object")?,
     };
     let field = |name: &str| format!("{source_path}.{name}");
@@ -1362,7 +1360,7 @@ fn decode_tools(tools: Option<&Value>, req: &mut ChatRequest) -> Result<(), Rela
     let tools = match tools {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(t)) => t,
-        Some(_) => return Err(invalid_type("tools", "an array")),
+        Some(_) => return Err(RelayError::invalid_type("tools", "an array")),
     };
     for (i, tool) in tools.iter().enumerate() {
         let path = format!("tools[{i}]");
@@ -1379,9 +1377,9 @@ fn decode_tools(tools: Option<&Value>, req: &mut ChatRequest) -> Result<(), Rela
         let name = req_str(t, "name", &format!("{path}.name"))?;
         let schema_path = format!("{path}.input_schema");
         let parameters = match t.get("input_schema") {
-            None | Some(Value::Null) => return Err(missing(&schema_path)),
+            None | Some(Value::Null) => return Err(RelayError::missing(&schema_path)),
             Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => return Err(invalid_type(&schema_path, "an object")),
+            Some(_) => return Err(RelayError::invalid_type(&schema_path, "an object")),
         };
         req.tools.push(Tool {
             name: name.to_string(),
@@ -1404,7 +1402,7 @@ fn decode_tool_choice(choice: Option<&Value>, req: &mut ChatRequest) -> Result<(
         "none" => ToolChoice::None,
         "tool" => ToolChoice::Named(req_str(choice, "name", "tool_choice.name")?.to_string()),
         other => {
-            return Err(invalid_value(
+            return Err(RelayError::invalid_value(
                 "tool_choice.type",
                 &format!("'{other}' is not one of auto, any, tool, none"),
             ))
@@ -1428,7 +1426,7 @@ fn decode_thinking(thinking: Option<&Value>, req: &mut ChatRequest) -> Result<()
     match req_str(t, "type", "thinking.type")? {
         "enabled" => {
             let budget = opt_u64(t, "budget_tokens", "thinking.budget_tokens")?
-                .ok_or_else(|| missing("thinking.budget_tokens"))?;
+                .ok_or_else(|| RelayError::missing("thinking.budget_tokens"))?;
             req.reasoning = Some(Reasoning::Budget(budget));
         }
         "disabled" => req.reasoning = Some(Reasoning::Disabled),
@@ -2307,12 +2305,7 @@ mod tests {
     #[test]
     fn relay_errors_in_anthropic_shape() {
         let cases: [(RelayError, &str); 9] = [
-            (
-                RelayError::MissingParameter {
-                    param: "model".into(),
-                },
-                "invalid_request_error",
-            ),
+            (RelayError::missing("model"), "invalid_request_error"),
             (RelayError::InvalidApiKey, "authentication_error"),
             (RelayError::TenantDisabled, "permission_error"),
             (

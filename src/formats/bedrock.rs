@@ -26,8 +26,8 @@ use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
-use crate::governance::auth::{hex, sha256};
 use crate::ledger::usage::Usage;
+use crate::support::crypto::{hex, sha256};
 
 /// Claude on Bedrock counts thinking inside `maxTokens`; this is the room left for the answer
 /// when the client gave no limit or one below the thinking budget.

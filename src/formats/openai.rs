@@ -83,30 +83,38 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<InboundRequest,
         });
     };
     let model = match body.get("model") {
-        None | Some(Value::Null) => return Err(missing("model")),
+        None | Some(Value::Null) => return Err(RelayError::missing("model")),
         Some(Value::String(m)) if m.trim().is_empty() => {
-            return Err(invalid_value("model", "must not be empty"))
+            return Err(RelayError::invalid_value("model", "must not be empty"))
         }
         Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(invalid_type("model", "a string")),
+        Some(_) => return Err(RelayError::invalid_type("model", "a string")),
     };
     let stream = opt_bool(&body, "stream")?.unwrap_or(false);
     if stream && !endpoint.can_stream() {
-        return Err(invalid_value("stream", "this endpoint does not stream"));
+        return Err(RelayError::invalid_value(
+            "stream",
+            "this endpoint does not stream",
+        ));
     }
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(o)) => match o.get("include_usage") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(invalid_type("stream_options.include_usage", "a boolean")),
+            Some(_) => {
+                return Err(RelayError::invalid_type(
+                    "stream_options.include_usage",
+                    "a boolean",
+                ))
+            }
         },
-        Some(_) => return Err(invalid_type("stream_options", "an object")),
+        Some(_) => return Err(RelayError::invalid_type("stream_options", "an object")),
     };
     for field in ["max_tokens", "max_completion_tokens", "n"] {
         if let Some(n) = opt_u64(&body, field)? {
             if n == 0 {
-                return Err(invalid_value(field, "must be at least 1"));
+                return Err(RelayError::invalid_value(field, "must be at least 1"));
             }
         }
     }
@@ -121,7 +129,7 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<InboundRequest,
     if endpoint == Endpoint::ChatCompletions {
         match body.get("tools") {
             None | Some(Value::Null) | Some(Value::Array(_)) => {}
-            Some(_) => return Err(invalid_type("tools", "an array")),
+            Some(_) => return Err(RelayError::invalid_type("tools", "an array")),
         }
     }
     Ok(InboundRequest {
@@ -137,12 +145,17 @@ pub fn parse_request(endpoint: Endpoint, bytes: &[u8]) -> Result<InboundRequest,
 /// Checks `messages` and returns the bytes of text in them.
 fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
     let messages = match body.get("messages") {
-        None | Some(Value::Null) => return Err(missing("messages")),
+        None | Some(Value::Null) => return Err(RelayError::missing("messages")),
         Some(Value::Array(m)) => m,
-        Some(_) => return Err(invalid_type("messages", "an array of message objects")),
+        Some(_) => {
+            return Err(RelayError::invalid_type(
+                "messages",
+                "an array of message objects",
+            ))
+        }
     };
     if messages.is_empty() {
-        return Err(invalid_value(
+        return Err(RelayError::invalid_value(
             "messages",
             "must contain at least one message",
         ));
@@ -151,15 +164,18 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
     for (i, message) in messages.iter().enumerate() {
         let at = |field: &str| format!("messages[{i}].{field}");
         let Value::Object(m) = message else {
-            return Err(invalid_type(&format!("messages[{i}]"), "an object"));
+            return Err(RelayError::invalid_type(
+                &format!("messages[{i}]"),
+                "an object",
+            ));
         };
         let role = match m.get("role") {
-            None | Some(Value::Null) => return Err(missing(&at("role"))),
+            None | Some(Value::Null) => return Err(RelayError::missing(&at("role"))),
             Some(Value::String(r)) => r.as_str(),
-            Some(_) => return Err(invalid_type(&at("role"), "a string")),
+            Some(_) => return Err(RelayError::invalid_type(&at("role"), "a string")),
         };
         if !ROLES.contains(&role) {
-            return Err(invalid_value(
+            return Err(RelayError::invalid_value(
                 &at("role"),
                 &format!("'{role}' is not one of {}", ROLES.join(", ")),
             ));
@@ -169,22 +185,25 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
                 let may_omit = role == "assistant"
                     && (m.contains_key("tool_calls") || m.contains_key("function_call"));
                 if !may_omit && role != "assistant" {
-                    return Err(missing(&at("content")));
+                    return Err(RelayError::missing(&at("content")));
                 }
             }
             Some(Value::String(s)) => text_bytes += s.len(),
             Some(Value::Array(parts)) => {
                 for (j, part) in parts.iter().enumerate() {
                     let Value::Object(p) = part else {
-                        return Err(invalid_type(&at(&format!("content[{j}]")), "an object"));
+                        return Err(RelayError::invalid_type(
+                            &at(&format!("content[{j}]")),
+                            "an object",
+                        ));
                     };
                     match p.get("type") {
                         Some(Value::String(_)) => {}
                         None | Some(Value::Null) => {
-                            return Err(missing(&at(&format!("content[{j}].type"))))
+                            return Err(RelayError::missing(&at(&format!("content[{j}].type"))))
                         }
                         Some(_) => {
-                            return Err(invalid_type(
+                            return Err(RelayError::invalid_type(
                                 &at(&format!("content[{j}].type")),
                                 "a string",
                             ))
@@ -196,7 +215,7 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
                 }
             }
             Some(_) => {
-                return Err(invalid_type(
+                return Err(RelayError::invalid_type(
                     &at("content"),
                     "a string or an array of parts",
                 ))
@@ -205,8 +224,8 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
         if role == "tool" {
             match m.get("tool_call_id") {
                 Some(Value::String(_)) => {}
-                None | Some(Value::Null) => return Err(missing(&at("tool_call_id"))),
-                Some(_) => return Err(invalid_type(&at("tool_call_id"), "a string")),
+                None | Some(Value::Null) => return Err(RelayError::missing(&at("tool_call_id"))),
+                Some(_) => return Err(RelayError::invalid_type(&at("tool_call_id"), "a string")),
             }
         }
     }
@@ -216,7 +235,7 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
 /// `prompt` / `input`: a string, an array of strings, or token arrays.
 fn validate_text_input(body: &Map<String, Value>, field: &str) -> Result<usize, RelayError> {
     match body.get(field) {
-        None | Some(Value::Null) => Err(missing(field)),
+        None | Some(Value::Null) => Err(RelayError::missing(field)),
         Some(Value::String(s)) => Ok(s.len()),
         Some(Value::Array(items)) => {
             let mut bytes = 0usize;
@@ -229,7 +248,7 @@ fn validate_text_input(body: &Map<String, Value>, field: &str) -> Result<usize, 
                         bytes += 4 * tokens.len()
                     }
                     _ => {
-                        return Err(invalid_type(
+                        return Err(RelayError::invalid_type(
                             &format!("{field}[{i}]"),
                             "a string or an array of token ids",
                         ))
@@ -238,7 +257,7 @@ fn validate_text_input(body: &Map<String, Value>, field: &str) -> Result<usize, 
             }
             Ok(bytes)
         }
-        Some(_) => Err(invalid_type(field, "a string or an array")),
+        Some(_) => Err(RelayError::invalid_type(field, "a string or an array")),
     }
 }
 
@@ -246,7 +265,7 @@ fn opt_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, Rela
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(invalid_type(field, "a boolean")),
+        Some(_) => Err(RelayError::invalid_type(field, "a boolean")),
     }
 }
 
@@ -256,8 +275,8 @@ fn opt_u64(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, RelayE
         Some(Value::Number(n)) => n
             .as_u64()
             .map(Some)
-            .ok_or_else(|| invalid_type(field, "a non-negative integer")),
-        Some(_) => Err(invalid_type(field, "an integer")),
+            .ok_or_else(|| RelayError::invalid_type(field, "a non-negative integer")),
+        Some(_) => Err(RelayError::invalid_type(field, "an integer")),
     }
 }
 
@@ -266,32 +285,12 @@ fn check_range(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Resu
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(()),
-            _ => Err(invalid_value(
+            _ => Err(RelayError::invalid_value(
                 field,
                 &format!("must be between {lo} and {hi}"),
             )),
         },
-        Some(_) => Err(invalid_type(field, "a number")),
-    }
-}
-
-fn missing(param: &str) -> RelayError {
-    RelayError::MissingParameter {
-        param: param.into(),
-    }
-}
-
-fn invalid_type(param: &str, expected: &'static str) -> RelayError {
-    RelayError::InvalidType {
-        param: param.into(),
-        expected,
-    }
-}
-
-fn invalid_value(param: &str, message: &str) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: message.into(),
+        Some(_) => Err(RelayError::invalid_type(field, "a number")),
     }
 }
 

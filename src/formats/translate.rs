@@ -365,8 +365,8 @@ pub fn plan(
     let vertex_path = |publisher: &str| {
         format!(
             "{base}/projects/{}/locations/{}/publishers/{publisher}",
-            crate::api::paths::percent_encode(channel.option("project").unwrap_or_default()),
-            crate::api::paths::percent_encode(channel.option("region").unwrap_or("global")),
+            crate::support::url::percent_encode(channel.option("project").unwrap_or_default()),
+            crate::support::url::percent_encode(channel.option("region").unwrap_or("global")),
         )
     };
     let url = match (channel.provider, wire) {
@@ -380,7 +380,7 @@ pub fn plan(
         (ProviderKind::VertexAnthropic, _) => format!(
             "{}/models/{}:{}",
             vertex_path("anthropic"),
-            crate::api::paths::percent_encode(upstream_model),
+            crate::support::url::percent_encode(upstream_model),
             if stream {
                 "streamRawPredict"
             } else {
@@ -393,9 +393,9 @@ pub fn plan(
                 .unwrap_or(providers::AZURE_DEFAULT_API_VERSION);
             format!(
                 "{base}/openai/deployments/{}{}?api-version={}",
-                crate::api::paths::percent_encode(upstream_model),
+                crate::support::url::percent_encode(upstream_model),
                 req.endpoint().path(),
-                crate::api::paths::percent_encode(version)
+                crate::support::url::percent_encode(version)
             )
         }
         (_, WireFormat::OpenAi) => format!("{base}{}", req.endpoint().path()),

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::governance::limits::Period;
+use crate::error::RelayError;
+use crate::support::calendar::Period;
 
 /// What a request over the hard limit gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,11 +61,9 @@ fn is_json(f: &WebhookFormat) -> bool {
 /// `x-relay-signature: t=<ms>,v1=<hex>`: HMAC-SHA256 under the deployment's `WEBHOOK_SECRET`
 /// of `<ms>.<body>`, so a receiver can check a notice came from this relay and is fresh.
 pub fn signature(secret: &str, t_ms: i64, body: &str) -> String {
-    let mac = crate::providers::sigv4::hmac_sha256(
-        secret.as_bytes(),
-        format!("{t_ms}.{body}").as_bytes(),
-    );
-    format!("t={t_ms},v1={}", crate::governance::auth::hex(&mac))
+    let mac =
+        crate::support::crypto::hmac_sha256(secret.as_bytes(), format!("{t_ms}.{body}").as_bytes());
+    format!("t={t_ms},v1={}", crate::support::crypto::hex(&mac))
 }
 
 fn default_period() -> Period {
@@ -77,7 +76,7 @@ pub fn check_budget(
     budget: &Budget,
     param: &str,
     allow_loopback_http: bool,
-) -> Result<(), (String, String)> {
+) -> Result<(), RelayError> {
     let field = |f: &str| format!("{param}.{f}");
     let max = crate::governance::limits::MAX_LIMIT;
     for (name, v) in [
@@ -85,39 +84,46 @@ pub fn check_budget(
         ("hard_micros", budget.hard_micros),
     ] {
         if v.is_some_and(|v| v > max) {
-            return Err((field(name), format!("must be between 0 and {max}")));
+            return Err(RelayError::invalid_value(
+                &field(name),
+                format!("must be between 0 and {max}"),
+            ));
         }
     }
     if budget.soft_micros.is_none() && budget.hard_micros.is_none() {
-        return Err((
-            field("soft_micros"),
-            "a budget needs soft_micros, hard_micros or both".into(),
+        return Err(RelayError::invalid_value(
+            &field("soft_micros"),
+            "a budget needs soft_micros, hard_micros or both",
         ));
     }
     if let (Some(s), Some(h)) = (budget.soft_micros, budget.hard_micros) {
         if s > h {
-            return Err((field("soft_micros"), "must not exceed hard_micros".into()));
+            return Err(RelayError::invalid_value(
+                &field("soft_micros"),
+                "must not exceed hard_micros",
+            ));
         }
     }
     if budget.on_hard == OnHard::Downgrade {
         match &budget.fallback_model {
             Some(m) if !m.trim().is_empty() => {}
             _ => {
-                return Err((
-                    field("fallback_model"),
-                    "on_hard \"downgrade\" needs a fallback_model".into(),
+                return Err(RelayError::invalid_value(
+                    &field("fallback_model"),
+                    "on_hard \"downgrade\" needs a fallback_model",
                 ))
             }
         }
         if budget.hard_micros.is_none() {
-            return Err((
-                field("hard_micros"),
-                "on_hard \"downgrade\" needs hard_micros".into(),
+            return Err(RelayError::invalid_value(
+                &field("hard_micros"),
+                "on_hard \"downgrade\" needs hard_micros",
             ));
         }
     }
     if let Some(url) = &budget.webhook_url {
-        check_webhook_url(url, allow_loopback_http).map_err(|m| (field("webhook_url"), m))?;
+        check_webhook_url(url, allow_loopback_http)
+            .map_err(|m| RelayError::invalid_value(&field("webhook_url"), m))?;
     }
     Ok(())
 }
@@ -339,32 +345,47 @@ mod tests {
         let mut b = budget();
         b.soft_micros = Some(3_000);
         assert_eq!(
-            check_budget(&b, "budget", false).unwrap_err().0,
+            check_budget(&b, "budget", false)
+                .unwrap_err()
+                .param()
+                .unwrap_or_default(),
             "budget.soft_micros"
         );
         let mut b = budget();
         b.on_hard = OnHard::Downgrade;
         assert_eq!(
-            check_budget(&b, "budget", false).unwrap_err().0,
+            check_budget(&b, "budget", false)
+                .unwrap_err()
+                .param()
+                .unwrap_or_default(),
             "budget.fallback_model"
         );
         b.fallback_model = Some("cheap".into());
         assert!(check_budget(&b, "budget", false).is_ok());
         b.hard_micros = None;
         assert_eq!(
-            check_budget(&b, "budget", false).unwrap_err().0,
+            check_budget(&b, "budget", false)
+                .unwrap_err()
+                .param()
+                .unwrap_or_default(),
             "budget.hard_micros"
         );
         let mut b = budget();
         b.webhook_url = Some("http://hooks.example.com".into());
         assert_eq!(
-            check_budget(&b, "budget", true).unwrap_err().0,
+            check_budget(&b, "budget", true)
+                .unwrap_err()
+                .param()
+                .unwrap_or_default(),
             "budget.webhook_url"
         );
         let mut b = budget();
         b.hard_micros = Some(u64::MAX);
         assert_eq!(
-            check_budget(&b, "budget", false).unwrap_err().0,
+            check_budget(&b, "budget", false)
+                .unwrap_err()
+                .param()
+                .unwrap_or_default(),
             "budget.hard_micros"
         );
         let b = Budget {

@@ -30,6 +30,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
+use crate::error::RelayError;
+
 /// Most entries an `ip_allow` list may hold: every request scans the list.
 pub const MAX_IP_ALLOW: usize = 1000;
 /// Most entries a country list may hold (there are under 260 codes in all).
@@ -102,16 +104,17 @@ impl AccessRules {
 /// country codes upper case, weekdays sorted, duplicates dropped, surrounding spaces trimmed.
 /// The first problem comes back as (param, message), param like "ip_allow[2]",
 /// "windows[0].start".
-pub fn validate(rules: AccessRules) -> Result<AccessRules, (String, String)> {
+pub fn validate(rules: AccessRules) -> Result<AccessRules, RelayError> {
     if rules.ip_allow.len() > MAX_IP_ALLOW {
-        return Err(problem(
+        return Err(RelayError::invalid_value(
             "ip_allow",
             format!("must have at most {MAX_IP_ALLOW} entries"),
         ));
     }
     let mut ip_allow: Vec<String> = Vec::with_capacity(rules.ip_allow.len());
     for (i, entry) in rules.ip_allow.iter().enumerate() {
-        let net = Net::parse_rule(entry).map_err(|m| problem(&format!("ip_allow[{i}]"), m))?;
+        let net = Net::parse_rule(entry)
+            .map_err(|m| RelayError::invalid_value(&format!("ip_allow[{i}]"), m))?;
         let canonical = net.to_string();
         if !ip_allow.contains(&canonical) {
             ip_allow.push(canonical);
@@ -122,7 +125,7 @@ pub fn validate(rules: AccessRules) -> Result<AccessRules, (String, String)> {
     let countries_deny = validate_countries("countries_deny", &rules.countries_deny)?;
 
     if rules.windows.len() > MAX_WINDOWS {
-        return Err(problem(
+        return Err(RelayError::invalid_value(
             "windows",
             format!("must have at most {MAX_WINDOWS} entries"),
         ));
@@ -143,13 +146,9 @@ pub fn validate(rules: AccessRules) -> Result<AccessRules, (String, String)> {
     })
 }
 
-fn problem(param: &str, message: impl Into<String>) -> (String, String) {
-    (param.to_string(), message.into())
-}
-
-fn validate_countries(field: &str, codes: &[String]) -> Result<Vec<String>, (String, String)> {
+fn validate_countries(field: &str, codes: &[String]) -> Result<Vec<String>, RelayError> {
     if codes.len() > MAX_COUNTRIES {
-        return Err(problem(
+        return Err(RelayError::invalid_value(
             field,
             format!("must have at most {MAX_COUNTRIES} entries"),
         ));
@@ -160,7 +159,7 @@ fn validate_countries(field: &str, codes: &[String]) -> Result<Vec<String>, (Str
         let valid =
             code == "T1" || (code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()));
         if !valid {
-            return Err(problem(
+            return Err(RelayError::invalid_value(
                 &format!("{field}[{i}]"),
                 "must be an ISO 3166-1 alpha-2 country code (two letters), or XX or T1",
             ));
@@ -172,11 +171,11 @@ fn validate_countries(field: &str, codes: &[String]) -> Result<Vec<String>, (Str
     Ok(out)
 }
 
-fn validate_window(param: &str, window: &TimeWindow) -> Result<TimeWindow, (String, String)> {
+fn validate_window(param: &str, window: &TimeWindow) -> Result<TimeWindow, RelayError> {
     let mut days = Vec::with_capacity(window.days.len());
     for (i, &day) in window.days.iter().enumerate() {
         if !(1..=7).contains(&day) {
-            return Err(problem(
+            return Err(RelayError::invalid_value(
                 &format!("{param}.days[{i}]"),
                 "must be an ISO weekday from 1 (Monday) to 7 (Sunday)",
             ));
@@ -191,7 +190,7 @@ fn validate_window(param: &str, window: &TimeWindow) -> Result<TimeWindow, (Stri
     let end = window.end.trim();
     let end_minute = parse_hhmm(end).ok_or_else(|| bad_time(&format!("{param}.end")))?;
     if start_minute == end_minute {
-        return Err(problem(
+        return Err(RelayError::invalid_value(
             &format!("{param}.end"),
             "must differ from start; a window from a time to itself is empty",
         ));
@@ -199,7 +198,7 @@ fn validate_window(param: &str, window: &TimeWindow) -> Result<TimeWindow, (Stri
 
     let offset = window.utc_offset_minutes;
     if !(MIN_UTC_OFFSET_MINUTES..=MAX_UTC_OFFSET_MINUTES).contains(&offset) {
-        return Err(problem(
+        return Err(RelayError::invalid_value(
             &format!("{param}.utc_offset_minutes"),
             format!(
                 "must be from {MIN_UTC_OFFSET_MINUTES} to {MAX_UTC_OFFSET_MINUTES} minutes east of UTC"
@@ -215,8 +214,8 @@ fn validate_window(param: &str, window: &TimeWindow) -> Result<TimeWindow, (Stri
     })
 }
 
-fn bad_time(param: &str) -> (String, String) {
-    problem(
+fn bad_time(param: &str) -> RelayError {
+    RelayError::invalid_value(
         param,
         "must be a 24-hour time \"HH:MM\" from 00:00 to 23:59",
     )
@@ -246,9 +245,12 @@ const WINDOW_FIELDS: &[&str] = &["days", "start", "end", "utc_offset_minutes"];
 /// Parse a rules object from admin JSON and validate it. Unknown fields are refused by name,
 /// because a misspelt `ip_alow` silently ignored would leave a key open. `null` for a list
 /// means empty.
-pub fn parse(value: &Value) -> Result<AccessRules, (String, String)> {
+pub fn parse(value: &Value) -> Result<AccessRules, RelayError> {
     let Value::Object(map) = value else {
-        return Err(problem("", "access rules must be a JSON object"));
+        return Err(RelayError::invalid_value(
+            "",
+            "access rules must be a JSON object",
+        ));
     };
     reject_unknown("", map, RULE_FIELDS)?;
     let rules = AccessRules {
@@ -260,7 +262,7 @@ pub fn parse(value: &Value) -> Result<AccessRules, (String, String)> {
             Some(Value::Array(items)) => {
                 // Checked before parsing so a huge body is refused without building it.
                 if items.len() > MAX_WINDOWS {
-                    return Err(problem(
+                    return Err(RelayError::invalid_value(
                         "windows",
                         format!("must have at most {MAX_WINDOWS} entries"),
                     ));
@@ -271,7 +273,12 @@ pub fn parse(value: &Value) -> Result<AccessRules, (String, String)> {
                     .map(|(i, item)| parse_window(&format!("windows[{i}]"), item))
                     .collect::<Result<_, _>>()?
             }
-            Some(_) => return Err(problem("windows", "must be an array of objects")),
+            Some(_) => {
+                return Err(RelayError::invalid_value(
+                    "windows",
+                    "must be an array of objects",
+                ))
+            }
         },
     };
     validate(rules)
@@ -281,9 +288,9 @@ fn reject_unknown(
     prefix: &str,
     map: &Map<String, Value>,
     allowed: &[&str],
-) -> Result<(), (String, String)> {
+) -> Result<(), RelayError> {
     match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(problem(
+        Some(unknown) => Err(RelayError::invalid_value(
             &format!("{prefix}{unknown}"),
             format!("unknown field; expected one of {}", allowed.join(", ")),
         )),
@@ -291,7 +298,7 @@ fn reject_unknown(
     }
 }
 
-fn string_list(map: &Map<String, Value>, field: &str) -> Result<Vec<String>, (String, String)> {
+fn string_list(map: &Map<String, Value>, field: &str) -> Result<Vec<String>, RelayError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -299,16 +306,22 @@ fn string_list(map: &Map<String, Value>, field: &str) -> Result<Vec<String>, (St
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.clone()),
-                _ => Err(problem(&format!("{field}[{i}]"), "must be a string")),
+                _ => Err(RelayError::invalid_value(
+                    &format!("{field}[{i}]"),
+                    "must be a string",
+                )),
             })
             .collect(),
-        Some(_) => Err(problem(field, "must be an array of strings")),
+        Some(_) => Err(RelayError::invalid_value(
+            field,
+            "must be an array of strings",
+        )),
     }
 }
 
-fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, (String, String)> {
+fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, RelayError> {
     let Value::Object(map) = value else {
-        return Err(problem(param, "must be an object"));
+        return Err(RelayError::invalid_value(param, "must be an object"));
     };
     reject_unknown(&format!("{param}."), map, WINDOW_FIELDS)?;
     let days = match map.get("days") {
@@ -321,7 +334,7 @@ fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, (String, Strin
                     .and_then(|d| u8::try_from(d).ok())
                     .filter(|d| (1..=7).contains(d))
                     .ok_or_else(|| {
-                        problem(
+                        RelayError::invalid_value(
                             &format!("{param}.days[{i}]"),
                             "must be an ISO weekday from 1 (Monday) to 7 (Sunday)",
                         )
@@ -329,7 +342,7 @@ fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, (String, Strin
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
-            return Err(problem(
+            return Err(RelayError::invalid_value(
                 &format!("{param}.days"),
                 "must be an array of weekdays",
             ))
@@ -337,7 +350,10 @@ fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, (String, Strin
     };
     let time = |field: &str| match map.get(field) {
         Some(Value::String(s)) => Ok(s.clone()),
-        None | Some(Value::Null) => Err(problem(&format!("{param}.{field}"), "is required")),
+        None | Some(Value::Null) => Err(RelayError::invalid_value(
+            &format!("{param}.{field}"),
+            "is required",
+        )),
         Some(_) => Err(bad_time(&format!("{param}.{field}"))),
     };
     let start = time("start")?;
@@ -348,7 +364,7 @@ fn parse_window(param: &str, value: &Value) -> Result<TimeWindow, (String, Strin
             .as_i64()
             .and_then(|m| i32::try_from(m).ok())
             .ok_or_else(|| {
-                problem(
+                RelayError::invalid_value(
                     &format!("{param}.utc_offset_minutes"),
                     format!(
                         "must be an integer from {MIN_UTC_OFFSET_MINUTES} to {MAX_UTC_OFFSET_MINUTES}"
@@ -551,25 +567,19 @@ impl std::fmt::Display for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::support::calendar::days_from_civil;
     use serde_json::json;
 
     // ----- helpers -----
 
-    /// Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil), so
-    /// tests name real dates instead of magic numbers.
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
+    /// The field an error names, and its message.
+    fn param_and_message(e: RelayError) -> (String, String) {
+        (e.param().unwrap_or_default().to_string(), e.message())
     }
 
     /// Unix ms of a UTC date and time.
     fn utc(y: i64, mo: i64, d: i64, h: i64, mi: i64) -> i64 {
-        days_from_civil(y, mo, d) * MS_PER_DAY + (h * 60 + mi) * MS_PER_MINUTE
+        days_from_civil(y, mo as u32, d as u32) * MS_PER_DAY + (h * 60 + mi) * MS_PER_MINUTE
     }
 
     fn ips(list: &[&str]) -> AccessRules {
@@ -597,7 +607,7 @@ mod tests {
 
     fn err_param(rules: AccessRules) -> String {
         match validate(rules) {
-            Err((param, _)) => param,
+            Err(e) => e.param().unwrap_or_default().to_string(),
             Ok(r) => panic!("expected an error, got {r:?}"),
         }
     }
@@ -616,7 +626,11 @@ mod tests {
             ((1900, 1, 1), 1),   // Monday
         ];
         for ((y, m, d), want) in cases {
-            assert_eq!(iso_weekday(days_from_civil(y, m, d)), want, "{y}-{m}-{d}");
+            assert_eq!(
+                iso_weekday(days_from_civil(y, m as u32, d as u32)),
+                want,
+                "{y}-{m}-{d}"
+            );
         }
     }
 
@@ -689,7 +703,7 @@ mod tests {
         ];
         for (input, message) in cases {
             let rules = ips(&["10.0.0.0/8", "::1", input]);
-            let (param, got) = validate(rules).expect_err(input);
+            let (param, got) = param_and_message(validate(rules).expect_err(input));
             assert_eq!(param, "ip_allow[2]", "{input}");
             assert!(got.contains(message), "{input}: {got}");
         }
@@ -1559,12 +1573,14 @@ mod tests {
             ),
         ];
         for (value, param) in cases {
-            let (got, message) = parse(&value).expect_err(&value.to_string());
+            let (got, message) = param_and_message(parse(&value).expect_err(&value.to_string()));
             assert_eq!(got, param, "{value}: {message}");
             assert!(!message.is_empty());
         }
-        let unknown = parse(&json!({"windows": [{"start": "09:00", "end": "17:00", "tz": "CET"}]}))
-            .expect_err("unknown");
+        let unknown = param_and_message(
+            parse(&json!({"windows": [{"start": "09:00", "end": "17:00", "tz": "CET"}]}))
+                .expect_err("unknown"),
+        );
         assert!(unknown.1.contains("unknown field"), "{}", unknown.1);
     }
 
@@ -1575,12 +1591,12 @@ mod tests {
             .collect();
         // The count is refused before any single window is looked at.
         assert_eq!(
-            parse(&json!({ "windows": many })).expect_err("too many").0,
+            param_and_message(parse(&json!({ "windows": many })).expect_err("too many")).0,
             "windows"
         );
         let ips: Vec<String> = (0..=MAX_IP_ALLOW).map(|_| "10.0.0.1".to_string()).collect();
         assert_eq!(
-            parse(&json!({ "ip_allow": ips })).expect_err("too many").0,
+            param_and_message(parse(&json!({ "ip_allow": ips })).expect_err("too many")).0,
             "ip_allow"
         );
     }

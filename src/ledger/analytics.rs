@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::api::paths::query_pairs;
 use crate::error::RelayError;
 use crate::ledger::usage::UsageRow;
+use crate::support::url::query_pairs;
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+use crate::support::calendar::{parse_rfc3339, DAY_MS, HOUR_MS};
 /// The default window when a query names neither end.
 const DEFAULT_SPAN_MS: i64 = DAY_MS;
 /// A quarter and a bit: enough for "last 3 months" while keeping one query's scan, and an
@@ -200,13 +199,6 @@ const QUERY_PARAMS: [&str; 12] = [
     "format",
 ];
 
-fn invalid(param: &str, message: impl Into<String>) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: message.into(),
-    }
-}
-
 /// Parse an analytics query string (without the `?`). Times are Unix milliseconds or RFC 3339
 /// (`2026-11-01`, `2026-11-01T10:00:00Z`, `…T10:00:00.5+02:00`); without either end the window
 /// is the 24 hours before `now_ms`, and a lone end takes the other 24 hours away (a lone `from`
@@ -216,7 +208,7 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
     let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
     for (name, value) in query_pairs(query_string) {
         let Some(known) = QUERY_PARAMS.iter().find(|p| **p == name) else {
-            return Err(invalid(
+            return Err(RelayError::invalid_value(
                 &name,
                 format!(
                     "unknown parameter; expected one of {}",
@@ -225,7 +217,7 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
             ));
         };
         if values.insert(known, value).is_some() {
-            return Err(invalid(known, "given more than once"));
+            return Err(RelayError::invalid_value(known, "given more than once"));
         }
     }
     let get = |name: &str| {
@@ -235,7 +227,9 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
             .filter(|v| !v.is_empty())
     };
     let text = |name: &str| get(name).map(str::to_string);
-    let time = |name: &str| get(name).map(|v| parse_instant(v).map_err(|m| invalid(name, m)));
+    let time = |name: &str| {
+        get(name).map(|v| parse_instant(v).map_err(|m| RelayError::invalid_value(name, m)))
+    };
 
     let from = time("from").transpose()?;
     let to = time("to").transpose()?;
@@ -248,14 +242,14 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
     if to_ms <= from_ms {
         // Blame the end the caller wrote; a lone `from` is compared with "now".
         return Err(if to.is_some() {
-            invalid("to", "must be after 'from'")
+            RelayError::invalid_value("to", "must be after 'from'")
         } else {
-            invalid("from", "must be before 'to' (default: now)")
+            RelayError::invalid_value("from", "must be before 'to' (default: now)")
         });
     }
     if to_ms.saturating_sub(from_ms) > MAX_SPAN_MS {
         let param = if from.is_some() { "from" } else { "to" };
-        return Err(invalid(
+        return Err(RelayError::invalid_value(
             param,
             "the range from 'from' to 'to' may span at most 93 days",
         ));
@@ -266,13 +260,18 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
             v.parse::<u16>()
                 .ok()
                 .filter(|s| (100..=599).contains(s))
-                .ok_or_else(|| invalid("status", "must be an HTTP status between 100 and 599"))
+                .ok_or_else(|| {
+                    RelayError::invalid_value(
+                        "status",
+                        "must be an HTTP status between 100 and 599",
+                    )
+                })
         })
         .transpose()?;
     let by = get("by")
         .map(|v| {
             Dimension::parse(v).ok_or_else(|| {
-                invalid(
+                RelayError::invalid_value(
                     "by",
                     "must be one of tenant, key, model, channel, upstream_model, status",
                 )
@@ -280,20 +279,26 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
         })
         .transpose()?;
     let bucket = get("bucket")
-        .map(|v| Bucket::parse(v).ok_or_else(|| invalid("bucket", "must be hour or day")))
+        .map(|v| {
+            Bucket::parse(v)
+                .ok_or_else(|| RelayError::invalid_value("bucket", "must be hour or day"))
+        })
         .transpose()?;
     let limit = get("limit")
         .map(|v| {
             v.parse::<u32>()
                 .ok()
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| invalid("limit", "must be between 1 and 1000"))
+                .ok_or_else(|| RelayError::invalid_value("limit", "must be between 1 and 1000"))
         })
         .transpose()?
         .unwrap_or(DEFAULT_LIMIT);
     let before_ms = time("before").transpose()?;
     let format = get("format")
-        .map(|v| Format::parse(v).ok_or_else(|| invalid("format", "must be json or csv")))
+        .map(|v| {
+            Format::parse(v)
+                .ok_or_else(|| RelayError::invalid_value("format", "must be json or csv"))
+        })
         .transpose()?
         .unwrap_or_default();
 
@@ -330,138 +335,6 @@ fn parse_instant(s: &str) -> Result<i64, &'static str> {
         return Err(EXPECTED);
     }
     Ok(ms)
-}
-
-/// `YYYY-MM-DD`, optionally followed by `T`/space, `HH:MM[:SS[.fraction]]` and a zone (`Z` or
-/// `±HH:MM`). A missing zone means UTC, the zone of every bucket here. A space where the zone's
-/// sign belongs is read as `+`: an unencoded `+02:00` in a query string arrives as ` 02:00`.
-fn parse_rfc3339(s: &[u8]) -> Option<i64> {
-    let mut cur = Cursor { s, pos: 0 };
-    let year = cur.digits(4)?;
-    cur.eat(b'-')?;
-    let month = cur.digits(2)?;
-    cur.eat(b'-')?;
-    let day = cur.digits(2)?;
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) {
-        return None;
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut ms = days_from_civil(year, month, day).checked_mul(DAY_MS)?;
-    if cur.done() {
-        return Some(ms);
-    }
-    match cur.bump()? {
-        b'T' | b't' | b' ' => {}
-        _ => return None,
-    }
-    let hour = cur.digits(2)?;
-    cur.eat(b':')?;
-    let minute = cur.digits(2)?;
-    // RFC 3339 allows a leap second (60); Unix time has none, so it reads as the next second.
-    let mut second = 0;
-    if cur.peek() == Some(b':') {
-        cur.bump()?;
-        second = cur.digits(2)?;
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut millis = 0;
-    if cur.peek() == Some(b'.') {
-        cur.bump()?;
-        let start = cur.pos;
-        let mut scale = 100;
-        while let Some(d) = cur.peek().filter(u8::is_ascii_digit) {
-            cur.bump()?;
-            // Digits past the millisecond are dropped: the ledger keeps milliseconds.
-            millis += i64::from(d - b'0') * scale;
-            scale /= 10;
-        }
-        if cur.pos == start || cur.pos - start > 9 {
-            return None;
-        }
-    }
-    ms += hour * HOUR_MS + minute * 60_000 + second * 1000 + millis;
-    let offset = match cur.bump() {
-        None => 0,
-        Some(b'Z' | b'z') => 0,
-        Some(sign @ (b'+' | b'-' | b' ')) => {
-            let oh = cur.digits(2)?;
-            cur.eat(b':')?;
-            let om = cur.digits(2)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let magnitude = oh * HOUR_MS + om * 60_000;
-            if sign == b'-' {
-                -magnitude
-            } else {
-                magnitude
-            }
-        }
-        Some(_) => return None,
-    };
-    if !cur.done() {
-        return None;
-    }
-    // Local time minus its offset is UTC.
-    ms.checked_sub(offset)
-}
-
-struct Cursor<'a> {
-    s: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let b = self.peek()?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    fn done(&self) -> bool {
-        self.pos >= self.s.len()
-    }
-
-    fn eat(&mut self, want: u8) -> Option<()> {
-        (self.bump()? == want).then_some(())
-    }
-
-    fn digits(&mut self, n: usize) -> Option<i64> {
-        let mut v = 0i64;
-        for _ in 0..n {
-            let d = self.bump().filter(u8::is_ascii_digit)?;
-            v = v * 10 + i64::from(d - b'0');
-        }
-        Some(v)
-    }
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a date (the limiter's calendar arithmetic).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let month = u32::try_from(month).unwrap_or(1);
-    let day = u32::try_from(day).unwrap_or(1);
-    crate::governance::limits::days_from_civil(year, month, day)
 }
 
 /// p50/p95/p99 in milliseconds; `None` when no row had a value.

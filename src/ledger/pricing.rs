@@ -446,8 +446,7 @@ pub fn parse_price(bytes: &[u8]) -> Result<Price, RelayError> {
         }
     };
     let required = |name: &str| -> Result<u64, RelayError> {
-        field(name, "micro-units per million tokens")?
-            .ok_or_else(|| RelayError::MissingParameter { param: name.into() })
+        field(name, "micro-units per million tokens")?.ok_or_else(|| RelayError::missing(name))
     };
     Ok(Price {
         input: required("input")?,
@@ -469,10 +468,7 @@ pub fn parse_multiplier(value: &Value, param: &str) -> Result<Multiplier, RelayE
 }
 
 fn range_error(param: &str) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: multiplier_range(),
-    }
+    RelayError::invalid_value(param, multiplier_range())
 }
 
 /// The model name of `PUT /admin/prices/{model}`: what an upstream calls the model.
@@ -483,10 +479,10 @@ pub fn check_model_key(model: &str) -> Result<(), RelayError> {
     if ok {
         Ok(())
     } else {
-        Err(RelayError::InvalidValue {
-            param: "model".into(),
-            message: "a model name is 1 to 200 characters without spaces".into(),
-        })
+        Err(RelayError::invalid_value(
+            "model",
+            "a model name is 1 to 200 characters without spaces",
+        ))
     }
 }
 
@@ -494,29 +490,26 @@ pub fn check_model_key(model: &str) -> Result<(), RelayError> {
 /// whoever sends `2.5` for `$2.50` meant 2500000, and guessing either way would bill wrongly.
 fn whole_number(value: &Value, param: &str, max: u64, unit: &str) -> Result<u64, RelayError> {
     let Value::Number(n) = value else {
-        return Err(RelayError::InvalidType {
-            param: param.into(),
-            expected: "an integer",
-        });
+        return Err(RelayError::invalid_type(param, "an integer"));
     };
     match n.as_u64() {
         Some(v) if v <= max => Ok(v),
         Some(_) => Err(out_of_range(param, max, unit)),
         None if n.is_i64() => Err(out_of_range(param, max, unit)),
-        None => Err(RelayError::InvalidType {
-            param: param.into(),
-            expected: "an integer (prices are in micro-units, so $2.50 is 2500000)",
-        }),
+        None => Err(RelayError::invalid_type(
+            param,
+            "an integer (prices are in micro-units, so $2.50 is 2500000)",
+        )),
     }
 }
 
 fn out_of_range(param: &str, max: u64, unit: &str) -> RelayError {
-    RelayError::InvalidValue {
-        param: param.into(),
-        message: format!("must be between 0 and {max} {unit}")
+    RelayError::invalid_value(
+        param,
+        format!("must be between 0 and {max} {unit}")
             .trim_end()
             .to_string(),
-    }
+    )
 }
 
 // ---- built-in list prices -------------------------------------------------------------------

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::formats::openai::{Endpoint, InboundRequest};
 use crate::formats::sse;
-use crate::governance::auth::sha256;
 use crate::ledger::usage::estimate_tokens;
+use crate::support::crypto::sha256;
 
 /// Words per streamed chunk: small enough that a short reply still arrives in several chunks.
 const WORDS_PER_CHUNK: usize = 3;

@@ -15,7 +15,8 @@
 //! - Every header listed in `SignedHeaders` must reach AWS byte-identical, so callers pass only
 //!   headers the runtime will not rewrite.
 
-use crate::governance::auth::{hex, sha256, Sha256};
+use crate::support::calendar::civil_from_days;
+use crate::support::crypto::{hex, hmac_sha256, sha256};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
@@ -31,24 +32,6 @@ const UNSIGNABLE: &[&str] = &[
 
 /// Headers [`sign`] sets itself; a caller's copy is ignored rather than signed twice.
 const OWN_HEADERS: &[&str] = &["x-amz-date", "x-amz-content-sha256", "x-amz-security-token"];
-
-/// HMAC-SHA256 (RFC 2104 with SHA-256, so 64-byte blocks).
-pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&sha256(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(&block.map(|b| b ^ 0x36));
-    inner.update(data);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(&block.map(|b| b ^ 0x5c));
-    outer.update(&inner);
-    outer.finalize()
-}
 
 /// An AWS access key, as a channel stores it. `Debug` shows the key id only.
 #[derive(Clone, PartialEq, Eq)]
@@ -352,88 +335,9 @@ pub fn amz_date(unix_ms: i64) -> String {
     )
 }
 
-/// Days since 1970-01-01 → proleptic Gregorian (year, month, day). Howard Hinnant's
-/// `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>): counting from
-/// 0000-03-01 puts the leap day last in each year and makes every 400-year era identical.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
-    /// RFC 4231 section 4: (key, data, HMAC-SHA-256).
-    #[test]
-    fn hmac_matches_rfc_4231() {
-        let long_key = vec![0xaa; 131];
-        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
-            (
-                vec![0x0b; 20],
-                b"Hi There".to_vec(),
-                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
-            ),
-            (
-                b"Jefe".to_vec(),
-                b"what do ya want for nothing?".to_vec(),
-                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
-            ),
-            (
-                vec![0xaa; 20],
-                vec![0xdd; 50],
-                "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
-            ),
-            (
-                (1..=25).collect(),
-                vec![0xcd; 50],
-                "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
-            ),
-            (
-                long_key.clone(),
-                b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
-                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
-            ),
-            (
-                long_key,
-                b"This is a test using a larger than block-size key and a larger than \
-block-size data. The key needs to be hashed before being used by the HMAC algorithm."
-                    .to_vec(),
-                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
-            ),
-        ];
-        for (key, data, expected) in cases {
-            assert_eq!(hex(&hmac_sha256(&key, &data)), expected);
-        }
-        // Test case 5 is truncated to 128 bits.
-        let truncated = hmac_sha256(&[0x0c; 20], b"Test With Truncation");
-        assert_eq!(&truncated[..16], unhex("a3b6167473100ee06e0c796c2955552b"));
-        // A key of exactly one block is used as it is, not hashed.
-        assert_ne!(
-            hmac_sha256(&[1; 64], b"x"),
-            hmac_sha256(&sha256(&[1; 64]), b"x")
-        );
-    }
 
     #[test]
     fn credentials_parse_with_and_without_token() {

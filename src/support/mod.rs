@@ -2,4 +2,7 @@
 //! comparison, base64, calendar arithmetic, URL encoding, and the per-isolate TTL cache.
 
 pub mod base64;
+pub mod calendar;
+pub mod crypto;
 pub mod ttl_cache;
+pub mod url;

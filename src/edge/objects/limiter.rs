@@ -214,7 +214,10 @@ pub struct Admitted {
 }
 
 fn new_lease_id() -> String {
-    format!("lease_{}", auth::hex(&random_bytes::<12>()))
+    format!(
+        "lease_{}",
+        crate::support::crypto::hex(&random_bytes::<12>())
+    )
 }
 
 /// Decide one side: from a lease when the tenant uses lease mode (asking the limiter only
@@ -422,7 +425,7 @@ pub async fn reserve(
                 scope,
                 quota: matches!(hit, Some(LimitHit::Quota { .. })),
                 retry_after_ms: d.retry_after_ms,
-                rate: Box::new(d.rate),
+                rate_headers: crate::governance::limits::rate_headers(&d.rate),
             },
         })
     };

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::RelayError;
 use crate::governance::budget::{self, AlertQueue, Budget, BudgetStatus, PendingAlert};
+use crate::support::calendar::{period_bounds, Period};
 
 const MINUTE_MS: i64 = 60_000;
 /// A reservation not settled within this long is settled at its reserved amount: the isolate
@@ -91,13 +93,13 @@ impl Limits {
 }
 
 /// Validates limits from the admin API; errors name the field (`limits.day.tokens`).
-pub fn parse_limits(value: &serde_json::Value, param: &str) -> Result<Limits, (String, String)> {
-    let limits: Limits =
-        serde_json::from_value(value.clone()).map_err(|e| (param.to_string(), e.to_string()))?;
-    let check = |field: &str, v: Option<u64>, min: u64| -> Result<(), (String, String)> {
+pub fn parse_limits(value: &serde_json::Value, param: &str) -> Result<Limits, RelayError> {
+    let limits: Limits = serde_json::from_value(value.clone())
+        .map_err(|e| RelayError::invalid_value(param, e.to_string()))?;
+    let check = |field: &str, v: Option<u64>, min: u64| -> Result<(), RelayError> {
         match v {
-            Some(n) if n < min || n > MAX_LIMIT => Err((
-                format!("{param}.{field}"),
+            Some(n) if n < min || n > MAX_LIMIT => Err(RelayError::invalid_value(
+                &format!("{param}.{field}"),
                 format!("must be between {min} and {MAX_LIMIT}"),
             )),
             _ => Ok(()),
@@ -117,81 +119,12 @@ pub fn parse_limits(value: &serde_json::Value, param: &str) -> Result<Limits, (S
         }
     }
     if !(-12 * 60..=14 * 60).contains(&limits.utc_offset_minutes) {
-        return Err((
-            format!("{param}.utc_offset_minutes"),
-            "must be between -720 and 840".into(),
+        return Err(RelayError::invalid_value(
+            &format!("{param}.utc_offset_minutes"),
+            "must be between -720 and 840",
         ));
     }
     Ok(limits)
-}
-
-// ---- calendar periods ------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Day,
-    Week,
-    Month,
-}
-
-impl Period {
-    pub const ALL: [Period; 3] = [Period::Day, Period::Week, Period::Month];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-        }
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm: exact for every
-/// Gregorian date, leap years included).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date (year, month 1–12, day 1–31) of a day number.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `[start, end)` in UTC ms of the period containing `now_ms`, with periods starting at local
-/// midnight `offset_minutes` east of UTC. Weeks start on Monday (ISO 8601).
-pub fn period_bounds(period: Period, now_ms: i64, offset_minutes: i32) -> (i64, i64) {
-    const DAY_MS: i64 = 86_400_000;
-    let offset_ms = i64::from(offset_minutes) * MINUTE_MS;
-    let local_day = (now_ms + offset_ms).div_euclid(DAY_MS);
-    let (start_day, end_day) = match period {
-        Period::Day => (local_day, local_day + 1),
-        Period::Week => {
-            // 1970-01-01 was a Thursday: day 0 has ISO weekday 4 (Monday = 1).
-            let weekday = (local_day + 3).rem_euclid(7);
-            (local_day - weekday, local_day - weekday + 7)
-        }
-        Period::Month => {
-            let (y, m, _) = civil_from_days(local_day);
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (days_from_civil(y, m, 1), days_from_civil(ny, nm, 1))
-        }
-    };
-    (start_day * DAY_MS - offset_ms, end_day * DAY_MS - offset_ms)
 }
 
 // ---- the state machine ----------------------------------------------------------------
@@ -1140,75 +1073,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_calendar_round_trips_across_leap_years() {
-        for (y, m, d) in [
-            (1970, 1, 1),
-            (2000, 2, 29),
-            (2024, 2, 29),
-            (2100, 3, 1),
-            (1969, 12, 31),
-            (2026, 11, 23),
-        ] {
-            assert_eq!(civil_from_days(days_from_civil(y, m, d)), (y, m, d));
-        }
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(
-            days_from_civil(2024, 3, 1) - days_from_civil(2024, 2, 28),
-            2,
-            "2024 is a leap year"
-        );
-        assert_eq!(
-            days_from_civil(2100, 3, 1) - days_from_civil(2100, 2, 28),
-            1,
-            "2100 is not"
-        );
-    }
-
-    #[test]
-    fn periods_start_at_local_midnight() {
-        let day = 86_400_000;
-        assert_eq!(period_bounds(Period::Day, T0 + 5, 0), (T0, T0 + day));
-        assert_eq!(period_bounds(Period::Day, T0 - 1, 0), (T0 - day, T0));
-        // UTC+2: local midnight is 22:00 UTC the day before.
-        let two_h = 2 * 3_600_000;
-        assert_eq!(
-            period_bounds(Period::Day, T0, 120),
-            (T0 - two_h, T0 - two_h + day)
-        );
-        assert_eq!(
-            period_bounds(Period::Day, T0 - two_h - 1, 120).1,
-            T0 - two_h
-        );
-        // UTC-5 at 03:00 UTC on Jan 1 is still Dec 31 locally.
-        let (start, _) = period_bounds(Period::Day, T0 + 3 * 3_600_000, -300);
-        assert_eq!(start, T0 - day + 5 * 3_600_000);
-    }
-
-    #[test]
-    fn weeks_start_on_monday_and_months_on_the_first() {
-        let day = 86_400_000;
-        // 2026-01-01 is a Thursday: its week began Monday 2025-12-29.
-        assert_eq!(
-            period_bounds(Period::Week, T0, 0),
-            (T0 - 3 * day, T0 + 4 * day)
-        );
-        let (s, e) = period_bounds(Period::Month, T0 + 40 * day, 0);
-        assert_eq!(
-            (s, e),
-            (T0 + 31 * day, T0 + 59 * day),
-            "February 2026 has 28 days"
-        );
-        let feb_2028 = days_from_civil(2028, 2, 10) * day;
-        let (s, e) = period_bounds(Period::Month, feb_2028, 0);
-        assert_eq!((e - s) / day, 29, "leap February");
-        let dec = days_from_civil(2026, 12, 31) * day;
-        assert_eq!(
-            period_bounds(Period::Month, dec, 0).1,
-            days_from_civil(2027, 1, 1) * day
-        );
-    }
-
-    #[test]
     fn a_daily_request_quota_admits_exactly_n() {
         let limits = Limits {
             day: Some(Quota {
@@ -1405,7 +1269,8 @@ mod tests {
         assert_eq!(
             parse_limits(&serde_json::json!({"rpm": 0}), "limits")
                 .unwrap_err()
-                .0,
+                .param()
+                .unwrap_or_default(),
             "limits.rpm"
         );
         assert_eq!(
@@ -1414,25 +1279,29 @@ mod tests {
                 "limits"
             )
             .unwrap_err()
-            .0,
+            .param()
+            .unwrap_or_default(),
             "limits.day.tokens"
         );
         assert_eq!(
             parse_limits(&serde_json::json!({"rpm": -1}), "limits")
                 .unwrap_err()
-                .0,
+                .param()
+                .unwrap_or_default(),
             "limits"
         );
         assert_eq!(
             parse_limits(&serde_json::json!({"rmp": 5}), "limits")
                 .unwrap_err()
-                .0,
+                .param()
+                .unwrap_or_default(),
             "limits"
         );
         assert_eq!(
             parse_limits(&serde_json::json!({"utc_offset_minutes": 900}), "limits")
                 .unwrap_err()
-                .0,
+                .param()
+                .unwrap_or_default(),
             "limits.utc_offset_minutes"
         );
         assert!(Limits::default().is_empty());
