@@ -41,7 +41,8 @@ use crate::governance::budget::OnHard;
 use crate::governance::limits::{self, Ask, RateInfo};
 use crate::ledger::pricing::{PriceTable, Pricer};
 use crate::ledger::response_cache::{self, CacheMode};
-use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, Usage, UsageRow};
+use crate::formats::neutral::Usage;
+use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, UsageRow};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
 use crate::routing::health::{ChannelHealth, Gate};
 use crate::routing::{self, BreakerConfig, RetryBudget};
@@ -513,7 +514,7 @@ async fn relay_inner(
     // ratio of every model group that lists the model asked for.
     let mut multipliers: Vec<u64> = grant.settings.price_multiplier_ppm.into_iter().collect();
     multipliers.extend(group_multipliers_for(rc, client.model()).await?);
-    let prompt_tokens = usage::estimate_tokens(client.prompt_bytes());
+    let prompt_tokens = crate::formats::neutral::estimate_tokens(client.prompt_bytes());
     let max_output = client
         .max_tokens()
         .unwrap_or(limits::DEFAULT_OUTPUT_RESERVE);

@@ -27,7 +27,7 @@ use crate::formats::neutral::{
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
-use crate::ledger::usage::Usage;
+use crate::formats::neutral::Usage;
 
 /// Anthropic requires `max_tokens`; this is used when the client gave none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

@@ -26,7 +26,7 @@ use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
-use crate::ledger::usage::Usage;
+use crate::formats::neutral::Usage;
 use crate::support::crypto::{hex, sha256};
 
 /// Claude on Bedrock counts thinking inside `maxTokens`; this is the room left for the answer

@@ -17,7 +17,7 @@ use crate::formats::neutral::{
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{SseError, SseEvent, SseParser};
-use crate::ledger::usage::Usage;
+use crate::formats::neutral::Usage;
 
 /// Cohere accepts at most this many stop sequences.
 const MAX_STOP_SEQUENCES: usize = 5;

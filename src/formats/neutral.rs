@@ -6,9 +6,9 @@
 //! as a [`Drop`] by the encoder, so the relay can tell the client (a response header) or refuse
 //! (strict mode) instead of losing it silently.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::ledger::usage::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -256,5 +256,130 @@ impl Drops {
 
     pub fn into_vec(self) -> Vec<Drop> {
         self.0
+    }
+}
+
+/// Tokens of one request in one model for every provider. `prompt_tokens` counts *all* input
+/// tokens, cached or not (OpenAI's rule); `completion_tokens` all output, reasoning included.
+/// The detail fields are parts of those totals, never additions to them — constructors per
+/// provider convention keep that so, which is what makes double counting impossible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Input tokens read from a prompt cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to a prompt cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Output tokens spent on reasoning (part of `completion_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// OpenAI's convention: cached tokens are inside `prompt_tokens`, reasoning inside
+    /// `completion_tokens`. Details larger than their total are clamped (a provider bug must
+    /// not create tokens).
+    pub fn from_inclusive(
+        prompt: u64,
+        completion: u64,
+        cache_read: u64,
+        cache_write: u64,
+        reasoning: u64,
+    ) -> Usage {
+        let cache_read = cache_read.min(prompt);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write.min(prompt - cache_read),
+            reasoning_tokens: reasoning.min(completion),
+        }
+    }
+
+    /// Anthropic's convention: `input_tokens` excludes cache reads and writes, which are
+    /// reported beside it; the total input is their sum.
+    pub fn from_exclusive(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+        Usage {
+            prompt_tokens: input.saturating_add(cache_read).saturating_add(cache_write),
+            completion_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: 0,
+        }
+    }
+
+    /// Input tokens that were neither read from nor written to a cache.
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cache_read_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// Tokens for `bytes` of UTF-8 text by the usual rule of thumb (about four bytes a token for
+/// English). Only used when an upstream reports nothing, and marked as an estimate.
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_round_up() {
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(1), 1);
+        assert_eq!(estimate_tokens(8), 2);
+        assert_eq!(estimate_tokens(9), 3);
+    }
+
+    #[test]
+    fn totals_saturate() {
+        let u = Usage::new(u64::MAX, 5);
+        assert_eq!(u.total_tokens(), u64::MAX);
+    }
+
+    #[test]
+    fn provider_conventions_meet_in_one_model() {
+        // OpenAI: 100 prompt tokens of which 60 cached; 40 output of which 10 reasoning.
+        let openai = Usage::from_inclusive(100, 40, 60, 0, 10);
+        // Anthropic: 40 uncached input + 60 read from cache.
+        let anthropic = Usage::from_exclusive(40, 40, 60, 0);
+        assert_eq!(openai.prompt_tokens, anthropic.prompt_tokens);
+        assert_eq!(openai.cache_read_tokens, anthropic.cache_read_tokens);
+        assert_eq!(openai.uncached_prompt_tokens(), 40);
+        assert_eq!(anthropic.uncached_prompt_tokens(), 40);
+    }
+
+    #[test]
+    fn details_never_exceed_their_totals() {
+        let u = Usage::from_inclusive(10, 5, 50, 50, 9);
+        assert_eq!(
+            (
+                u.cache_read_tokens,
+                u.cache_write_tokens,
+                u.reasoning_tokens
+            ),
+            (10, 0, 5)
+        );
+        assert_eq!(u.uncached_prompt_tokens(), 0);
+        let u = Usage::from_exclusive(u64::MAX, 1, 5, 5);
+        assert_eq!(u.prompt_tokens, u64::MAX);
     }
 }

@@ -15,7 +15,7 @@ use crate::formats::neutral::{
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
-use crate::ledger::usage::Usage;
+use crate::formats::neutral::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {

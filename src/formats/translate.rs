@@ -15,7 +15,7 @@ use crate::formats::neutral::{ChatRequest, ChatResponse, Drop, StreamEvent};
 use crate::formats::openai::{self, Endpoint, InboundRequest, StreamPassThrough};
 use crate::formats::sse::SseError;
 use crate::formats::{anthropic, bedrock, cohere, gemini};
-use crate::ledger::usage::{estimate_tokens, Usage};
+use crate::formats::neutral::{estimate_tokens, Usage};
 use crate::providers::{self, mock, ProviderKind, UpstreamRequest};
 
 /// The API a client called.

@@ -4,7 +4,12 @@
 //! enforce.
 
 pub mod access;
+pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod limits;
 pub mod rules;
+
+/// Absurd limits are refused rather than stored (they would overflow nothing, but they are
+/// always a typo).
+pub const MAX_LIMIT: u64 = 1_000_000_000_000;

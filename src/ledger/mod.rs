@@ -3,5 +3,6 @@
 
 pub mod analytics;
 pub mod pricing;
+pub mod redact;
 pub mod response_cache;
 pub mod usage;

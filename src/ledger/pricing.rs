@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::RelayError;
-use crate::ledger::usage::Usage;
+use crate::formats::neutral::Usage;
 
 /// The divisor of both units: prices are per million tokens, multipliers parts per million.
 const PER_MILLION: u128 = 1_000_000;

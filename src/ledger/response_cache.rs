@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::governance::auth;
+use crate::support::crypto::{hex, sha256};
 
 /// Longest a cached reply is kept, whatever is asked: a day.
 pub const MAX_TTL_S: u32 = 86_400;
@@ -76,7 +76,7 @@ pub fn cache_url(tenant_id: &str, endpoint: &str, body: &Value) -> String {
     } else {
         write_canonical(body, &mut canonical);
     }
-    let digest = auth::hash_key(&format!("{tenant_id}\n{endpoint}\n{canonical}"));
+    let digest = hex(&sha256(format!("{tenant_id}\n{endpoint}\n{canonical}").as_bytes()));
     format!("https://response-cache.edgerelay.invalid/{tenant_id}/{digest}")
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::formats::openai::{Endpoint, InboundRequest};
 use crate::formats::sse;
-use crate::ledger::usage::estimate_tokens;
+use crate::formats::neutral::estimate_tokens;
 use crate::support::crypto::sha256;
 
 /// Words per streamed chunk: small enough that a short reply still arrives in several chunks.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::governance::budget::{AlertQueue, PendingAlert, WebhookFormat};
+use crate::governance::alerts::{AlertQueue, PendingAlert, WebhookFormat};
 use crate::routing::{
     Admit, Breaker, BreakerConfig, BreakerPhase, BreakerState, BreakerView, KeyPool, KeyView,
 };

@@ -12,7 +12,7 @@ use worker::{durable_object, Context, Date, DurableObject, Env, Request, Respons
 use super::{self as objects, JsonRow};
 use crate::admin::config::key_fingerprint;
 use crate::error::RelayError;
-use crate::governance::budget::WebhookFormat;
+use crate::governance::alerts::WebhookFormat;
 use crate::routing::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
 use crate::routing::{Admit, BreakerConfig};
 

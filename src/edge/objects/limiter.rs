@@ -16,7 +16,6 @@ use super::{self as objects, JsonRow};
 use crate::admin::config::KeyGrant;
 use crate::edge::state::random_bytes;
 use crate::error::RelayError;
-use crate::governance::auth;
 use crate::governance::limits::lease::{LeaseBook, Return, Taken};
 use crate::governance::limits::{
     Ask, BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo,

@@ -12,7 +12,7 @@ use worker::{Date, Fetch, Headers, Method, Request, RequestInit, SqlStorage, Sto
 use std::cell::RefCell;
 
 use crate::error::RelayError;
-use crate::governance::budget::{self, AlertQueue, PendingAlert};
+use crate::governance::alerts::{self, AlertQueue, PendingAlert};
 
 /// One JSON value in a table of its own, read once per object life and written on change.
 pub struct JsonRow {
@@ -102,7 +102,7 @@ pub async fn deliver(due: Vec<PendingAlert>, secret: Option<&str>) -> Vec<(Strin
         if let Some(secret) = secret {
             let _ = headers.set(
                 "x-relay-signature",
-                &budget::signature(secret, now, &alert.body),
+                &alerts::signature(secret, now, &alert.body),
             );
         }
         let mut init = RequestInit::new();

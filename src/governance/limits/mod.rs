@@ -18,18 +18,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RelayError;
-use crate::governance::budget::{self, AlertQueue, Budget, BudgetStatus, PendingAlert};
-use crate::support::calendar::{period_bounds, Period};
+use crate::governance::alerts::{AlertQueue, PendingAlert};
+use crate::governance::budget::{self, Budget, BudgetStatus};
+pub use crate::governance::MAX_LIMIT;
+use crate::support::calendar::{period_bounds, Period, MINUTE_MS};
 
-const MINUTE_MS: i64 = 60_000;
 /// A reservation not settled within this long is settled at its reserved amount: the isolate
 /// that made it is gone, and its concurrency slot must not leak.
 pub const RESERVATION_TTL_MS: i64 = 15 * MINUTE_MS;
 /// Output tokens reserved when a request names no maximum.
 pub const DEFAULT_OUTPUT_RESERVE: u64 = 4096;
-/// Absurd limits are refused rather than stored (they would overflow nothing, but they are
-/// always a typo).
-pub const MAX_LIMIT: u64 = 1_000_000_000_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1656,7 +1654,7 @@ mod tests {
         s.settle_within(&limits, Some(&b), "r1", Ask::request(0, 5), T0);
         let id = s.due_alerts(T0)[0].id.clone();
         let mut gave_up = false;
-        for i in 0..crate::governance::budget::MAX_ATTEMPTS {
+        for i in 0..crate::governance::alerts::MAX_ATTEMPTS {
             gave_up = s.alert_attempted(&id, false, T0 + i64::from(i));
         }
         assert!(gave_up);
