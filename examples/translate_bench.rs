@@ -9,7 +9,7 @@
 //! (typically 1.5–3×), so read these as the relay's own share, to compare formats and catch
 //! regressions, not as the latency a client sees.
 //!
-//! - request: an OpenAI client body → `translate::plan` for the channel's provider (validation,
+//! - request: an OpenAI client body → `endpoint::plan` for the channel's provider (validation,
 //!   the neutral model, the provider's encoder, and the serialised upstream body).
 //! - reply: the provider's recorded reply → `translate::reply` to an OpenAI client.
 //! - chunk: the provider's recorded stream through a `StreamPipe` to an OpenAI client, one
@@ -19,12 +19,13 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use edgerelay::admin::config::{Channel, Status};
+use edgerelay::formats::client::{ClientFormat, ClientRequest};
 use edgerelay::formats::openai::{self, Endpoint};
-use edgerelay::formats::translate::{
-    self, ClientFormat, ClientRequest, Mode, StreamPipe, WireFormat,
-};
+use edgerelay::formats::translate::{self, Mode, StreamPipe, WireFormat};
+use edgerelay::governance::grant::Status;
+use edgerelay::providers::endpoint;
 use edgerelay::providers::ProviderKind;
+use edgerelay::routing::channel::Channel;
 
 const WARMUP: usize = 200;
 const ITERATIONS: usize = 2_000;
@@ -257,8 +258,15 @@ fn main() {
             let parsed = openai::parse_request(Endpoint::ChatCompletions, CLIENT_BODY.as_bytes())
                 .expect("the benchmark body is valid");
             let req = ClientRequest::OpenAi(parsed);
-            let plan = translate::plan(&ch, Some(p.key), &req, "upstream-model", None, NOW_MS)
-                .expect("plan");
+            let plan = endpoint::plan(
+                &ch.upstream(),
+                Some(p.key),
+                &req,
+                "upstream-model",
+                None,
+                NOW_MS,
+            )
+            .expect("plan");
             black_box(plan.request.body.len());
         });
         row(&format!("  {}", p.name), timing, REQUEST_TARGET_US);

@@ -15,7 +15,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use edgerelay::admin::config::{Channel, Status};
+use edgerelay::governance::grant::Status;
+use edgerelay::routing::channel::Channel;
 use edgerelay::error::RelayError;
 use edgerelay::formats::anthropic;
 use edgerelay::formats::openai::{self, Endpoint};

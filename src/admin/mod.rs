@@ -2,3 +2,5 @@
 //! the model map, their views without secrets, and the validation of every admin input.
 
 pub mod config;
+pub mod fields;
+pub mod validate;

@@ -10,15 +10,18 @@ use super::objects::health;
 use super::objects::limiter;
 use super::state::{invalidate_all, now_ms, random_bytes, Settings};
 use super::store::{AuditEntry, AuditQuery, LedgerQuery, Store, TenantToken, UsageQuery};
-use crate::admin::config::{self, Channel, KeyStatus, KeyView, Tenant};
+use crate::admin::config::{ChannelView, KeyView, Tenant};
+use crate::admin::validate;
 use crate::api::paths::{parse_listing, AnalyticsView, Resource};
 use crate::error::RelayError;
-use crate::governance::access::{self, Actor, TenantScope};
-use crate::governance::auth;
+use crate::governance::auth::{self, Actor, TenantScope};
 use crate::governance::budget::Budget;
+use crate::governance::grant::KeyStatus;
+use crate::governance::grant::Status;
 use crate::governance::limits::BudgetCtx;
 use crate::ledger::analytics;
 use crate::ledger::pricing;
+use crate::routing::channel::Channel;
 
 /// Admin bodies are small; a generous fixed cap keeps a bad client from filling memory.
 const ADMIN_BODY_LIMIT: u64 = 1024 * 1024;
@@ -69,7 +72,7 @@ async fn authorize(
     let Actor::Tenant { tenant_id, .. } = actor else {
         return Ok(());
     };
-    match access::tenant_scope(resource, method) {
+    match auth::tenant_scope(resource, method) {
         TenantScope::OwnTenant(t) if t == tenant_id => Ok(()),
         TenantScope::OwnTenant(t) => Err(not_found("Tenant", t)),
         TenantScope::OwnKey(k) => match store.key(k).await? {
@@ -146,13 +149,13 @@ pub async fn handle(
     let result = match (resource, method.as_str()) {
         (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
         (Resource::Tenants, "POST") => {
-            let input = config::parse_new_tenant(&body, limiter::local_dev(env))?;
-            config::check_allowlist(&input.models, &store.model_groups().await?)?;
+            let input = validate::parse_new_tenant(&body, limiter::local_dev(env))?;
+            validate::check_allowlist(&input.models, &store.model_groups().await?)?;
             check_fallback(store, &input.settings.budget).await?;
             let tenant = Tenant {
                 id: new_id("ten"),
                 name: input.name,
-                status: config::Status::Active,
+                status: Status::Active,
                 models: input.models,
                 limits: input.limits,
                 rules: input.rules,
@@ -166,9 +169,9 @@ pub async fn handle(
         }
         (Resource::Tenant(id), "GET") => (200, json!(tenant(store, &id).await?)),
         (Resource::Tenant(id), _) => {
-            let patch = config::parse_tenant_patch(&body, limiter::local_dev(env))?;
+            let patch = validate::parse_tenant_patch(&body, limiter::local_dev(env))?;
             if let Some(models) = &patch.models {
-                config::check_allowlist(models, &store.model_groups().await?)?;
+                validate::check_allowlist(models, &store.model_groups().await?)?;
             }
             if let Some(budget) = &patch.budget {
                 check_fallback(store, budget).await?;
@@ -180,19 +183,19 @@ pub async fn handle(
         }
         (Resource::TenantDisable(id), _) => (
             200,
-            json!(set_tenant_status(store, &id, config::Status::Disabled, now).await?),
+            json!(set_tenant_status(store, &id, Status::Disabled, now).await?),
         ),
         (Resource::TenantEnable(id), _) => (
             200,
-            json!(set_tenant_status(store, &id, config::Status::Active, now).await?),
+            json!(set_tenant_status(store, &id, Status::Active, now).await?),
         ),
         (Resource::TenantKeys(id), "GET") => {
             tenant(store, &id).await?;
             (200, list(store.keys_of(&id).await?))
         }
         (Resource::TenantKeys(id), _) => {
-            let input = config::parse_new_key(&body, now)?;
-            config::check_allowlist(&input.models, &store.model_groups().await?)?;
+            let input = validate::parse_new_key(&body, now)?;
+            validate::check_allowlist(&input.models, &store.model_groups().await?)?;
             tenant(store, &id).await?;
             let plaintext = auth::generate_key(&random_bytes::<32>());
             let key = KeyView {
@@ -218,9 +221,9 @@ pub async fn handle(
         }
         (Resource::Key(id), "GET") => (200, json!(key(store, &id).await?)),
         (Resource::Key(id), _) => {
-            let patch = config::parse_key_patch(&body, now)?;
+            let patch = validate::parse_key_patch(&body, now)?;
             if let Some(models) = &patch.models {
-                config::check_allowlist(models, &store.model_groups().await?)?;
+                validate::check_allowlist(models, &store.model_groups().await?)?;
             }
             let mut key = key(store, &id).await?;
             if key.status == KeyStatus::Revoked {
@@ -242,7 +245,7 @@ pub async fn handle(
             (200, json!(key(store, &id).await?))
         }
         (Resource::KeyRotate(id), _) => {
-            let grace_s = config::parse_rotation(&body)?;
+            let grace_s = validate::parse_rotation(&body)?;
             let mut old = key(store, &id).await?;
             if old.status == KeyStatus::Revoked {
                 return Err(RelayError::invalid_value(
@@ -291,11 +294,16 @@ pub async fn handle(
             )
         }
         (Resource::Channels, "GET") => {
-            let views: Vec<_> = store.channels().await?.iter().map(Channel::view).collect();
+            let views: Vec<_> = store
+                .channels()
+                .await?
+                .iter()
+                .map(ChannelView::of)
+                .collect();
             (200, list(views))
         }
         (Resource::Channels, _) => {
-            let input = config::parse_new_channel(&body)?;
+            let input = validate::parse_new_channel(&body)?;
             let channel = Channel {
                 id: new_id("ch"),
                 name: input.name,
@@ -313,22 +321,24 @@ pub async fn handle(
                 updated_at: now,
             };
             store.insert_channel(&channel).await?;
-            (201, json!(channel.view()))
+            (201, json!(ChannelView::of(&channel)))
         }
-        (Resource::Channel(id), "GET") => (200, json!(channel(store, &id).await?.view())),
+        (Resource::Channel(id), "GET") => {
+            (200, json!(ChannelView::of(&channel(store, &id).await?)))
+        }
         (Resource::Channel(id), "PATCH") => {
-            let patch = config::parse_channel_patch(&body)?;
+            let patch = validate::parse_channel_patch(&body)?;
             let mut channel = channel(store, &id).await?;
             patch.apply(&mut channel, now)?;
             if patch.models.is_some() {
-                config::check_channel_keeps_its_models(&store.model_map().await?, &channel)?;
+                validate::check_channel_keeps_its_models(&store.model_map().await?, &channel)?;
             }
             store.update_channel(&channel).await?;
-            (200, json!(channel.view()))
+            (200, json!(ChannelView::of(&channel)))
         }
         (Resource::Channel(id), _) => {
             let map = store.model_map().await?;
-            let users = config::models_using_channel(&map, &id);
+            let users = validate::models_using_channel(&map, &id);
             if !users.is_empty() {
                 return Err(RelayError::Conflict {
                     message: format!("Channel '{id}' is used by the model map for: {}. Remap those models first.", users.join(", ")),
@@ -342,8 +352,8 @@ pub async fn handle(
         (Resource::ModelMap, "GET") => (200, json!(store.model_map().await?)),
         (Resource::ModelMap, _) => {
             let previous = store.model_map().await?;
-            let map = config::parse_model_map_body(&body, &previous, now / 1000)?;
-            config::check_model_map(&map, &store.channels().await?)?;
+            let map = validate::parse_model_map_body(&body, &previous, now / 1000)?;
+            validate::check_model_map(&map, &store.channels().await?)?;
             store.put_model_map(&map).await?;
             (200, json!(map))
         }
@@ -355,12 +365,12 @@ pub async fn handle(
             )
         }
         (Resource::ModelMapEntry(model), "PUT") => {
-            config::check_public_model_name(&model)?;
+            validate::check_public_model_name(&model)?;
             let mut map = store.model_map().await?;
-            let mut target = config::parse_model_target(&body, "", now / 1000)?;
-            config::keep_created(&mut target, map.get(&model));
+            let mut target = validate::parse_model_target(&body, "", now / 1000)?;
+            validate::keep_created(&mut target, map.get(&model));
             map.insert(model.clone(), target.clone());
-            config::check_model_map(&map, &store.channels().await?)
+            validate::check_model_map(&map, &store.channels().await?)
                 .map_err(|e| unprefix(e, &model))?;
             store.put_model_map(&map).await?;
             (200, json!(target))
@@ -442,8 +452,8 @@ pub async fn handle(
             )
         }
         (Resource::ModelGroup(name), "PUT") => {
-            config::check_group_name(&name)?;
-            let (models, multiplier) = config::parse_group(&body)?;
+            validate::check_group_name(&name)?;
+            let (models, multiplier) = validate::parse_group(&body)?;
             let mut groups = store.model_groups().await?;
             groups.insert(name.clone(), models.clone());
             store.put_model_groups(&groups).await?;
@@ -477,7 +487,7 @@ pub async fn handle(
             (200, list(store.tenant_tokens(&id).await?))
         }
         (Resource::TenantTokens(id), _) => {
-            let name = config::parse_token_name(&body)?;
+            let name = validate::parse_token_name(&body)?;
             tenant(store, &id).await?;
             let plaintext = format!(
                 "er-tt-{}",
@@ -602,7 +612,7 @@ async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Valu
         Resource::Key(id) | Resource::KeyRevoke(id) | Resource::KeyRotate(id) => {
             json!(store.key(id).await.ok()??)
         }
-        Resource::Channel(id) => json!(store.channel(id).await.ok()??.view()),
+        Resource::Channel(id) => json!(ChannelView::of(&store.channel(id).await.ok()??)),
         Resource::TenantTokenRevoke(id) => json!(store.tenant_token(id).await.ok()??),
         Resource::ModelGroup(name) => json!(store.model_groups().await.ok()?.get(name)?),
         Resource::Price(model) => json!(store.custom_prices().await.ok()?.get(model)?),
@@ -669,7 +679,7 @@ async fn channel(store: &Store, id: &str) -> Result<Channel, RelayError> {
 async fn set_tenant_status(
     store: &Store,
     id: &str,
-    status: config::Status,
+    status: Status,
     now: i64,
 ) -> Result<Tenant, RelayError> {
     let mut t = tenant(store, id).await?;

@@ -11,7 +11,7 @@ use super::state::{now_ms, random_bytes, Settings};
 use super::store::Store;
 use crate::api::paths::{self, Resource};
 use crate::error::RelayError;
-use crate::formats::translate::ClientFormat;
+use crate::formats::client::ClientFormat;
 use crate::governance::auth;
 
 #[event(fetch)]

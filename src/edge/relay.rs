@@ -28,23 +28,26 @@ use super::objects::limiter;
 use super::state::{now_ms, random_bytes, with_caches, Caches, Settings};
 use super::store::usage_log::record_later;
 use super::store::Store;
-use crate::admin::config::{
-    key_fingerprint, Channel, KeyGrant, ModelGroups, ModelMap, ModelTarget, Route, Status,
-    GROUP_PREFIX,
-};
 use crate::error::RelayError;
+use crate::formats::client::{self, ClientFormat, ClientRequest};
+use crate::formats::neutral::Usage;
 use crate::formats::openai::{self, Endpoint};
-use crate::formats::translate::{self, ClientFormat, ClientRequest, MockReply, StreamPipe};
+use crate::formats::translate::{self, StreamPipe};
 use crate::governance::access;
+use crate::governance::access::{ModelGroups, GROUP_PREFIX};
 use crate::governance::auth;
 use crate::governance::budget::OnHard;
+use crate::governance::grant::{KeyGrant, Status};
 use crate::governance::limits::{self, Ask, RateInfo};
 use crate::ledger::pricing::{PriceTable, Pricer};
 use crate::ledger::response_cache::{self, CacheMode};
-use crate::formats::neutral::Usage;
 use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, UsageRow};
+use crate::providers::endpoint;
+use crate::providers::mock::{self, MockReply};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
+use crate::routing::channel::{key_fingerprint, Channel};
 use crate::routing::health::{ChannelHealth, Gate};
+use crate::routing::model_map::{self, ModelMap, ModelTarget, Route};
 use crate::routing::{self, BreakerConfig, RetryBudget};
 use crate::support::ttl_cache::TtlCache;
 
@@ -79,7 +82,7 @@ pub async fn authenticate(req: &Request, rc: &RelayCtx<'_>) -> Result<KeyGrant, 
             grant
         }
     };
-    access::check_key(&grant, now)?;
+    auth::check_key(&grant, now)?;
     let ip = header(req, "cf-connecting-ip");
     let country = req.cf().and_then(|cf| cf.country());
     access::check_rules(&grant, ip.as_deref(), country.as_deref(), now)?;
@@ -217,12 +220,12 @@ pub async fn models(
     let entry = |id: &str, created: i64| json!({"id": id, "object": "model", "created": created, "owned_by": "edgerelay"});
     match one {
         Some(model) => {
-            let target = access::resolve(&map, &*model_groups(rc, grant).await?, grant, model)?;
+            let target = model_map::resolve(&map, &*model_groups(rc, grant).await?, grant, model)?;
             Ok(json_value(200, &entry(model, target.created)))
         }
         None => {
             let data: Vec<_> =
-                access::visible_models(&map, &*model_groups(rc, grant).await?, grant)
+                model_map::visible_models(&map, &*model_groups(rc, grant).await?, grant)
                     .into_iter()
                     .map(|(id, t)| entry(id, t.created))
                     .collect();
@@ -392,7 +395,7 @@ impl Inbound {
 
 /// An error response in the client's format.
 pub fn client_error(format: ClientFormat, err: &RelayError) -> Response {
-    let (status, body) = translate::error_response(format, err);
+    let (status, body) = client::error_response(format, err);
     let response = json_response(status, body);
     for (name, value) in err.headers() {
         let _ = response.headers().set(name, &value);
@@ -481,7 +484,7 @@ async fn relay_inner(
     let body = read_body(req, rc.settings.max_body_bytes).await?;
     let client = match inbound {
         Inbound::OpenAi(endpoint) => ClientRequest::OpenAi(openai::parse_request(endpoint, &body)?),
-        Inbound::AnthropicMessages => translate::parse_anthropic(&body)?,
+        Inbound::AnthropicMessages => client::parse_anthropic(&body)?,
     };
     if ledger.log_bodies {
         ledger.request_body = Some(usage::loggable(&body));
@@ -502,7 +505,7 @@ async fn relay_inner(
     ledger.stream = client.stream();
 
     let map = model_map(rc).await?;
-    let mut target = access::resolve(
+    let mut target = model_map::resolve(
         &map,
         &*model_groups(rc, grant).await?,
         grant,
@@ -1024,7 +1027,7 @@ struct Sent {
     total_until_ms: Option<i64>,
     deadline: Deadline,
     timeout_ms: u64,
-    plan: translate::Plan,
+    plan: endpoint::Plan,
     status: u16,
     key_used: Option<String>,
 }
@@ -1119,8 +1122,8 @@ async fn attempt(
     };
     let key_used = api_key.cloned();
     let credential = access_token.as_deref().or(api_key.map(String::as_str));
-    let plan = translate::plan(
-        channel,
+    let plan = endpoint::plan(
+        &channel.upstream(),
         credential,
         client,
         &served.route.upstream_model,
@@ -1129,7 +1132,7 @@ async fn attempt(
     )
     .map_err(fail)?;
     if strict {
-        translate::check_strict(&plan.drops, channel.provider).map_err(fail)?;
+        endpoint::check_strict(&plan.drops, channel.provider).map_err(fail)?;
     }
     let timeout_ms = channel
         .timeout_ms
@@ -1220,7 +1223,7 @@ fn serve_mock(
         });
     }
     let upstream_model = &served.route.upstream_model;
-    let (reply, mode) = translate::mock(client, upstream_model, random, created_s)?;
+    let (reply, mode) = mock::answer(client, upstream_model, random, created_s)?;
     let mut out = match reply {
         MockReply::Chunks(chunks) => {
             let upstream = futures::stream::iter(chunks.into_iter().map(Ok)).boxed_local();
@@ -1305,9 +1308,9 @@ pub async fn count_tokens(
     rc: &RelayCtx<'_>,
 ) -> Result<Response, RelayError> {
     let body = read_body(&mut req, rc.settings.max_body_bytes).await?;
-    let client = translate::parse_count_tokens(&body)?;
+    let client = client::parse_count_tokens(&body)?;
     let map = model_map(rc).await?;
-    let target = access::resolve(
+    let target = model_map::resolve(
         &map,
         &*model_groups(rc, grant).await?,
         grant,
@@ -1318,8 +1321,12 @@ pub async fn count_tokens(
         channel.filter(|c| c.provider == ProviderKind::Anthropic && c.status == Status::Active)
     {
         if let Some(key) = providers::pick_key(&channel.api_keys, 0) {
-            let plan =
-                translate::count_tokens_request(&channel, key, &client, &target.upstream_model);
+            let plan = endpoint::count_tokens_request(
+                &channel.upstream(),
+                key,
+                &client,
+                &target.upstream_model,
+            );
             let timeout_ms = channel
                 .timeout_ms
                 .unwrap_or(rc.settings.upstream_timeout_ms);
@@ -1338,7 +1345,7 @@ pub async fn count_tokens(
     }
     Ok(json_value(
         200,
-        &json!({"input_tokens": translate::estimate_prompt_tokens(&client)}),
+        &json!({"input_tokens": client::estimate_prompt_tokens(&client)}),
     ))
 }
 

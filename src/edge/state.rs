@@ -7,8 +7,11 @@ use std::rc::Rc;
 
 use worker::{Date, Env};
 
-use crate::admin::config::{Channel, GroupMultipliers, KeyGrant, ModelGroups, ModelMap};
+use crate::governance::access::ModelGroups;
+use crate::governance::grant::KeyGrant;
 use crate::ledger::pricing::PriceTable;
+use crate::routing::channel::Channel;
+use crate::routing::model_map::{GroupMultipliers, ModelMap};
 use crate::support::ttl_cache::TtlCache;
 
 /// A secret (`wrangler secret put`), or a var of that name in local dev; empty counts as unset.

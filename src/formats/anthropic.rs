@@ -22,12 +22,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::RelayError;
+use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
-use crate::formats::neutral::Usage;
 
 /// Anthropic requires `max_tokens`; this is used when the client gave none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -1186,7 +1186,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
         other => {
             return Err(RelayError::invalid_value(
                 &role_path,
-                &format!("'{other}' is not one of user, assistant"),
+                format!("'{other}' is not one of user, assistant"),
             ))
         }
     };
@@ -1218,7 +1218,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
         let not_here = |kind: &str| {
             RelayError::invalid_value(
                 &type_path,
-                &format!(
+                format!(
                     "'{kind}' blocks are not allowed in {} messages",
                     role_name(role)
                 ),
@@ -1404,7 +1404,7 @@ fn decode_tool_choice(choice: Option<&Value>, req: &mut ChatRequest) -> Result<(
         other => {
             return Err(RelayError::invalid_value(
                 "tool_choice.type",
-                &format!("'{other}' is not one of auto, any, tool, none"),
+                format!("'{other}' is not one of auto, any, tool, none"),
             ))
         }
     });

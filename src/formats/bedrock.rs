@@ -22,11 +22,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use crate::formats::eventstream::{EventStreamDecoder, EventStreamError, Frame};
+use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
-use crate::formats::neutral::Usage;
 use crate::support::crypto::{hex, sha256};
 
 /// Claude on Bedrock counts thinking inside `maxTokens`; this is the room left for the answer

@@ -12,12 +12,12 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{SseError, SseEvent, SseParser};
-use crate::formats::neutral::Usage;
 
 /// Gemini accepts at most this many stop sequences.
 const MAX_STOP_SEQUENCES: usize = 5;

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod client;
 pub mod cohere;
 pub mod eventstream;
 pub mod gemini;

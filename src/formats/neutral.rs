@@ -9,7 +9,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     User,

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::RelayError;
+use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, FinishReason, ImageSource, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice,
 };
 use crate::formats::sse::{self, SseError, SseEvent, SseParser};
-use crate::formats::neutral::Usage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -177,7 +177,7 @@ fn validate_messages(body: &Map<String, Value>) -> Result<usize, RelayError> {
         if !ROLES.contains(&role) {
             return Err(RelayError::invalid_value(
                 &at("role"),
-                &format!("'{role}' is not one of {}", ROLES.join(", ")),
+                format!("'{role}' is not one of {}", ROLES.join(", ")),
             ));
         }
         match m.get("content") {
@@ -287,7 +287,7 @@ fn check_range(body: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Resu
             Some(x) if (lo..=hi).contains(&x) => Ok(()),
             _ => Err(RelayError::invalid_value(
                 field,
-                &format!("must be between {lo} and {hi}"),
+                format!("must be between {lo} and {hi}"),
             )),
         },
         Some(_) => Err(RelayError::invalid_type(field, "a number")),

@@ -1,9 +1,13 @@
-//! Relay API keys: their format and generation, the SHA-256 hash stored for them, extracting
-//! the presented credential from request headers, and opaque row ids.
+//! Who is calling, and may they: relay API keys (format, generation, the SHA-256 hash stored
+//! for them, the credential presented in request headers), the state a key must be in to be
+//! used, and what an admin token may touch. Also opaque row ids.
 //!
 //! Randomness is an input: callers pass the random bytes (the edge reads `getrandom`), so
 //! everything here is deterministic and testable on the host.
 
+use crate::api::paths::Resource;
+use crate::error::RelayError;
+use crate::governance::grant::{KeyGrant, KeyStatus, Status};
 use crate::support::crypto::{hex, sha256};
 
 /// Every relay key starts with this, so leaked keys are recognisable by secret scanners.
@@ -83,9 +87,86 @@ pub fn new_id(prefix: &str, random: &[u8]) -> String {
     id
 }
 
+/// Is this key usable at `now_ms`? Checked on every request, also when the record is cached,
+/// so an expiry takes effect on the millisecond.
+pub fn check_key(grant: &KeyGrant, now_ms: i64) -> Result<(), RelayError> {
+    if grant.key_status == KeyStatus::Revoked {
+        return Err(RelayError::KeyRevoked);
+    }
+    if grant.expires_at.is_some_and(|at| now_ms >= at) {
+        return Err(RelayError::KeyExpired);
+    }
+    if grant.tenant_status == Status::Disabled {
+        return Err(RelayError::TenantDisabled);
+    }
+    Ok(())
+}
+
+/// Who is calling the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The global admin token: everything.
+    Admin,
+    /// A tenant-scoped admin token: its own tenant's keys, limits, usage and audit rows only.
+    Tenant { tenant_id: String, token_id: String },
+}
+
+impl Actor {
+    /// How the audit log names it.
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Admin => "admin".into(),
+            Actor::Tenant { token_id, .. } => format!("tenant_token:{token_id}"),
+        }
+    }
+}
+
+/// What a tenant token may do with an admin resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantScope<'a> {
+    /// Allowed if this tenant id is the token's own.
+    OwnTenant(&'a str),
+    /// Allowed if this key belongs to the token's tenant.
+    OwnKey(&'a str),
+    /// A listing, narrowed to the token's tenant.
+    Narrowed,
+    /// Operator territory: tenants at large, channels, the model map, tokens.
+    Forbidden,
+}
+
+pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a> {
+    use Resource::*;
+    match resource {
+        // A tenant may read itself, but not raise its own limits or re-enable itself.
+        Tenant(t) if method == "GET" => TenantScope::OwnTenant(t),
+        TenantKeys(t) | TenantLimits(t) => TenantScope::OwnTenant(t),
+        Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
+        Usage | UsageEntry(_) | Audit | Analytics(_) => TenantScope::Narrowed,
+        Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
+        | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
+        | ModelGroups | ModelGroup(_) | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) => {
+            TenantScope::Forbidden
+        }
+        // Prices are what every tenant is charged by: readable, not writable.
+        Prices => TenantScope::Narrowed,
+        Health | Models | Model(_) | Relay(_) | Messages | CountTokens | Dashboard => {
+            TenantScope::Forbidden
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::governance::grant::KeyGrant;
+
+    fn grant() -> KeyGrant {
+        KeyGrant {
+            key_id: "k".into(),
+            tenant_id: "t".into(),
+            ..KeyGrant::default()
+        }
+    }
 
     #[test]
     fn hash_key_matches_node_crypto() {
@@ -196,5 +277,64 @@ mod tests {
         let id = new_id("ten", &[0x5f, 0x2c, 0, 1, 2, 3, 4, 5, 0xab, 0xff]);
         assert_eq!(id, "ten_5f2c000102030405abff");
         assert_eq!(new_id("key", &[]), "key_");
+    }
+
+    #[test]
+    fn key_state_checks_in_order() {
+        let mut g = grant();
+        assert_eq!(check_key(&g, 0), Ok(()));
+        g.expires_at = Some(100);
+        assert_eq!(check_key(&g, 99), Ok(()));
+        assert_eq!(check_key(&g, 100), Err(RelayError::KeyExpired));
+        g.tenant_status = Status::Disabled;
+        g.expires_at = None;
+        assert_eq!(check_key(&g, 0), Err(RelayError::TenantDisabled));
+        g.key_status = KeyStatus::Revoked;
+        assert_eq!(check_key(&g, 0), Err(RelayError::KeyRevoked));
+    }
+
+    #[test]
+    fn tenant_tokens_reach_only_their_own_tenant() {
+        fn own<'a>(r: &'a Resource, m: &str) -> TenantScope<'a> {
+            tenant_scope(r, m)
+        }
+        assert_eq!(
+            own(&Resource::TenantKeys("t1".into()), "POST"),
+            TenantScope::OwnTenant("t1")
+        );
+        assert_eq!(
+            own(&Resource::Tenant("t1".into()), "GET"),
+            TenantScope::OwnTenant("t1")
+        );
+        assert_eq!(
+            own(&Resource::Tenant("t1".into()), "PATCH"),
+            TenantScope::Forbidden
+        );
+        assert_eq!(
+            own(&Resource::KeyRevoke("k".into()), "POST"),
+            TenantScope::OwnKey("k")
+        );
+        assert_eq!(own(&Resource::Usage, "GET"), TenantScope::Narrowed);
+        for forbidden in [
+            Resource::Tenants,
+            Resource::Channels,
+            Resource::ModelMap,
+            Resource::TenantEnable("t1".into()),
+            Resource::TenantTokens("t1".into()),
+        ] {
+            assert_eq!(
+                own(&forbidden, "GET"),
+                TenantScope::Forbidden,
+                "{forbidden:?}"
+            );
+        }
+        assert_eq!(
+            Actor::Tenant {
+                tenant_id: "t".into(),
+                token_id: "tt_1".into()
+            }
+            .name(),
+            "tenant_token:tt_1"
+        );
     }
 }

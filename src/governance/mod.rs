@@ -7,6 +7,7 @@ pub mod access;
 pub mod alerts;
 pub mod auth;
 pub mod budget;
+pub mod grant;
 pub mod limits;
 pub mod rules;
 

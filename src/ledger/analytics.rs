@@ -954,5 +954,4 @@ mod tests {
         assert!(!q.matches(&other));
         assert!(!q.matches(&row("old", T0 - 2 * DAY_MS)));
     }
-
 }

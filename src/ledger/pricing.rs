@@ -438,7 +438,7 @@ const PRICE_FIELDS: [&str; 5] = ["input", "output", "cache_read", "cache_write",
 /// The body of `PUT /admin/prices/{model}`: `input` and `output` required, the cache prices and
 /// the request fee optional. Every error is a 400 that names its field.
 pub fn parse_price(bytes: &[u8]) -> Result<Price, RelayError> {
-    let map = crate::admin::config::parse_object(bytes, &PRICE_FIELDS)?;
+    let map = crate::support::fields::parse_object(bytes, &PRICE_FIELDS)?;
     let field = |name: &str, unit: &str| -> Result<Option<u64>, RelayError> {
         match map.get(name) {
             None | Some(Value::Null) => Ok(None),

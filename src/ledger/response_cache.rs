@@ -76,7 +76,9 @@ pub fn cache_url(tenant_id: &str, endpoint: &str, body: &Value) -> String {
     } else {
         write_canonical(body, &mut canonical);
     }
-    let digest = hex(&sha256(format!("{tenant_id}\n{endpoint}\n{canonical}").as_bytes()));
+    let digest = hex(&sha256(
+        format!("{tenant_id}\n{endpoint}\n{canonical}").as_bytes(),
+    ));
     format!("https://response-cache.edgerelay.invalid/{tenant_id}/{digest}")
 }
 

@@ -239,5 +239,4 @@ mod tests {
             (Usage::default(), UsageSource::None)
         );
     }
-
 }

@@ -4,9 +4,12 @@
 
 use serde_json::{json, Value};
 
-use crate::formats::openai::{Endpoint, InboundRequest};
-use crate::formats::sse;
+use crate::error::RelayError;
+use crate::formats::client::{ClientFormat, ClientRequest};
 use crate::formats::neutral::estimate_tokens;
+use crate::formats::openai::{self, Endpoint, InboundRequest};
+use crate::formats::sse;
+use crate::formats::translate::{Mode, WireFormat};
 use crate::support::crypto::sha256;
 
 /// Words per streamed chunk: small enough that a short reply still arrives in several chunks.
@@ -178,10 +181,49 @@ pub fn stream_chunks(
     chunks
 }
 
+/// The built-in mock's answer, in OpenAI's format (it is an OpenAI-format upstream that lives
+/// in the Worker), with the mode that turns it into the client's format.
+pub enum MockReply {
+    Whole(Vec<u8>),
+    Chunks(Vec<Vec<u8>>),
+}
+
+pub fn answer(
+    req: &ClientRequest,
+    upstream_model: &str,
+    id: &str,
+    created_s: i64,
+) -> Result<(MockReply, Mode), RelayError> {
+    let (openai_req, mode) = match req {
+        ClientRequest::OpenAi(r) => (r.clone(), Mode::PassOpenAi),
+        ClientRequest::Anthropic { .. } => {
+            let (neutral, _) = req.neutral(upstream_model);
+            let (body, _) = openai::encode_request(&neutral);
+            let parsed =
+                openai::parse_request(Endpoint::ChatCompletions, body.to_string().as_bytes())?;
+            (
+                parsed,
+                Mode::Translate {
+                    upstream: WireFormat::OpenAi,
+                    client: ClientFormat::Anthropic,
+                },
+            )
+        }
+    };
+    let reply = if openai_req.stream {
+        MockReply::Chunks(stream_chunks(&openai_req, upstream_model, id, created_s))
+    } else {
+        MockReply::Whole(reply(&openai_req, upstream_model, id, created_s))
+    };
+    Ok((reply, mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::client::parse_anthropic;
     use crate::formats::openai::{parse_request, StreamPassThrough};
+    use crate::formats::translate::StreamPipe;
 
     fn chat(stream: bool) -> InboundRequest {
         let body = format!(
@@ -245,5 +287,48 @@ mod tests {
         assert_eq!(data.len(), 3);
         assert_eq!(data[0]["embedding"], data[2]["embedding"]);
         assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    }
+
+    #[test]
+    fn mock_answers_anthropic_clients_in_their_format() {
+        let req = parse_anthropic(br#"{"model":"demo","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hello"}]}"#).unwrap();
+        let (streamed, mode) = answer(&req, "mock-1", "msg_1", 1).unwrap();
+        let MockReply::Chunks(chunks) = streamed else {
+            panic!("a stream was asked for")
+        };
+        let mut pipe = StreamPipe::new(mode, true, "mock-1", "msg_1", 1);
+        let mut out = Vec::new();
+        for c in &chunks {
+            pipe.push(c, &mut out).unwrap();
+        }
+        pipe.finish(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        for event in [
+            "message_start",
+            "content_block_delta",
+            "message_delta",
+            "message_stop",
+        ] {
+            assert!(
+                out.contains(&format!("event: {event}")),
+                "{event} missing in {out}"
+            );
+        }
+        assert!(pipe.usage().is_some_and(|u| u.prompt_tokens > 0));
+
+        let whole = parse_anthropic(
+            br#"{"model":"demo","max_tokens":50,"messages":[{"role":"user","content":"Hello"}]}"#,
+        )
+        .unwrap();
+        let (MockReply::Whole(bytes), mode) = answer(&whole, "mock-1", "msg_1", 1).unwrap() else {
+            panic!()
+        };
+        let r = crate::formats::translate::reply(mode, bytes, "mock-1", "msg_1", 1).unwrap();
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["role"].as_str()),
+            (Some("message"), Some("assistant"))
+        );
+        assert!(v["content"][0]["text"].as_str().unwrap().contains("Hello"));
     }
 }

@@ -2,6 +2,7 @@
 //! request to send, and how an upstream failure becomes a client-facing error. Adding a
 //! provider is one variant here plus its wire-format file; the compiler lists every match.
 
+pub mod endpoint;
 pub mod gcp;
 pub mod mock;
 pub mod sigv4;

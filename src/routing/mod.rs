@@ -11,7 +11,9 @@
 //! Floating point is used for geography only; every decision that is counted (breaker windows,
 //! cooldowns, budgets) is integer arithmetic, so it cannot drift between isolates.
 
+pub mod channel;
 pub mod health;
+pub mod model_map;
 
 use std::collections::BTreeMap;
 

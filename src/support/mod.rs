@@ -4,5 +4,6 @@
 pub mod base64;
 pub mod calendar;
 pub mod crypto;
+pub mod fields;
 pub mod ttl_cache;
 pub mod url;

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use worker::{durable_object, Context, Date, DurableObject, Env, Request, Response, Result, State};
 
 use super::{self as objects, JsonRow};
-use crate::admin::config::key_fingerprint;
 use crate::error::RelayError;
 use crate::governance::alerts::WebhookFormat;
+use crate::routing::channel::key_fingerprint;
 use crate::routing::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
 use crate::routing::{Admit, BreakerConfig};
 

@@ -13,9 +13,9 @@ use worker::{
 };
 
 use super::{self as objects, JsonRow};
-use crate::admin::config::KeyGrant;
 use crate::edge::state::random_bytes;
 use crate::error::RelayError;
+use crate::governance::grant::KeyGrant;
 use crate::governance::limits::lease::{LeaseBook, Return, Taken};
 use crate::governance::limits::{
     Ask, BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo,

@@ -8,16 +8,17 @@ use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
 
-use crate::admin::config::{
-    Channel, GroupMultipliers, KeyGrant, KeyStatus, KeyView, ModelGroups, ModelMap, Status, Tenant,
-    TenantSettings,
-};
+use crate::admin::config::{KeyView, Tenant};
 use crate::error::RelayError;
+use crate::governance::access::ModelGroups;
+use crate::governance::grant::{KeyGrant, KeyStatus, Status, TenantSettings};
 use crate::governance::limits::Limits;
 use crate::governance::rules::AccessRules;
 use crate::ledger::pricing::{parse_price_table, PriceTable, PRICES_KEY};
 use crate::ledger::usage::UsageRow;
 use crate::providers::ProviderKind;
+use crate::routing::channel::Channel;
+use crate::routing::model_map::{GroupMultipliers, ModelMap};
 
 /// The KV key holding the whole model map.
 pub const MODEL_MAP_KEY: &str = "model_map";
@@ -706,7 +707,7 @@ impl Store {
     pub async fn model_map(&self) -> Result<ModelMap, RelayError> {
         match self.kv_text(MODEL_MAP_KEY).await? {
             None => Ok(ModelMap::new()),
-            Some(text) => crate::admin::config::parse_model_map(&text)
+            Some(text) => crate::routing::model_map::parse_model_map(&text)
                 .map_err(|e| internal("KV model map", e)),
         }
     }
@@ -766,7 +767,7 @@ impl Store {
     pub async fn model_groups(&self) -> Result<ModelGroups, RelayError> {
         match self.kv_text(MODEL_GROUPS_KEY).await? {
             None => Ok(ModelGroups::new()),
-            Some(text) => crate::admin::config::parse_model_groups(&text)
+            Some(text) => crate::governance::access::parse_model_groups(&text)
                 .map_err(|e| internal("KV model groups", e)),
         }
     }
