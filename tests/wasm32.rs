@@ -7,6 +7,7 @@ use edgerelay::formats::openai::{parse_request, Endpoint, StreamPassThrough};
 use edgerelay::formats::sse::{SseEvent, SseParser};
 use edgerelay::governance::auth;
 use edgerelay::providers::mock;
+use edgerelay::support::crypto;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const STREAM: &[u8] = include_bytes!("fixtures/openai/stream_text_usage.sse");
@@ -14,7 +15,7 @@ const STREAM: &[u8] = include_bytes!("fixtures/openai/stream_text_usage.sse");
 #[wasm_bindgen_test]
 fn sha256_matches_the_host_and_node() {
     assert_eq!(
-        auth::hex(&auth::sha256(b"abc")),
+        crypto::hex(&crypto::sha256(b"abc")),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
     // The dev seed computes key hashes with node's crypto; the Worker must agree.
@@ -22,7 +23,7 @@ fn sha256_matches_the_host_and_node() {
     assert_eq!(demo.len(), 64);
     assert_eq!(
         demo,
-        auth::hex(&auth::sha256(
+        crypto::hex(&crypto::sha256(
             b"sk-er-demo-0123456789abcdefghijklmnopqrstuv"
         ))
     );
