@@ -119,7 +119,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
         );
     }
 
-    crate::formats::anthropic::drop_openai_only_sampling(req, &mut drops);
+    crate::formats::claude::drop_openai_only_sampling(req, &mut drops);
     match req.response_format {
         None | Some(ResponseFormat::Text) => {}
         // Converse's `outputConfig.textFormat` takes a JSON schema, but only some models
@@ -235,7 +235,7 @@ fn encode_inference_config(
 
     let thinking = thinking_budget.is_some();
     // Converse takes the same ranges as Claude; thinking is only ever on for Claude models.
-    let (temperature, top_p) = crate::formats::anthropic::claude_sampling(req, thinking, drops);
+    let (temperature, top_p) = crate::formats::claude::claude_sampling(req, thinking, drops);
     if let Some(t) = temperature {
         config.insert("temperature".into(), json!(t));
     }
@@ -364,7 +364,7 @@ fn encode_messages(messages: &[Message], family: Family, drops: &mut Drops) -> V
             Role::Tool => ("user", vec![tool_result_block(message, drops)], Vec::new()),
         })
         .collect();
-    crate::formats::anthropic::alternate_turns(encoded, json!({"text": CONTINUED}), drops)
+    crate::formats::claude::alternate_turns(encoded, json!({"text": CONTINUED}), drops)
 }
 
 fn user_blocks(parts: &[Part], drops: &mut Drops) -> Vec<Value> {

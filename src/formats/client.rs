@@ -4,9 +4,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::RelayError;
-use crate::formats::anthropic;
 use crate::formats::neutral::{estimate_tokens, ChatRequest, Drop};
 use crate::formats::openai::{self, Endpoint, InboundRequest};
+use crate::formats::{anthropic_inbound, claude};
 
 /// The API a client called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl ClientRequest {
 
 /// Parses an Anthropic Messages request body.
 pub fn parse_anthropic(bytes: &[u8]) -> Result<ClientRequest, RelayError> {
-    let neutral = anthropic::decode_request(bytes)?;
+    let neutral = anthropic_inbound::decode_request(bytes)?;
     let body = match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(body)) => body,
         _ => {
@@ -136,7 +136,7 @@ pub fn parse_count_tokens(bytes: &[u8]) -> Result<ClientRequest, RelayError> {
         }
     };
     body.entry("max_tokens")
-        .or_insert(json!(anthropic::DEFAULT_MAX_TOKENS));
+        .or_insert(json!(claude::DEFAULT_MAX_TOKENS));
     body.remove("stream");
     parse_anthropic(&serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
 }
@@ -178,7 +178,7 @@ pub fn error_response(format: ClientFormat, err: &RelayError) -> (u16, String) {
                 RelayError::UpstreamOverloaded { .. } => 529,
                 _ => err.status(),
             };
-            (status, anthropic::error_body(err).to_string())
+            (status, anthropic_inbound::error_body(err).to_string())
         }
     }
 }

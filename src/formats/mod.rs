@@ -3,7 +3,9 @@
 //! composition of a client format with an upstream one (`translate`).
 
 pub mod anthropic;
+pub mod anthropic_inbound;
 pub mod bedrock;
+pub mod claude;
 pub mod client;
 pub mod cohere;
 pub mod eventstream;

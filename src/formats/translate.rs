@@ -8,7 +8,7 @@ use crate::formats::eventstream::EventStreamError;
 use crate::formats::neutral::{ChatResponse, Drop, StreamEvent, Usage};
 use crate::formats::openai::{self, StreamPassThrough};
 use crate::formats::sse::SseError;
-use crate::formats::{anthropic, bedrock, cohere, gemini};
+use crate::formats::{anthropic, anthropic_inbound, bedrock, cohere, gemini};
 
 /// The format an upstream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn reply(
         Mode::Translate {
             client: ClientFormat::Anthropic,
             ..
-        } => anthropic::encode_response(&response, model),
+        } => anthropic_inbound::encode_response(&response, model),
         _ => openai::encode_response(&response, model),
     };
     Ok(Reply {
@@ -127,7 +127,7 @@ enum Decoder {
 
 enum Encoder {
     OpenAi(openai::StreamEncoder),
-    Anthropic(anthropic::StreamEncoder),
+    Anthropic(anthropic_inbound::StreamEncoder),
 }
 
 /// An upstream stream whose framing could not be read.
@@ -231,7 +231,7 @@ impl StreamPipe {
                         include_usage,
                     )),
                     ClientFormat::Anthropic => {
-                        Encoder::Anthropic(anthropic::StreamEncoder::new(id, model))
+                        Encoder::Anthropic(anthropic_inbound::StreamEncoder::new(id, model))
                     }
                 },
                 watch: Watch::default(),
@@ -358,7 +358,7 @@ impl StreamPipe {
             ClientFormat::OpenAi => crate::formats::sse::encode_event(None, &err.body(), out),
             ClientFormat::Anthropic => crate::formats::sse::encode_event(
                 Some("error"),
-                &anthropic::error_body(err).to_string(),
+                &anthropic_inbound::error_body(err).to_string(),
                 out,
             ),
         }

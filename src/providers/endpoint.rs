@@ -710,7 +710,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.drops.is_empty(), "{:?}", p.drops);
-        let back = anthropic::decode_request(&p.request.body).unwrap();
+        let back = crate::formats::anthropic_inbound::decode_request(&p.request.body).unwrap();
         let (again, _) = openai::encode_request(&back);
         let ClientRequest::OpenAi(first) = &original else {
             unreachable!()
