@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::governance::grant::{KeyStatus, Status, TenantSettings};
 use crate::governance::limits::Limits;
 use crate::governance::rules::AccessRules;
+use crate::routing::breaker::BreakerConfig;
 use crate::routing::channel::{key_fingerprint, Channel};
-use crate::routing::BreakerConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {

@@ -11,7 +11,7 @@ use crate::governance::budget::{self, Budget};
 use crate::governance::grant::Status;
 use crate::governance::limits::{self, Limits};
 use crate::governance::rules::{self, AccessRules};
-use crate::routing::BreakerConfig;
+use crate::routing::breaker::BreakerConfig;
 use crate::support::fields::parse_object;
 
 // ---- admin input ----------------------------------------------------------------------------

@@ -14,9 +14,9 @@ use crate::governance::grant::{Status, TenantSettings};
 use crate::governance::limits::Limits;
 use crate::governance::rules::AccessRules;
 use crate::providers::ProviderKind;
+use crate::routing::breaker::BreakerConfig;
 use crate::routing::channel::Channel;
 use crate::routing::model_map::{ModelMap, ModelTarget, Route};
-use crate::routing::BreakerConfig;
 
 /// A group's name: lowercase letters, digits, `-` and `_`.
 pub fn check_group_name(name: &str) -> Result<(), RelayError> {
@@ -550,7 +550,7 @@ fn check_region(region: Option<String>) -> Result<Option<String>, RelayError> {
     let Some(region) = region.map(|r| r.to_ascii_lowercase()) else {
         return Ok(None);
     };
-    if crate::routing::region_info(&region).is_none() {
+    if crate::routing::geo::region_info(&region).is_none() {
         return Err(RelayError::invalid_value(
             "region",
             "unknown region; use a name such as us-east, eu-west, eu-central, ap-northeast (README: Regions)",

@@ -45,10 +45,12 @@ use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, UsageRow};
 use crate::providers::endpoint;
 use crate::providers::mock::{self, MockReply};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
+use crate::routing::breaker::BreakerConfig;
 use crate::routing::channel::{key_fingerprint, Channel};
 use crate::routing::health::{ChannelHealth, Gate};
 use crate::routing::model_map::{self, ModelMap, ModelTarget, Route};
-use crate::routing::{self, BreakerConfig, RetryBudget};
+use crate::routing::retry::RetryBudget;
+use crate::routing::{geo, order, retry};
 use crate::support::ttl_cache::TtlCache;
 
 /// What every handler on the relay path shares.
@@ -187,7 +189,7 @@ async fn candidates(
             continue;
         };
         if let Some(j) = &grant.jurisdiction {
-            if !routing::region_allowed(Some(j), channel.region.as_deref()) {
+            if !geo::region_allowed(Some(j), channel.region.as_deref()) {
                 outside_jurisdiction = true;
                 continue;
             }
@@ -477,7 +479,7 @@ async fn relay_inner(
     grant: &KeyGrant,
     rc: &RelayCtx<'_>,
     ledger: &mut Ledger,
-    caller: &routing::Caller,
+    caller: &geo::Caller,
 ) -> Result<Response, RelayError> {
     let strict = truthy(header(req, "x-relay-strict"));
     let beta = header(req, "anthropic-beta");
@@ -613,16 +615,16 @@ async fn relay_inner(
             }
         })
         .collect();
-    let routing_cands: Vec<routing::Candidate<'_>> = cands
+    let routing_cands: Vec<order::Candidate<'_>> = cands
         .iter()
-        .map(|(route, channel)| routing::Candidate {
+        .map(|(route, channel)| order::Candidate {
             channel_id: &channel.id,
             priority: route.priority,
             weight: route.weight,
             region: channel.region.as_deref(),
         })
         .collect();
-    let order = routing::attempt_order(
+    let order = order::attempt_order(
         &routing_cands,
         caller,
         |i| gates.get(i).is_some_and(|g| *g != Gate::Shut),
@@ -665,7 +667,7 @@ async fn relay_inner(
         attempts += 1;
         ledger.upstream_model = Some(route.upstream_model.clone());
         ledger.channel_id = Some(channel.id.clone());
-        let placement = routing::explain(&routing_cands[idx], caller);
+        let placement = order::explain(&routing_cands[idx], caller);
         let served = Served {
             route,
             channel,
@@ -709,7 +711,7 @@ async fn relay_inner(
                 let other = Served {
                     route: &cands[j].0,
                     channel: &cands[j].1,
-                    region: routing::explain(&routing_cands[j], caller).header_value(),
+                    region: order::explain(&routing_cands[j], caller).header_value(),
                     attempts: 2,
                 };
                 hedged_attempt(
@@ -820,7 +822,7 @@ async fn relay_inner(
                 let worth_retrying = if auth {
                     !same_channel_next || other_key
                 } else {
-                    routing::retryable(failed.status)
+                    retry::retryable(failed.status)
                 };
                 if !worth_retrying || attempts >= budget.max_attempts {
                     return Err(failed.err);
@@ -1072,7 +1074,7 @@ fn key_index(
 
 /// Where the caller is, from `request.cf`. Read field by field without trusting types:
 /// workers-rs's accessors panic on a missing `colo` or an unparsable latitude.
-fn caller_of(req: &Request) -> routing::Caller {
+fn caller_of(req: &Request) -> geo::Caller {
     let cf = Reflect::get(req.inner(), &JsValue::from_str("cf")).ok();
     let field = |name: &str| -> Option<String> {
         let cf = cf.as_ref().filter(|v| v.is_object())?;
@@ -1082,7 +1084,7 @@ fn caller_of(req: &Request) -> routing::Caller {
             .filter(|s| !s.is_empty())
     };
     let coordinate = |name: &str| field(name).and_then(|v| v.trim().parse::<f64>().ok());
-    routing::Caller {
+    geo::Caller {
         country: field("country"),
         continent: field("continent"),
         colo: field("colo"),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::governance::grant::Status;
 use crate::providers::endpoint::Upstream;
 use crate::providers::ProviderKind;
-use crate::routing::BreakerConfig;
+use crate::routing::breaker::BreakerConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::governance::alerts::{AlertQueue, PendingAlert, WebhookFormat};
-use crate::routing::{
-    Admit, Breaker, BreakerConfig, BreakerPhase, BreakerState, BreakerView, KeyPool, KeyView,
+use crate::routing::breaker::{
+    Admit, Breaker, BreakerConfig, BreakerPhase, BreakerState, BreakerView,
 };
+use crate::routing::key_pool::{KeyPool, KeyView};
 
 /// Outcomes an isolate gathered since its last report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

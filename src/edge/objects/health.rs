@@ -12,9 +12,9 @@ use worker::{durable_object, Context, Date, DurableObject, Env, Request, Respons
 use super::{self as objects, JsonRow};
 use crate::error::RelayError;
 use crate::governance::alerts::WebhookFormat;
+use crate::routing::breaker::{Admit, BreakerConfig};
 use crate::routing::channel::key_fingerprint;
 use crate::routing::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
-use crate::routing::{Admit, BreakerConfig};
 
 #[durable_object]
 pub struct Health {
@@ -218,7 +218,7 @@ pub struct Outcome<'a> {
 pub fn record(env: &Env, ctx: &Context, channel_id: &str, config: BreakerConfig, o: Outcome<'_>) {
     let now = Date::now().as_millis() as i64;
     let ok = o.status.is_some_and(|s| (200..300).contains(&s));
-    let failed = crate::routing::is_failure(o.status);
+    let failed = crate::routing::breaker::is_failure(o.status);
     let mut report = Report::default();
     if o.probe {
         report.probes.insert(o.model.to_string(), vec![ok]);
