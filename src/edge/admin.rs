@@ -18,7 +18,7 @@ use crate::governance::auth::{self, Actor, TenantScope};
 use crate::governance::budget::Budget;
 use crate::governance::grant::KeyStatus;
 use crate::governance::grant::Status;
-use crate::governance::limits::BudgetCtx;
+use crate::governance::limits::protocol::BudgetCtx;
 use crate::ledger::analytics;
 use crate::ledger::pricing;
 use crate::routing::channel::Channel;

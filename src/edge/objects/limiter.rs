@@ -1,5 +1,5 @@
 //! [edge] The `Limiter` Durable Object — one per key and one per tenant — and the relay's
-//! calls to it. The object is a thin shell: it keeps `limits::LimiterState` in its SQLite
+//! calls to it. The object is a thin shell: it keeps `limits::state::LimiterState` in its SQLite
 //! storage and hands each call to the pure state machine with the current time.
 
 use std::cell::RefCell;
@@ -17,9 +17,11 @@ use crate::edge::state::random_bytes;
 use crate::error::RelayError;
 use crate::governance::grant::KeyGrant;
 use crate::governance::limits::lease::{LeaseBook, Return, Taken};
-use crate::governance::limits::{
-    Ask, BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall, LimiterState, Limits, RateInfo,
+use crate::governance::limits::protocol::{
+    BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall,
 };
+use crate::governance::limits::state::LimiterState;
+use crate::governance::limits::{Ask, Limits, RateInfo};
 
 #[durable_object]
 pub struct Limiter {

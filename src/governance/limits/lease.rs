@@ -7,7 +7,8 @@
 //! the limiter with what it used — and the rest becomes available to every isolate again.
 //! Pure: the Durable Object calls are the caller's; time comes in as `now_ms`.
 
-use crate::governance::limits::{Ask, LeaseGrant, RateInfo};
+use crate::governance::limits::protocol::LeaseGrant;
+use crate::governance::limits::{Ask, RateInfo};
 
 /// A new lease is fetched ahead of need once the live ones have less than this fraction of
 /// their requests or time left, so steady traffic never waits for one.
