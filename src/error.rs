@@ -146,6 +146,14 @@ impl RelayError {
         }
     }
 
+    /// 500 for a bug or a storage failure: `what` failed with `e`. The detail goes to the log
+    /// only; the client sees a generic message.
+    pub fn internal(what: impl std::fmt::Display, e: impl std::fmt::Display) -> RelayError {
+        RelayError::Internal {
+            detail: format!("{what}: {e}"),
+        }
+    }
+
     /// The same error with `prefix` put before the field it names (`breaker.` + `window_ms`),
     /// for input checked by a parser that knows only its own part of the body. An error about
     /// the part as a whole (an empty `param`) names the part.

@@ -74,7 +74,7 @@ fn assert_body_bounded(upstream: usize, client: usize, provider: ProviderKind) {
 fn plan_everywhere(req: &ClientRequest, client_len: usize, with_key: bool, beta: Option<&str>) {
     // The client's model name stands in for the upstream's, to exercise URL building with it.
     let upstream_model = req.model().to_string();
-    for provider in ProviderKind::all() {
+    for provider in ProviderKind::ALL {
         let bedrock = provider.wire_format() == WireFormat::Bedrock;
         // Bedrock signs with AWS credentials; every other provider takes the key as a token.
         let key = with_key.then_some(if bedrock {
@@ -181,7 +181,7 @@ fuzz_target!(|data: &[u8]| {
     }
     match translate::parse_count_tokens(body) {
         Ok(req) => {
-            let anthropic_format = ProviderKind::all()
+            let anthropic_format = ProviderKind::ALL
                 .into_iter()
                 .filter(|p| p.wire_format() == WireFormat::Anthropic);
             for provider in anthropic_format {

@@ -1322,7 +1322,11 @@ pub async fn count_tokens(
     if let Some(channel) =
         channel.filter(|c| c.provider == ProviderKind::Anthropic && c.status == Status::Active)
     {
-        if let Some(key) = providers::pick_key(&channel.api_keys, 0) {
+        // The same pick as a chat attempt: a key cooling down or disabled is not used.
+        let health = health::snapshot(rc.env, rc.ctx, &channel.id, breaker_config(&channel));
+        let key = key_index(&channel, &health, now_ms(), &mut draw_u32)
+            .and_then(|i| channel.api_keys.get(i));
+        if let Some(key) = key {
             let plan = endpoint::count_tokens_request(
                 &channel.upstream(),
                 key,

@@ -72,6 +72,7 @@ impl Settings {
 }
 
 pub struct Caches {
+    ttl_ms: i64,
     pub grants: TtlCache<String, KeyGrant>,
     pub channels: TtlCache<String, Rc<Channel>>,
     pub model_map: TtlCache<(), Rc<ModelMap>>,
@@ -80,28 +81,36 @@ pub struct Caches {
     pub group_multipliers: TtlCache<(), Rc<GroupMultipliers>>,
 }
 
-thread_local! {
-    static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
-    static CACHES: RefCell<Caches> = RefCell::new(Caches {
-        grants: TtlCache::new(2000, 10_000),
-        channels: TtlCache::new(2000, 1_000),
-        model_map: TtlCache::new(2000, 1),
-        model_groups: TtlCache::new(2000, 1),
-        prices: TtlCache::new(2000, 1),
-        group_multipliers: TtlCache::new(2000, 1),
-    });
+impl Caches {
+    /// The one list of an isolate's caches, every entry kept for `ttl_ms`.
+    fn new(ttl_ms: i64) -> Caches {
+        Caches {
+            ttl_ms,
+            grants: TtlCache::new(ttl_ms, 10_000),
+            channels: TtlCache::new(ttl_ms, 1_000),
+            model_map: TtlCache::new(ttl_ms, 1),
+            model_groups: TtlCache::new(ttl_ms, 1),
+            prices: TtlCache::new(ttl_ms, 1),
+            group_multipliers: TtlCache::new(ttl_ms, 1),
+        }
+    }
 }
 
+thread_local! {
+    static SETTINGS: RefCell<Option<Rc<Settings>>> = const { RefCell::new(None) };
+    static CACHES: RefCell<Option<Caches>> = const { RefCell::new(None) };
+}
+
+/// The isolate's caches, made on first use with `CONFIG_CACHE_TTL_MS` (fixed for an isolate's
+/// life, like every setting).
 pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
     CACHES.with(|c| {
         let mut c = c.borrow_mut();
-        c.grants.set_ttl(ttl_ms);
-        c.channels.set_ttl(ttl_ms);
-        c.model_map.set_ttl(ttl_ms);
-        c.model_groups.set_ttl(ttl_ms);
-        c.prices.set_ttl(ttl_ms);
-        c.group_multipliers.set_ttl(ttl_ms);
-        f(&mut c)
+        let caches = match c.as_mut() {
+            Some(caches) if caches.ttl_ms == ttl_ms => caches,
+            _ => c.insert(Caches::new(ttl_ms)),
+        };
+        f(caches)
     })
 }
 
@@ -109,11 +118,8 @@ pub fn with_caches<R>(ttl_ms: i64, f: impl FnOnce(&mut Caches) -> R) -> R {
 pub fn invalidate_all() {
     CACHES.with(|c| {
         let mut c = c.borrow_mut();
-        c.grants.clear();
-        c.channels.clear();
-        c.model_map.clear();
-        c.model_groups.clear();
-        c.prices.clear();
-        c.group_multipliers.clear();
+        if let Some(ttl_ms) = c.as_ref().map(|caches| caches.ttl_ms) {
+            *c = Some(Caches::new(ttl_ms));
+        }
     });
 }

@@ -79,8 +79,40 @@ const AZURE: Quirks = Quirks {
     ..OPENAI
 };
 
+/// `ALL` lists every provider once, each at its `position`, and nothing lies past the end.
+const _: () = {
+    let mut i = 0;
+    while i < ProviderKind::ALL.len() {
+        assert!(ProviderKind::ALL[i].position() == i);
+        i += 1;
+    }
+    let mut j = 0;
+    while j < Preset::ALL.len() {
+        assert!(Preset::ALL[j].position() == j);
+        j += 1;
+    }
+    assert!(ProviderKind::Mock.position() == ProviderKind::ALL.len() - 1);
+    assert!(Preset::Vllm.position() == Preset::ALL.len() - 1);
+};
+
 impl Preset {
-    pub const ALL: &'static [Preset] = &[
+    /// Where a preset stands in [`Preset::ALL`]; exhaustive, as `ProviderKind::position`.
+    const fn position(self) -> usize {
+        match self {
+            Preset::DeepSeek => 0,
+            Preset::Groq => 1,
+            Preset::Mistral => 2,
+            Preset::Together => 3,
+            Preset::Fireworks => 4,
+            Preset::Xai => 5,
+            Preset::OpenRouter => 6,
+            Preset::Perplexity => 7,
+            Preset::Ollama => 8,
+            Preset::Vllm => 9,
+        }
+    }
+
+    pub const ALL: [Preset; 10] = [
         Preset::DeepSeek,
         Preset::Groq,
         Preset::Mistral,
@@ -225,24 +257,49 @@ impl Preset {
 }
 
 impl ProviderKind {
-    /// Every provider, for parsing and listing.
-    pub fn all() -> Vec<ProviderKind> {
-        let mut all = vec![ProviderKind::OpenAi, ProviderKind::Azure];
-        all.extend(Preset::ALL.iter().map(|p| ProviderKind::Compatible(*p)));
-        all.extend([
-            ProviderKind::Anthropic,
-            ProviderKind::Gemini,
-            ProviderKind::Cohere,
-            ProviderKind::Bedrock,
-            ProviderKind::VertexGemini,
-            ProviderKind::VertexAnthropic,
-            ProviderKind::Mock,
-        ]);
-        all
+    /// Every provider, in the order listings show them.
+    pub const ALL: [ProviderKind; 19] = [
+        ProviderKind::OpenAi,
+        ProviderKind::Azure,
+        ProviderKind::Compatible(Preset::DeepSeek),
+        ProviderKind::Compatible(Preset::Groq),
+        ProviderKind::Compatible(Preset::Mistral),
+        ProviderKind::Compatible(Preset::Together),
+        ProviderKind::Compatible(Preset::Fireworks),
+        ProviderKind::Compatible(Preset::Xai),
+        ProviderKind::Compatible(Preset::OpenRouter),
+        ProviderKind::Compatible(Preset::Perplexity),
+        ProviderKind::Compatible(Preset::Ollama),
+        ProviderKind::Compatible(Preset::Vllm),
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Cohere,
+        ProviderKind::Bedrock,
+        ProviderKind::VertexGemini,
+        ProviderKind::VertexAnthropic,
+        ProviderKind::Mock,
+    ];
+
+    /// Where a provider stands in [`ProviderKind::ALL`]. The match is exhaustive, so a new
+    /// provider does not compile until it is given a place, and the check below fails the
+    /// build until `ALL` holds it there.
+    const fn position(self) -> usize {
+        match self {
+            ProviderKind::OpenAi => 0,
+            ProviderKind::Azure => 1,
+            ProviderKind::Compatible(preset) => 2 + preset.position(),
+            ProviderKind::Anthropic => 12,
+            ProviderKind::Gemini => 13,
+            ProviderKind::Cohere => 14,
+            ProviderKind::Bedrock => 15,
+            ProviderKind::VertexGemini => 16,
+            ProviderKind::VertexAnthropic => 17,
+            ProviderKind::Mock => 18,
+        }
     }
 
     pub fn parse(name: &str) -> Option<ProviderKind> {
-        ProviderKind::all().into_iter().find(|p| p.as_str() == name)
+        ProviderKind::ALL.into_iter().find(|p| p.as_str() == name)
     }
 
     pub fn as_str(&self) -> &'static str {
@@ -289,10 +346,7 @@ impl ProviderKind {
     }
 
     pub fn names() -> Vec<&'static str> {
-        ProviderKind::all()
-            .iter()
-            .map(ProviderKind::as_str)
-            .collect()
+        ProviderKind::ALL.iter().map(ProviderKind::as_str).collect()
     }
 
     /// The OpenAI-format family's differences from OpenAI; `None` for other formats.
@@ -443,15 +497,6 @@ pub struct UpstreamRequest {
     pub body: Vec<u8>,
 }
 
-/// Pick one key of a channel's pool; `spread` is any per-request number (the request id's
-/// randomness), so load spreads evenly without shared state.
-pub fn pick_key(keys: &[String], spread: u32) -> Option<&str> {
-    if keys.is_empty() {
-        return None;
-    }
-    keys.get(spread as usize % keys.len()).map(String::as_str)
-}
-
 /// An upstream's non-2xx reply as the client's error, plus the detail for the server log.
 /// Secrets (the channel's keys, and anything shaped like an API key) are scrubbed from both.
 pub fn upstream_failure(
@@ -540,20 +585,12 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let all = ProviderKind::all();
+        let all = ProviderKind::ALL;
         for p in &all {
             assert_eq!(ProviderKind::parse(p.as_str()), Some(*p));
         }
         assert!(all.len() >= 15, "10 presets and 5 others");
         assert_eq!(ProviderKind::parse("OpenAI"), None);
-    }
-
-    #[test]
-    fn keys_spread_over_the_pool() {
-        let keys = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(pick_key(&keys, 0), Some("a"));
-        assert_eq!(pick_key(&keys, 3), Some("b"));
-        assert_eq!(pick_key(&[], 3), None);
     }
 
     #[test]

@@ -19,10 +19,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub fn set_ttl(&mut self, ttl_ms: i64) {
-        self.ttl_ms = ttl_ms;
-    }
-
     pub fn get(&self, key: &K, now_ms: i64) -> Option<V> {
         match self.entries.get(key) {
             Some((value, stored_at))

@@ -82,12 +82,6 @@ impl DurableObject for Health {
 /// How old an isolate's copy may be before it is refreshed (in the background).
 const FRESH_MS: i64 = 1_000;
 
-fn internal(what: &str, e: impl std::fmt::Display) -> RelayError {
-    RelayError::Internal {
-        detail: format!("health {what}: {e}"),
-    }
-}
-
 async fn call(
     env: &Env,
     channel_id: &str,
@@ -95,11 +89,11 @@ async fn call(
 ) -> Result<serde_json::Value, RelayError> {
     let ns = env
         .durable_object("HEALTH")
-        .map_err(|e| internal("binding", e))?;
+        .map_err(|e| RelayError::internal("health binding", e))?;
     let stub = ns
         .id_from_name(channel_id)
         .and_then(|id| id.get_stub())
-        .map_err(|e| internal("stub", e))?;
+        .map_err(|e| RelayError::internal("health stub", e))?;
     objects::call(&stub, "health", call).await
 }
 
@@ -288,7 +282,8 @@ pub async fn admin_view(env: &Env, channel_id: &str) -> Result<serde_json::Value
         },
     )
     .await?;
-    let state: ChannelHealth = serde_json::from_value(v).map_err(|e| internal("state", e))?;
+    let state: ChannelHealth =
+        serde_json::from_value(v).map_err(|e| RelayError::internal("health state", e))?;
     let now = Date::now().as_millis() as i64;
     Ok(serde_json::to_value(state.view(now)).unwrap_or_default())
 }

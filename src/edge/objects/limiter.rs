@@ -80,12 +80,6 @@ impl DurableObject for Limiter {
 
 // ---- the relay's side ----------------------------------------------------------------
 
-fn internal(what: &str, e: impl std::fmt::Display) -> RelayError {
-    RelayError::Internal {
-        detail: format!("limiter {what}: {e}"),
-    }
-}
-
 pub fn key_object(key_id: &str) -> String {
     format!("key:{key_id}")
 }
@@ -133,11 +127,11 @@ impl Place {
 fn stub(env: &Env, place: &Place) -> Result<worker::Stub, RelayError> {
     let ns = env
         .durable_object("LIMITER")
-        .map_err(|e| internal("binding", e))?;
+        .map_err(|e| RelayError::internal("limiter binding", e))?;
     let stub = |ns: &ObjectNamespace, name: &str| {
         ns.id_from_name(name)
             .and_then(|id| id.get_stub())
-            .map_err(|e| internal("stub", e))
+            .map_err(|e| RelayError::internal("limiter stub", e))
     };
     let Some(j) = place.jurisdiction.as_deref() else {
         return stub(&ns, &place.object);
@@ -154,7 +148,7 @@ fn stub(env: &Env, place: &Place) -> Result<worker::Stub, RelayError> {
     match narrowed {
         Ok(narrowed) => stub(&ObjectNamespace::unchecked_from_js(narrowed), &place.object),
         Err(_) if local_dev(env) => stub(&ns, &format!("{j}/{}", place.object)),
-        Err(e) => Err(internal("jurisdiction", e)),
+        Err(e) => Err(RelayError::internal("limiter jurisdiction", e)),
     }
 }
 

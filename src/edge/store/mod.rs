@@ -31,13 +31,6 @@ pub struct Store {
     kv: KvStore,
 }
 
-/// Storage failures are internal errors: the detail goes to the log, never to the client.
-fn internal(what: &str, e: impl std::fmt::Display) -> RelayError {
-    RelayError::Internal {
-        detail: format!("{what}: {e}"),
-    }
-}
-
 fn text(s: &str) -> JsValue {
     JsValue::from_str(s)
 }
@@ -218,7 +211,7 @@ struct ChannelRow {
 impl ChannelRow {
     fn into_channel(self) -> Result<Channel, RelayError> {
         let provider = ProviderKind::parse(&self.provider).ok_or_else(|| {
-            internal(
+            RelayError::internal(
                 "channel row",
                 format!("unknown provider '{}'", self.provider),
             )
@@ -421,10 +414,12 @@ const CHANNEL_COLUMNS: &str =
 impl Store {
     pub fn new(env: &Env) -> Result<Store, RelayError> {
         Ok(Store {
-            db: env.d1("DB").map_err(|e| internal("D1 binding DB", e))?,
+            db: env
+                .d1("DB")
+                .map_err(|e| RelayError::internal("D1 binding DB", e))?,
             kv: env
                 .kv("MODEL_MAP")
-                .map_err(|e| internal("KV binding MODEL_MAP", e))?,
+                .map_err(|e| RelayError::internal("KV binding MODEL_MAP", e))?,
         })
     }
 
@@ -432,7 +427,7 @@ impl Store {
         self.db
             .prepare(sql)
             .bind(params)
-            .map_err(|e| internal("D1 bind", e))
+            .map_err(|e| RelayError::internal("D1 bind", e))
     }
 
     async fn first<T: DeserializeOwned>(
@@ -443,7 +438,7 @@ impl Store {
         self.statement(sql, params)?
             .first::<T>(None)
             .await
-            .map_err(|e| internal("D1 query", e))
+            .map_err(|e| RelayError::internal("D1 query", e))
     }
 
     async fn all<T: DeserializeOwned>(
@@ -455,8 +450,10 @@ impl Store {
             .statement(sql, params)?
             .all()
             .await
-            .map_err(|e| internal("D1 query", e))?;
-        result.results::<T>().map_err(|e| internal("D1 rows", e))
+            .map_err(|e| RelayError::internal("D1 query", e))?;
+        result
+            .results::<T>()
+            .map_err(|e| RelayError::internal("D1 rows", e))
     }
 
     /// Runs a write; returns how many rows it changed.
@@ -465,8 +462,10 @@ impl Store {
             .statement(sql, params)?
             .run()
             .await
-            .map_err(|e| internal("D1 write", e))?;
-        let meta = result.meta().map_err(|e| internal("D1 meta", e))?;
+            .map_err(|e| RelayError::internal("D1 write", e))?;
+        let meta = result
+            .meta()
+            .map_err(|e| RelayError::internal("D1 meta", e))?;
         Ok(meta.and_then(|m| m.changes).unwrap_or(0))
     }
 
@@ -708,7 +707,7 @@ impl Store {
         match self.kv_text(MODEL_MAP_KEY).await? {
             None => Ok(ModelMap::new()),
             Some(text) => crate::routing::model_map::parse_model_map(&text)
-                .map_err(|e| internal("KV model map", e)),
+                .map_err(|e| RelayError::internal("KV model map", e)),
         }
     }
 
@@ -722,7 +721,7 @@ impl Store {
             .get(key)
             .text()
             .await
-            .map_err(|e| internal("KV get", e))
+            .map_err(|e| RelayError::internal("KV get", e))
     }
 
     /// Store a value as one JSON document under `key`.
@@ -731,20 +730,22 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), RelayError> {
-        let text = serde_json::to_string(value).map_err(|e| internal(key, e))?;
+        let text = serde_json::to_string(value).map_err(|e| RelayError::internal(key, e))?;
         self.kv
             .put(key, text)
-            .map_err(|e| internal("KV put", e))?
+            .map_err(|e| RelayError::internal("KV put", e))?
             .execute()
             .await
-            .map_err(|e| internal("KV put", e))
+            .map_err(|e| RelayError::internal("KV put", e))
     }
 
     /// The operator's price overrides (the built-ins are in the code).
     pub async fn custom_prices(&self) -> Result<PriceTable, RelayError> {
         match self.kv_text(PRICES_KEY).await? {
             None => Ok(PriceTable::new()),
-            Some(text) => parse_price_table(&text).map_err(|e| internal("KV prices", e)),
+            Some(text) => {
+                parse_price_table(&text).map_err(|e| RelayError::internal("KV prices", e))
+            }
         }
     }
 
@@ -768,7 +769,7 @@ impl Store {
         match self.kv_text(MODEL_GROUPS_KEY).await? {
             None => Ok(ModelGroups::new()),
             Some(text) => crate::governance::access::parse_model_groups(&text)
-                .map_err(|e| internal("KV model groups", e)),
+                .map_err(|e| RelayError::internal("KV model groups", e)),
         }
     }
 
@@ -853,9 +854,9 @@ impl Store {
             .db
             .batch(statements)
             .await
-            .map_err(|e| internal("D1 usage batch", e))?;
+            .map_err(|e| RelayError::internal("D1 usage batch", e))?;
         match results.iter().find_map(|r| r.error()) {
-            Some(e) => Err(internal("D1 usage batch", e)),
+            Some(e) => Err(RelayError::internal("D1 usage batch", e)),
             None => Ok(()),
         }
     }
