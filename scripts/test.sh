@@ -11,6 +11,7 @@ source scripts/env.sh
 step() { printf '\n\033[1;34m== %s\033[0m\n' "$1" >&2; shift; "$@"; }
 
 step "rustfmt" cargo fmt --all -- --check
+step "module layers (no cycles between modules)" node scripts/check-layers.mjs
 step "clippy (host: pure core and its tests)" cargo clippy --all-targets --quiet -- -D warnings
 step "clippy (wasm32: the Worker)" cargo clippy --target wasm32-unknown-unknown --lib --quiet -- -D warnings
 step "host tests (pure core)" cargo test

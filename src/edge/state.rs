@@ -1,6 +1,7 @@
 //! [edge] What an isolate keeps between requests: settings read from the environment, and
 //! short-lived caches of key grants, channels and the model map. Also the clock and the random
-//! source, the only places pure code's `now_ms` and random inputs come from.
+//! source: the edge reads time and randomness only through `now_ms` and `random_bytes`, and
+//! passes them into the pure code.
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -110,7 +110,7 @@ pub struct UsageRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    /// Micro-units of the tenant's currency (src/pricing.rs); 0 for an unpriced model.
+    /// Micro-units of the tenant's currency (`ledger::pricing`); 0 for an unpriced model.
     #[serde(default)]
     pub cost_micros: u64,
     /// Upstream attempts made for the request (0 when none was: refused, mock, cache hit).

@@ -1,6 +1,9 @@
-//! The closed set of upstream providers, and what the relay does per provider: the HTTP
-//! request to send, and how an upstream failure becomes a client-facing error. Adding a
-//! provider is one variant here plus its wire-format file; the compiler lists every match.
+//! The closed set of upstream providers and what differs per provider as data: names, the
+//! endpoints each serves, required options, the OpenAI-compatible presets' quirks, and how an
+//! upstream's failure becomes a client-facing error. The HTTP request for each provider (URL,
+//! auth, signing) is `endpoint.rs`; SigV4 and Google service-account tokens have their own
+//! files; the built-in mock is `mock.rs`. Adding a provider is one variant here plus its
+//! wire-format file under `formats/`; the compiler lists every match to extend.
 
 pub mod endpoint;
 pub mod gcp;

@@ -22,7 +22,7 @@ pub struct Channel {
     /// Longest a whole exchange may take, a stream included (`timeout_ms` bounds the wait for
     /// headers and each pause between chunks).
     pub total_timeout_ms: Option<u64>,
-    /// Where the upstream runs (a region name of `routing::REGIONS`): routing prefers the
+    /// Where the upstream runs (a region name of `routing::geo::REGIONS`): routing prefers the
     /// nearest, and a tenant pinned to a jurisdiction uses only channels in it.
     pub region: Option<String>,
     /// When its circuit breakers open and for how long (`None`: the defaults).

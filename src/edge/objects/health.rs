@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use worker::{durable_object, Context, Date, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, Context, DurableObject, Env, Request, Response, Result, State};
 
 use super::{self as objects, JsonRow};
 use crate::error::RelayError;
@@ -51,7 +51,7 @@ impl DurableObject for Health {
             .take()
             .unwrap_or_else(|| self.row.load());
         let (reply, changed) =
-            state.handle(call, Date::now().as_millis() as i64, self.alerts.as_ref());
+            state.handle(call, crate::edge::state::now_ms(), self.alerts.as_ref());
         let wake = state.alerts.next_ms();
         if changed {
             self.row.save(&state)?;
@@ -121,7 +121,7 @@ pub fn snapshot(
     channel_id: &str,
     config: BreakerConfig,
 ) -> ChannelHealth {
-    let now = Date::now().as_millis() as i64;
+    let now = crate::edge::state::now_ms();
     let (state, stale) = with_copy(channel_id, |c| {
         let stale = !c.refreshing && now - c.fetched_ms >= FRESH_MS;
         if stale {
@@ -153,7 +153,7 @@ fn flush(env: &Env, ctx: &Context, channel_id: &str, config: BreakerConfig) {
                 },
             )
             .await;
-            let now = Date::now().as_millis() as i64;
+            let now = crate::edge::state::now_ms();
             let again = with_copy(&channel_id, |c| {
                 match reply
                     .ok()
@@ -210,7 +210,7 @@ pub struct Outcome<'a> {
 /// Fold an outcome into this isolate's copy at once, and report it: now when others need to
 /// know (a failure, a key's trouble, a probe), else with the next refresh.
 pub fn record(env: &Env, ctx: &Context, channel_id: &str, config: BreakerConfig, o: Outcome<'_>) {
-    let now = Date::now().as_millis() as i64;
+    let now = crate::edge::state::now_ms();
     let ok = o.status.is_some_and(|s| (200..300).contains(&s));
     let failed = crate::routing::breaker::is_failure(o.status);
     let mut report = Report::default();
@@ -267,7 +267,7 @@ pub async fn admit_probe(env: &Env, channel_id: &str, model: &str, config: Break
 
 /// The gate for `model` in an isolate's copy.
 pub fn gate(state: &ChannelHealth, model: &str) -> Gate {
-    state.gate(model, Date::now().as_millis() as i64)
+    state.gate(model, crate::edge::state::now_ms())
 }
 
 /// The object's own state, for the admin API (and this isolate's copy refreshed with it).
@@ -284,7 +284,7 @@ pub async fn admin_view(env: &Env, channel_id: &str) -> Result<serde_json::Value
     .await?;
     let state: ChannelHealth =
         serde_json::from_value(v).map_err(|e| RelayError::internal("health state", e))?;
-    let now = Date::now().as_millis() as i64;
+    let now = crate::edge::state::now_ms();
     Ok(serde_json::to_value(state.view(now)).unwrap_or_default())
 }
 

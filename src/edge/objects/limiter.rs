@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use worker::js_sys::{Function, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
-    durable_object, Context, Date, DurableObject, Env, ObjectNamespace, Request, Response, Result,
-    State,
+    durable_object, Context, DurableObject, Env, ObjectNamespace, Request, Response, Result, State,
 };
 
 use super::{self as objects, JsonRow};
@@ -50,7 +49,7 @@ impl DurableObject for Limiter {
             .borrow_mut()
             .take()
             .unwrap_or_else(|| self.row.load());
-        let (reply, changed) = state.handle(call, Date::now().as_millis() as i64);
+        let (reply, changed) = state.handle(call, crate::edge::state::now_ms());
         let wake = state.next_alert_ms();
         if changed {
             self.row.save(&state)?;

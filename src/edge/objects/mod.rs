@@ -7,7 +7,7 @@ pub mod limiter;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsValue;
-use worker::{Date, Fetch, Headers, Method, Request, RequestInit, SqlStorage, Storage, Stub};
+use worker::{Fetch, Headers, Method, Request, RequestInit, SqlStorage, Storage, Stub};
 
 use std::cell::RefCell;
 
@@ -95,7 +95,7 @@ pub async fn call<T: DeserializeOwned>(
 pub async fn deliver(due: Vec<PendingAlert>, secret: Option<&str>) -> Vec<(String, bool)> {
     let mut results = Vec::with_capacity(due.len());
     for alert in due {
-        let now = Date::now().as_millis() as i64;
+        let now = crate::edge::state::now_ms();
         let headers = Headers::new();
         let _ = headers.set("content-type", "application/json");
         let _ = headers.set("user-agent", "edgerelay-webhook/1");
@@ -126,7 +126,7 @@ pub async fn deliver(due: Vec<PendingAlert>, secret: Option<&str>) -> Vec<(Strin
 
 /// Wake the object at `at_ms` (now, if that has passed) to deliver what is due.
 pub async fn wake_at(storage: &Storage, at_ms: i64) {
-    let offset = (at_ms - Date::now().as_millis() as i64).max(0);
+    let offset = (at_ms - crate::edge::state::now_ms()).max(0);
     if let Err(e) = storage.set_alarm(offset).await {
         worker::console_error!("object alarm: {}", e);
     }
@@ -141,13 +141,13 @@ pub async fn run_alarm<S: Serialize + DeserializeOwned + Default>(
     secret: Option<&str>,
     queue: fn(&mut S) -> &mut AlertQueue,
 ) -> worker::Result<()> {
-    let now = Date::now().as_millis() as i64;
+    let now = crate::edge::state::now_ms();
     let due = {
         let mut slot = cell.borrow_mut();
         queue(slot.get_or_insert_with(|| row.load())).due(now)
     };
     let results = deliver(due, secret).await;
-    let now = Date::now().as_millis() as i64;
+    let now = crate::edge::state::now_ms();
     let wake = {
         let mut slot = cell.borrow_mut();
         let state = slot.get_or_insert_with(|| row.load());
