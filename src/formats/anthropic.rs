@@ -29,7 +29,8 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
     let mut body = Map::new();
     body.insert("model".into(), json!(req.model));
 
-    let system: Vec<&String> = req.system.iter().filter(|s| !s.is_empty()).collect();
+    let system = req.system_apart(&mut drops);
+    let system: Vec<&String> = system.iter().filter(|s| !s.is_empty()).collect();
     match system.as_slice() {
         [] => {}
         [only] => {
@@ -204,10 +205,12 @@ fn encode_tool_choice(req: &ChatRequest, drops: &mut Drops) -> Option<Value> {
 fn encode_messages(messages: &[Message], drops: &mut Drops) -> Vec<Value> {
     let encoded: Vec<_> = messages
         .iter()
-        .map(|message| match message.role {
-            Role::User => ("user", Vec::new(), user_blocks(&message.content, drops)),
-            Role::Assistant => ("assistant", Vec::new(), assistant_blocks(message, drops)),
-            Role::Tool => ("user", vec![tool_result_block(message, drops)], Vec::new()),
+        .filter_map(|message| match message.role {
+            Role::User => Some(("user", Vec::new(), user_blocks(&message.content, drops))),
+            Role::Assistant => Some(("assistant", Vec::new(), assistant_blocks(message, drops))),
+            Role::Tool => Some(("user", vec![tool_result_block(message, drops)], Vec::new())),
+            // Sent apart, with the rest of the system text (`system_apart`).
+            Role::System => None,
         })
         .collect();
     alternate_turns(encoded, json!({"type": "text", "text": CONTINUED}), drops)

@@ -110,6 +110,7 @@ const HANDLED: &[&str] = &[
     "tools",
     "tool_choice",
     "thinking",
+    "output_config",
     "metadata",
 ];
 
@@ -203,7 +204,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ChatRequest, RelayError> {
     }
     decode_tools(body.get("tools"), &mut req)?;
     decode_tool_choice(body.get("tool_choice"), &mut req)?;
-    decode_thinking(body.get("thinking"), &mut req)?;
+    decode_thinking(body.get("thinking"), body.get("output_config"), &mut req)?;
 
     for (k, v) in &body {
         if !HANDLED.contains(&k.as_str()) && !v.is_null() {
@@ -263,10 +264,12 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
     let role = match req_str(m, "role", &role_path)? {
         "user" => Role::User,
         "assistant" => Role::Assistant,
+        // Claude Code's mid-conversation instructions (beta `mid-conversation-system-…`).
+        "system" => Role::System,
         other => {
             return Err(RelayError::invalid_value(
                 &role_path,
-                format!("'{other}' is not one of user, assistant"),
+                format!("'{other}' is not one of user, assistant, system"),
             ))
         }
     };
@@ -332,6 +335,7 @@ fn decode_message(i: usize, message: &Value, req: &mut ChatRequest) -> Result<()
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::User => "user",
+        Role::System => "system",
         Role::Assistant => "assistant",
         Role::Tool => "tool",
     }
@@ -498,8 +502,37 @@ fn decode_tool_choice(choice: Option<&Value>, req: &mut ChatRequest) -> Result<(
     Ok(())
 }
 
-fn decode_thinking(thinking: Option<&Value>, req: &mut ChatRequest) -> Result<(), RelayError> {
+/// Efforts `output_config.effort` takes.
+const EFFORTS: &[&str] = &["low", "medium", "high", "max"];
+
+/// `thinking` and `output_config.effort`. Adaptive thinking lets the model decide how much to
+/// think at the effort asked for (Anthropic's default is `high`), which is what an effort level
+/// means to other providers; a fixed budget stays a budget.
+fn decode_thinking(
+    thinking: Option<&Value>,
+    output_config: Option<&Value>,
+    req: &mut ChatRequest,
+) -> Result<(), RelayError> {
+    let mut effort = None;
+    if let Some(config) = output_config.filter(|v| !v.is_null()) {
+        let config = as_object(config, "output_config", "an object")?;
+        if let Some(e) = opt_str(config, "effort", "output_config.effort")? {
+            if !EFFORTS.contains(&e) {
+                return Err(RelayError::invalid_value(
+                    "output_config.effort",
+                    format!("'{e}' is not one of {}", EFFORTS.join(", ")),
+                ));
+            }
+            effort = Some(e.to_string());
+        }
+        for (k, v) in config {
+            if k != "effort" && !v.is_null() {
+                keep_extra(req, format!("output_config.{k}"), v);
+            }
+        }
+    }
     let Some(value) = thinking.filter(|v| !v.is_null()) else {
+        req.reasoning = effort.map(Reasoning::Effort);
         return Ok(());
     };
     let t = as_object(value, "thinking", "an object")?;
@@ -509,9 +542,14 @@ fn decode_thinking(thinking: Option<&Value>, req: &mut ChatRequest) -> Result<()
                 .ok_or_else(|| RelayError::missing("thinking.budget_tokens"))?;
             req.reasoning = Some(Reasoning::Budget(budget));
         }
+        "adaptive" => req.reasoning = Some(Reasoning::Effort(effort.unwrap_or("high".into()))),
         "disabled" => req.reasoning = Some(Reasoning::Disabled),
-        // Modes the neutral model has no word for (adaptive thinking) stay Anthropic-only.
-        _ => keep_extra(req, "thinking".into(), value),
+        other => {
+            return Err(RelayError::invalid_value(
+                "thinking.type",
+                format!("'{other}' is not one of enabled, adaptive, disabled"),
+            ))
+        }
     }
     Ok(())
 }
@@ -951,19 +989,19 @@ mod tests {
                 {"type": "search_result", "source": "s", "title": "t", "content": []},
                 {"type": "text", "text": "found"}
             ]}]}
-        ], "metadata": {"user_id": "u", "tier": "gold"}, "thinking": {"type": "adaptive"}});
+        ], "metadata": {"user_id": "u", "tier": "gold"}, "container": "container_1"});
         let r = decode_request(body.to_string().as_bytes()).unwrap();
         let mut keys: Vec<&str> = r.extra.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
             [
+                "container",
                 "messages.content.document",
                 "messages.content.image.source",
                 "messages.content.redacted_thinking",
                 "messages.content.tool_result.content.search_result",
                 "metadata.tier",
-                "thinking",
             ]
         );
         assert_eq!(r.messages[0].content, vec![Part::Text("summarise".into())]);
@@ -1004,7 +1042,7 @@ mod tests {
                 "model",
             ),
             (
-                json!({"model": "m", "messages": [user, {"role": "system", "content": "x"}]}),
+                json!({"model": "m", "messages": [user, {"role": "developer", "content": "x"}]}),
                 "invalid_value",
                 "messages[1].role",
             ),
@@ -1525,5 +1563,51 @@ mod tests {
             json!(r.message.reasoning_signature)
         );
         assert_eq!(back["stop_reason"], "max_tokens");
+    }
+
+    #[test]
+    fn claude_code_mid_conversation_system_messages_are_accepted() {
+        let r = decode_request(include_bytes!(
+            "../../tests/fixtures/anthropic/request_claude_code_mid_system.json"
+        ))
+        .unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::System, Role::Assistant, Role::Tool]
+        );
+        assert!(r.messages[1].joined_text().contains("plan mode"));
+        assert_eq!(r.system.len(), 2);
+        assert_eq!(r.reasoning, Some(Reasoning::Effort("high".into())));
+        assert!(r.extra.contains_key("context_management"));
+        assert!(!r.extra.contains_key("output_config"));
+        // A system message holds text only.
+        let e = error_of(json!({"model": "m", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}]}
+        ]}));
+        assert_eq!(e.1.as_deref(), Some("messages[1].content[0].type"));
+    }
+
+    #[test]
+    fn adaptive_thinking_takes_the_effort_asked_for() {
+        let base = |extra: Value| {
+            let mut b = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            decode_request(b.to_string().as_bytes())
+        };
+        let r = base(json!({"thinking": {"type": "adaptive"}})).unwrap();
+        assert_eq!(r.reasoning, Some(Reasoning::Effort("high".into())));
+        let r = base(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}))
+            .unwrap();
+        assert_eq!(r.reasoning, Some(Reasoning::Effort("low".into())));
+        let r = base(json!({"output_config": {"effort": "max"}})).unwrap();
+        assert_eq!(r.reasoning, Some(Reasoning::Effort("max".into())));
+        let e = base(json!({"output_config": {"effort": "extreme"}})).unwrap_err();
+        assert_eq!(e.param(), Some("output_config.effort"));
+        let e = base(json!({"thinking": {"type": "sometimes"}})).unwrap_err();
+        assert_eq!(e.param(), Some("thinking.type"));
     }
 }

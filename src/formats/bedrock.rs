@@ -81,7 +81,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
     );
 
     let system: Vec<Value> = req
-        .system
+        .system_apart(&mut drops)
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| json!({ "text": s }))
@@ -354,14 +354,16 @@ fn has_tool_blocks(messages: &[Message]) -> bool {
 fn encode_messages(messages: &[Message], family: Family, drops: &mut Drops) -> Vec<Value> {
     let encoded: Vec<_> = messages
         .iter()
-        .map(|message| match message.role {
-            Role::User => ("user", Vec::new(), user_blocks(&message.content, drops)),
-            Role::Assistant => (
+        .filter_map(|message| match message.role {
+            Role::User => Some(("user", Vec::new(), user_blocks(&message.content, drops))),
+            Role::Assistant => Some((
                 "assistant",
                 Vec::new(),
                 assistant_blocks(message, family, drops),
-            ),
-            Role::Tool => ("user", vec![tool_result_block(message, drops)], Vec::new()),
+            )),
+            Role::Tool => Some(("user", vec![tool_result_block(message, drops)], Vec::new())),
+            // Sent apart, with the rest of the system text (`system_apart`).
+            Role::System => None,
         })
         .collect();
     crate::formats::claude::alternate_turns(encoded, json!({"text": CONTINUED}), drops)

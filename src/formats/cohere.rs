@@ -127,6 +127,8 @@ fn encode_messages(req: &ChatRequest, drops: &mut Drops) -> Vec<Value> {
             })),
             Role::Assistant => assistant_message(message, drops),
             Role::Tool => Some(tool_message(message, drops)),
+            // Cohere takes system messages anywhere in the conversation: kept in place.
+            Role::System => Some(json!({"role": "system", "content": message.joined_text()})),
         };
         messages.extend(encoded);
     }

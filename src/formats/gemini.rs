@@ -48,7 +48,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
     );
 
     let system: Vec<Value> = req
-        .system
+        .system_apart(&mut drops)
         .iter()
         .filter(|s| !s.is_empty())
         .map(|s| json!({ "text": s }))
@@ -134,6 +134,8 @@ fn encode_contents(req: &ChatRequest, drops: &mut Drops) -> Vec<Value> {
                 let earlier = req.messages.iter().take(i).rev();
                 ("user", tool_result_parts(message, earlier, drops))
             }
+            // Sent apart, in `systemInstruction` (`system_apart`).
+            Role::System => continue,
         };
         // Gemini rejects a turn without parts, and wants roles to alternate.
         if parts.is_empty() {

@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 pub enum Role {
     User,
     Assistant,
+    /// Instructions given mid-conversation (an OpenAI `system`/`developer` message after the
+    /// first turn; Claude Code's `system` messages inside `messages`). Leading instructions are
+    /// `ChatRequest::system` instead.
+    System,
     /// The result of a tool call, answering `tool_call_id`.
     Tool,
 }
@@ -128,7 +132,9 @@ pub enum Reasoning {
 pub struct ChatRequest {
     /// The upstream model name (already resolved by the relay).
     pub model: String,
-    /// System instructions, in order (OpenAI `system`/`developer` messages, Anthropic `system`).
+    /// System instructions given before the conversation, in order (OpenAI's leading
+    /// `system`/`developer` messages, Anthropic's `system`). Later ones are `Role::System`
+    /// messages in `messages`, where they were given.
     pub system: Vec<String>,
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
@@ -153,6 +159,20 @@ pub struct ChatRequest {
     /// Fields of the inbound request no neutral field holds; reported as dropped when the
     /// upstream's format differs from the inbound one.
     pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// The system text for a format that keeps it apart from the conversation: the leading
+    /// instructions, then each mid-conversation system message, in order. A system message that
+    /// stood inside the conversation loses its place there, and is reported as approximated.
+    pub fn system_apart(&self, drops: &mut Drops) -> Vec<String> {
+        let mut system = self.system.clone();
+        for message in self.messages.iter().filter(|m| m.role == Role::System) {
+            drops.approximated("messages.system");
+            system.push(message.joined_text());
+        }
+        system
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

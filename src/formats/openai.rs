@@ -601,7 +601,11 @@ pub fn to_neutral(req: &InboundRequest) -> (ChatRequest, Vec<Drop>) {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         let content = m.get("content");
         match role {
-            "system" | "developer" => out.system.push(text_of(content)),
+            // Instructions before the conversation lead it; later ones keep their place.
+            "system" | "developer" if out.messages.is_empty() => out.system.push(text_of(content)),
+            "system" | "developer" => out
+                .messages
+                .push(Message::text(Role::System, &text_of(content))),
             "user" => out
                 .messages
                 .push(Message::new(Role::User, parts_of(content, &mut drops))),
@@ -982,6 +986,7 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
             Role::User => {
                 messages.push(json!({"role": "user", "content": content_json(&m.content)}))
             }
+            Role::System => messages.push(json!({"role": "system", "content": m.joined_text()})),
             Role::Assistant => {
                 let text = m.joined_text();
                 let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
@@ -1059,6 +1064,11 @@ pub fn encode_request(req: &ChatRequest) -> (Value, Vec<Drop>) {
         }),
     );
     match &req.reasoning {
+        // Claude's `max` has no OpenAI name; `xhigh` is the nearest OpenAI offers.
+        Some(Reasoning::Effort(e)) if e == "max" => {
+            set("reasoning_effort", Some(json!("xhigh")));
+            drops.push(Drop::approximated("output_config.effort"));
+        }
         Some(Reasoning::Effort(e)) => set("reasoning_effort", Some(json!(e))),
         Some(Reasoning::Budget(b)) => {
             let effort = if *b <= 2048 {

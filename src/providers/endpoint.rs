@@ -806,4 +806,85 @@ mod tests {
         .unwrap();
         assert_eq!(e.code(), "unsupported_endpoint");
     }
+
+    /// Claude Code's current default request: a `system` message inside `messages` (beta
+    /// `mid-conversation-system-2026-04-07`), adaptive thinking at an effort, context management.
+    const CLAUDE_CODE_MID_SYSTEM: &[u8] =
+        include_bytes!("../../tests/fixtures/anthropic/request_claude_code_mid_system.json");
+
+    #[test]
+    fn claude_code_system_messages_pass_through_and_keep_their_place_where_they_can() {
+        let req = parse_anthropic(CLAUDE_CODE_MID_SYSTEM).unwrap();
+        const NOTE: &str = "The user switched to plan mode: propose changes before making them.";
+        // Pass-through: byte for byte but for the model, the beta header forwarded.
+        let beta = Some("mid-conversation-system-2026-04-07,context-management-2025-06-27");
+        let p = plan(
+            &channel("anthropic", "https://api.anthropic.com/v1").up(),
+            Some("ak"),
+            &req,
+            "claude-up",
+            beta,
+            0,
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::PassAnthropic);
+        let mut expected: Value = serde_json::from_slice(CLAUDE_CODE_MID_SYSTEM).unwrap();
+        expected["model"] = json!("claude-up");
+        assert_eq!(body(&p), expected);
+        assert_eq!(header(&p, "anthropic-beta"), beta);
+        assert!(p.drops.is_empty());
+
+        // OpenAI keeps system messages anywhere: in place, nothing approximated.
+        let o = plan(
+            &channel("openai", "https://up/v1").up(),
+            Some("k"),
+            &req,
+            "gpt-up",
+            beta,
+            0,
+        )
+        .unwrap();
+        let b = body(&o);
+        let roles: Vec<&str> = b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "system", "user", "system", "assistant", "tool"]
+        );
+        assert_eq!(b["messages"][3]["content"], NOTE);
+        assert_eq!(b["reasoning_effort"], "high");
+        assert!(
+            !o.drops.iter().any(|d| d.field == "messages.system"),
+            "{:?}",
+            o.drops
+        );
+
+        // Gemini keeps system text apart: it joins the system instruction, approximated.
+        let g = plan(
+            &channel("gemini", "https://g/v1beta").up(),
+            Some("k"),
+            &req,
+            "gemini-up",
+            beta,
+            0,
+        )
+        .unwrap();
+        let b = body(&g);
+        let parts = b["systemInstruction"]["parts"].as_array().unwrap();
+        assert_eq!(parts.last().unwrap()["text"], NOTE);
+        assert!(!b["contents"].to_string().contains(NOTE));
+        assert!(
+            g.drops.contains(&Drop::approximated("messages.system")),
+            "{:?}",
+            g.drops
+        );
+        let headers = fidelity_headers(&g.drops);
+        assert!(headers
+            .iter()
+            .any(|(n, v)| *n == "x-relay-approximated" && v.contains("messages.system")));
+    }
 }

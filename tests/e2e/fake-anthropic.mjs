@@ -100,9 +100,10 @@ const MESSAGE_FIELDS = new Set([
   "container",
   "mcp_servers",
   "context_management",
+  "output_config",
 ]);
 /** Top-level fields of a count_tokens request. */
-const COUNT_FIELDS = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management"]);
+const COUNT_FIELDS = new Set(["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers", "context_management", "output_config"]);
 
 class InvalidRequest extends Error {}
 const fail = (message) => {
@@ -126,7 +127,7 @@ function checkUnit(body, field) {
 }
 
 /** Validates a Messages (or count_tokens) body like the real API; throws InvalidRequest. */
-export function validateMessagesBody(body, { count = false } = {}) {
+export function validateMessagesBody(body, { count = false, midSystem = false } = {}) {
   if (!isObject(body)) fail("There was an issue with the request body: it is not a JSON object.");
   const known = count ? COUNT_FIELDS : MESSAGE_FIELDS;
   for (const k of Object.keys(body)) if (!known.has(k)) fail(`${k}: Extra inputs are not permitted`);
@@ -149,13 +150,23 @@ export function validateMessagesBody(body, { count = false } = {}) {
   if (!Array.isArray(body.messages)) fail("messages: Field required");
   if (body.messages.length === 0) fail("messages: at least one message is required");
   let prevToolUses = new Set();
+  // With the beta `mid-conversation-system-2026-04-07` a system message may stand between
+  // turns (text only); the user/assistant turns around it must still alternate.
+  let prevTurn = null;
   body.messages.forEach((m, i) => {
     if (!isObject(m)) fail(`messages.${i}: Input should be a valid dictionary`);
-    if (m.role !== "user" && m.role !== "assistant") fail(`messages.${i}.role: Input should be 'user' or 'assistant'`);
+    const system = m.role === "system" && midSystem;
+    if (m.role !== "user" && m.role !== "assistant" && !system) fail(`messages.${i}.role: Input should be 'user' or 'assistant'`);
     if (i === 0 && m.role !== "user") fail("messages: first message must use the \"user\" role");
-    if (i > 0 && body.messages[i - 1].role === m.role) {
+    if (system) {
+      const texts = typeof m.content === "string" ? [m] : m.content;
+      if (!Array.isArray(texts) || texts.some((b) => !isObject(b) || (b.type !== undefined && b.type !== "text"))) fail(`messages.${i}.content: system messages take text only`);
+      return;
+    }
+    if (prevTurn === m.role) {
       fail(`messages: roles must alternate between "user" and "assistant", but found multiple "${m.role}" roles in a row`);
     }
+    prevTurn = m.role;
     const toolUses = new Set();
     if (typeof m.content === "string") {
       if (!m.content && !(i === body.messages.length - 1 && m.role === "assistant")) fail(`messages.${i}: all messages must have non-empty content`);
@@ -262,7 +273,8 @@ export async function startFakeAnthropic() {
     }
     const count = path === "/v1/messages/count_tokens";
     try {
-      validateMessagesBody(body, { count });
+      const midSystem = (req.headers["anthropic-beta"] ?? "").split(",").map((b) => b.trim()).includes("mid-conversation-system-2026-04-07");
+      validateMessagesBody(body, { count, midSystem });
     } catch (e) {
       if (!(e instanceof InvalidRequest)) throw e;
       rec.invalid = e.message;
