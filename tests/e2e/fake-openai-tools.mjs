@@ -26,16 +26,14 @@ const RECORDED_CHOICES = RECORDED_CHUNKS.map(({ choices: [choice] }) => {
   return [{ ...choice, delta }];
 });
 
+const RECORDED_CALL_DELTAS = RECORDED_CHUNKS.flatMap((c) => c.choices[0].delta.tool_calls ?? []);
+
 export const TOOL_TEXT = "Let me check both cities.";
-export const TOOL_CALLS = RECORDED_CHUNKS.flatMap((c) => c.choices[0].delta.tool_calls ?? [])
-  .filter((t) => t.id)
-  .map((start) => {
-    const fragments = RECORDED_CHUNKS.flatMap((c) => c.choices[0].delta.tool_calls ?? [])
-      .filter((t) => t.index === start.index && !t.id)
-      .map((t) => t.function.arguments);
-    const args = fragments.join("");
-    return { id: start.id, name: start.function.name, fragments, arguments: args, input: JSON.parse(args) };
-  });
+export const TOOL_CALLS = RECORDED_CALL_DELTAS.filter((t) => t.id).map((start) => {
+  const fragments = RECORDED_CALL_DELTAS.filter((t) => t.index === start.index && !t.id).map((t) => t.function.arguments);
+  const args = fragments.join("");
+  return { id: start.id, name: start.function.name, fragments, arguments: args, input: JSON.parse(args) };
+});
 export const TOOL_USAGE = {
   prompt_tokens: 40,
   completion_tokens: 22,
