@@ -86,7 +86,7 @@ const PROVIDERS: &[Provider] = &[
         name: "anthropic",
         kind: ProviderKind::Anthropic,
         key: "sk-ant-bench",
-        reply: include_bytes!("../tests/fixtures/anthropic/text.json"),
+        reply: include_bytes!("../tests/fixtures/anthropic/reply_text.json"),
         streams: &[
             (
                 "text",
@@ -102,7 +102,7 @@ const PROVIDERS: &[Provider] = &[
         name: "gemini",
         kind: ProviderKind::Gemini,
         key: "gm-bench",
-        reply: include_bytes!("../tests/fixtures/gemini/text.json"),
+        reply: include_bytes!("../tests/fixtures/gemini/reply_text.json"),
         streams: &[
             (
                 "text",
@@ -118,7 +118,7 @@ const PROVIDERS: &[Provider] = &[
         name: "cohere",
         kind: ProviderKind::Cohere,
         key: "co-bench",
-        reply: include_bytes!("../tests/fixtures/cohere/text.json"),
+        reply: include_bytes!("../tests/fixtures/cohere/reply_text.json"),
         streams: &[
             (
                 "text",
@@ -134,7 +134,7 @@ const PROVIDERS: &[Provider] = &[
         name: "bedrock",
         kind: ProviderKind::Bedrock,
         key: "AKIABENCH:bench-secret",
-        reply: include_bytes!("../tests/fixtures/bedrock/converse_text.json"),
+        reply: include_bytes!("../tests/fixtures/bedrock/reply_text.json"),
         streams: &[
             (
                 "text",

@@ -55,7 +55,7 @@ seeds_for() {
     gemini_stream) echo 'gemini/*.sse' ;;
     eventstream) echo '*/*.bin' ;;
     bedrock_stream) echo 'bedrock/*.json' ;;
-    request_decoders) echo '*/*request*.json' ;;
+    request_decoders) echo '*/request_*.json' ;;
     reply_decoders) echo '*/*.json' ;;
     *) echo '*/*' ;;
   esac

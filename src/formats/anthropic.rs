@@ -828,28 +828,28 @@ pub(crate) mod tests {
     use super::*;
     use crate::formats::claude::MIN_TOP_P_WITH_THINKING;
 
-    pub(crate) const TEXT: &[u8] = include_bytes!("../../tests/fixtures/anthropic/text.json");
+    pub(crate) const TEXT: &[u8] = include_bytes!("../../tests/fixtures/anthropic/reply_text.json");
 
     pub(crate) const TOOL_USE: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/tool_use.json");
+        include_bytes!("../../tests/fixtures/anthropic/reply_tool_use.json");
 
     pub(crate) const PARALLEL_TOOLS: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/parallel_tools.json");
+        include_bytes!("../../tests/fixtures/anthropic/reply_parallel_tools.json");
 
     pub(crate) const THINKING: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/thinking.json");
+        include_bytes!("../../tests/fixtures/anthropic/reply_thinking.json");
 
     pub(crate) const IMAGE_REQUEST: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/image_request.json");
+        include_bytes!("../../tests/fixtures/anthropic/request_image.json");
 
     pub(crate) const CLAUDE_CODE_REQUEST: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/claude_code_request.json");
+        include_bytes!("../../tests/fixtures/anthropic/request_claude_code.json");
 
     pub(crate) const ERROR_OVERLOADED: &[u8] =
         include_bytes!("../../tests/fixtures/anthropic/error_overloaded_529.json");
 
     pub(crate) const ERROR_INVALID: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/error_invalid_request.json");
+        include_bytes!("../../tests/fixtures/anthropic/error_invalid_request_400.json");
 
     pub(crate) const STREAM_TEXT: &[u8] =
         include_bytes!("../../tests/fixtures/anthropic/stream_text.sse");

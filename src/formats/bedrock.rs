@@ -1021,10 +1021,10 @@ mod tests {
     use super::*;
     use crate::formats::eventstream::{encode_frame, HeaderValue};
 
-    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/bedrock/converse_text.json");
-    const TOOL_USE: &[u8] = include_bytes!("../../tests/fixtures/bedrock/converse_tool_use.json");
+    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/bedrock/reply_text.json");
+    const TOOL_USE: &[u8] = include_bytes!("../../tests/fixtures/bedrock/reply_tool_use.json");
     const THROTTLING: &[u8] =
-        include_bytes!("../../tests/fixtures/bedrock/converse_error_throttling.json");
+        include_bytes!("../../tests/fixtures/bedrock/error_throttling_429.json");
     const STREAM_TEXT: &[u8] = include_bytes!("../../tests/fixtures/bedrock/stream_text.bin");
     const STREAM_TOOL_USE: &[u8] =
         include_bytes!("../../tests/fixtures/bedrock/stream_tool_use.bin");

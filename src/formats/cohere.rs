@@ -891,11 +891,13 @@ mod tests {
     use super::*;
     use crate::formats::neutral::Tool;
 
-    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/cohere/text.json");
-    const TOOL_CALL: &[u8] = include_bytes!("../../tests/fixtures/cohere/tool_call.json");
-    const THINKING: &[u8] = include_bytes!("../../tests/fixtures/cohere/thinking.json");
-    const ERROR_429: &[u8] = include_bytes!("../../tests/fixtures/cohere/error_429.json");
-    const ERROR_400: &[u8] = include_bytes!("../../tests/fixtures/cohere/error_400.json");
+    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/cohere/reply_text.json");
+    const TOOL_CALL: &[u8] = include_bytes!("../../tests/fixtures/cohere/reply_tool_call.json");
+    const THINKING: &[u8] = include_bytes!("../../tests/fixtures/cohere/reply_thinking.json");
+    const ERROR_429: &[u8] =
+        include_bytes!("../../tests/fixtures/cohere/error_rate_limit_429.json");
+    const ERROR_400: &[u8] =
+        include_bytes!("../../tests/fixtures/cohere/error_invalid_request_400.json");
     const STREAM_TEXT: &[u8] = include_bytes!("../../tests/fixtures/cohere/stream_text.sse");
     const STREAM_TOOL_CALL: &[u8] =
         include_bytes!("../../tests/fixtures/cohere/stream_tool_call.sse");

@@ -1133,15 +1133,19 @@ mod tests {
     use super::*;
     use crate::formats::neutral::Tool;
 
-    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/gemini/text.json");
-    const FUNCTION_CALL: &[u8] = include_bytes!("../../tests/fixtures/gemini/function_call.json");
+    const TEXT: &[u8] = include_bytes!("../../tests/fixtures/gemini/reply_text.json");
+    const FUNCTION_CALL: &[u8] =
+        include_bytes!("../../tests/fixtures/gemini/reply_function_call.json");
     const PARALLEL: &[u8] =
-        include_bytes!("../../tests/fixtures/gemini/parallel_function_calls.json");
-    const JSON_MODE: &[u8] = include_bytes!("../../tests/fixtures/gemini/json_mode.json");
-    const SAFETY_BLOCKED: &[u8] = include_bytes!("../../tests/fixtures/gemini/safety_blocked.json");
-    const THINKING: &[u8] = include_bytes!("../../tests/fixtures/gemini/thinking.json");
-    const ERROR_429: &[u8] = include_bytes!("../../tests/fixtures/gemini/error_429.json");
-    const ERROR_400: &[u8] = include_bytes!("../../tests/fixtures/gemini/error_400.json");
+        include_bytes!("../../tests/fixtures/gemini/reply_parallel_function_calls.json");
+    const JSON_MODE: &[u8] = include_bytes!("../../tests/fixtures/gemini/reply_json_mode.json");
+    const SAFETY_BLOCKED: &[u8] =
+        include_bytes!("../../tests/fixtures/gemini/reply_safety_blocked.json");
+    const THINKING: &[u8] = include_bytes!("../../tests/fixtures/gemini/reply_thinking.json");
+    const ERROR_429: &[u8] =
+        include_bytes!("../../tests/fixtures/gemini/error_resource_exhausted_429.json");
+    const ERROR_400: &[u8] =
+        include_bytes!("../../tests/fixtures/gemini/error_invalid_argument_400.json");
     const STREAM_TEXT: &[u8] = include_bytes!("../../tests/fixtures/gemini/stream_text.sse");
     const STREAM_FUNCTION_CALL: &[u8] =
         include_bytes!("../../tests/fixtures/gemini/stream_function_call.sse");

@@ -1674,7 +1674,7 @@ mod tests {
 
     #[test]
     fn fixtures_decode_into_the_neutral_model() {
-        let text = decode_response(fixture!("text.json")).unwrap();
+        let text = decode_response(fixture!("reply_text.json")).unwrap();
         assert_eq!(
             text.message.joined_text(),
             "Hello! How can I assist you today?"
@@ -1684,11 +1684,11 @@ mod tests {
             (Some(FinishReason::Stop), Some(29))
         );
 
-        let tools = decode_response(fixture!("tool_calls.json")).unwrap();
+        let tools = decode_response(fixture!("reply_tool_calls.json")).unwrap();
         assert_eq!(tools.message.tool_calls[0].name, "get_current_weather");
         assert_eq!(tools.finish_reason, Some(FinishReason::ToolCalls));
 
-        let parallel = decode_response(fixture!("parallel_tool_calls.json")).unwrap();
+        let parallel = decode_response(fixture!("reply_parallel_tool_calls.json")).unwrap();
         let ids: Vec<_> = parallel
             .message
             .tool_calls
@@ -1706,14 +1706,14 @@ mod tests {
             (120, 64, 56)
         );
 
-        let json_mode = decode_response(fixture!("json_mode.json")).unwrap();
+        let json_mode = decode_response(fixture!("reply_json_mode.json")).unwrap();
         let parsed: Value = serde_json::from_str(&json_mode.message.joined_text()).unwrap();
         assert_eq!(parsed["name"], "Ada");
     }
 
     #[test]
     fn image_request_fixture_keeps_url_and_inline_images() {
-        let req = parse_request(Endpoint::ChatCompletions, fixture!("image_request.json")).unwrap();
+        let req = parse_request(Endpoint::ChatCompletions, fixture!("request_image.json")).unwrap();
         let (neutral, drops) = to_neutral(&req);
         assert!(drops.is_empty());
         let parts = &neutral.messages[0].content;
@@ -1726,10 +1726,10 @@ mod tests {
 
     #[test]
     fn error_fixtures_parse() {
-        let e = parse_error_body(fixture!("error_401.json"));
+        let e = parse_error_body(fixture!("error_invalid_api_key_401.json"));
         assert_eq!(e.code.as_deref(), Some("invalid_api_key"));
         assert!(e.message.unwrap().contains("sk-proj-"));
-        let e = parse_error_body(fixture!("error_429.json"));
+        let e = parse_error_body(fixture!("error_rate_limit_exceeded_429.json"));
         assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
     }
 }

@@ -502,7 +502,7 @@ mod tests {
         };
         let r = reply(
             mode,
-            include_bytes!("../../tests/fixtures/gemini/function_call.json").to_vec(),
+            include_bytes!("../../tests/fixtures/gemini/reply_function_call.json").to_vec(),
             "gemini-x",
             "id",
             1,

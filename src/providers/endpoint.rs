@@ -365,7 +365,7 @@ mod tests {
     }
 
     const CLAUDE_CODE: &[u8] =
-        include_bytes!("../../tests/fixtures/anthropic/claude_code_request.json");
+        include_bytes!("../../tests/fixtures/anthropic/request_claude_code.json");
 
     #[test]
     fn openai_to_openai_passes_through_with_model_rewritten() {
@@ -623,7 +623,7 @@ mod tests {
         );
         let r = reply(
             mode,
-            include_bytes!("../../tests/fixtures/cohere/text.json").to_vec(),
+            include_bytes!("../../tests/fixtures/cohere/reply_text.json").to_vec(),
             "command-a",
             "id",
             1,

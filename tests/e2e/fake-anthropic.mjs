@@ -14,57 +14,65 @@
 // not permitted"). count_tokens refuses generation parameters (max_tokens, stream, temperature…).
 //
 // Scenario of a request: queued with fake.next(...), else the request's `model` when it names a
-// scenario, else "ok". Scenarios:
-//   ok           one text block (TEXT); stream: STREAM_TEXT_PIECES
-//   tools        text (TOOLS_TEXT) then two tool_use blocks (TOOL_USES); stream: input_json_delta
-//                fragments per tool (the first fragment of the first tool is "", as Anthropic sends)
-//   thinking     a thinking block (THINKING, signature SIGNATURE; stream: thinking_delta pieces
-//                and a signature_delta) then a text block (THINKING_TEXT)
-//   stream-error (stream) message_start, a text block's first delta, then an `error` event
-//                (overloaded_error) and the end of the stream; non-stream: like err-529
+// scenario, else "ok". Replies and streams are the recorded ones of tests/fixtures/anthropic/,
+// with a fresh message id, the request's model and the usage below set in them. Scenarios:
+//   ok           reply_text.json (TEXT); stream: stream_text.sse (STREAM_TEXT_PIECES)
+//   tools        stream: stream_tool_use.sse — text (TOOLS_TEXT) then two tool_use blocks
+//                (TOOL_USES) whose input arrives as input_json_delta fragments, the first ""
+//                as Anthropic sends; non-stream: the same blocks as one message
+//   thinking     stream: stream_thinking.sse — a thinking block (THINKING, signature SIGNATURE)
+//                then a text block (THINKING_TEXT); non-stream: the same blocks as one message
+//   stream-error (stream) stream_error.sse: message_start, a text block's first delta, then an
+//                `error` event (overloaded_error) and the end of the stream; non-stream: like err-529
 //   err-400      400 invalid_request_error
 //   err-401      401 authentication_error "invalid x-api-key"
 //   err-401-key  401 authentication_error whose message quotes the x-api-key in full (a careless
 //                upstream): the relay must scrub it
 //   err-429      429 rate_limit_error with `retry-after: 7` and anthropic-ratelimit-* headers
 //   err-500      500 api_error
-//   err-529      529 overloaded_error "Overloaded"
+//   err-529      529 error_overloaded_529.json ("Overloaded")
 // Every response carries a `request-id` header; error bodies carry `request_id`, as Anthropic's.
 // Usage is fixed so tests can check what the relay reported and recorded (Anthropic's
 // input_tokens excludes cache reads and writes, which are listed beside it):
-//   non-stream:  USAGE         (input 21, cache write 188, cache read 1800, output 12)
+//   non-stream:  USAGE         (reply_text.json's: input 21, cache write 188, cache read 1800,
+//                output 12)
 //   stream:      STREAM_USAGE  (message_start: input 25, cache write 100, cache read 1000,
-//                output 1; message_delta: the same input fields and output 15)
+//                output 1; message_delta: the same input fields and output 15) — the recorded
+//                streams each carry their own usage, none with a cache write, so every stream
+//                gets this one instead
 // count_tokens answers {"input_tokens": COUNT_TOKENS}.
 
-import { startFakeServer, sendJson, startSse, writeSplit, fakeId } from "./fake-common.mjs";
+import { startFakeServer, sendJson, startSse, writeSplit, fakeId, fixtureJson, fixtureSse } from "./fake-common.mjs";
+
+const REPLY_TEXT = fixtureJson("anthropic/reply_text.json");
+const STREAM_TEXT = fixtureSse("anthropic/stream_text.sse");
+const STREAM_TOOL_USE = fixtureSse("anthropic/stream_tool_use.sse");
+const STREAM_THINKING = fixtureSse("anthropic/stream_thinking.sse");
+const STREAM_ERROR = fixtureSse("anthropic/stream_error.sse");
+const ERROR_OVERLOADED = fixtureJson("anthropic/error_overloaded_529.json");
+
+/** The `field` of every content_block_delta of `type` in a recorded stream, in order. */
+const deltas = (events, type, field) =>
+  events.filter((e) => e.event === "content_block_delta" && e.data.delta.type === type).map((e) => e.data.delta[field]);
 
 export const ANTHROPIC_VERSION = "2023-06-01";
-export const TEXT = "Hi! My name is Claude.";
-export const USAGE = { input_tokens: 21, cache_creation_input_tokens: 188, cache_read_input_tokens: 1800, output_tokens: 12 };
-export const STREAM_TEXT_PIECES = ["Hello", "! How can I help", " – héllo 😀?"];
+export const TEXT = REPLY_TEXT.content[0].text;
+const { input_tokens, cache_creation_input_tokens, cache_read_input_tokens, output_tokens } = REPLY_TEXT.usage;
+export const USAGE = { input_tokens, cache_creation_input_tokens, cache_read_input_tokens, output_tokens };
+export const STREAM_TEXT_PIECES = deltas(STREAM_TEXT, "text_delta", "text");
 export const STREAM_USAGE = { input_tokens: 25, cache_creation_input_tokens: 100, cache_read_input_tokens: 1000, output_tokens: 15 };
 /** All input tokens of a usage object, as OpenAI counts them (cached ones included, once). */
 export const totalInput = (u) => u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens;
-export const TOOLS_TEXT = "Okay, let's check the weather for San Francisco, CA:";
-export const TOOL_USES = [
-  {
-    id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
-    name: "get_weather",
-    input: { location: "San Francisco, CA", unit: "fahrenheit" },
-    fragments: ["", '{"location":', ' "San', " Francisc", "o,", ' CA"', ", ", '"unit": "fah', 'renheit"}'],
-  },
-  {
-    id: "toolu_01HYrR2nmtZEsBycWqFzVaNi",
-    name: "get_time",
-    input: { timezone: "America/Los_Angeles" },
-    fragments: ['{"timezone": ', '"America/Los_Angeles"}'],
-  },
-];
-export const THINKING_PIECES = ["Let me solve this step by step:\n\n1. 27 * 453", "\n2. 453 = 400 + 50 + 3"];
+export const TOOLS_TEXT = deltas(STREAM_TOOL_USE, "text_delta", "text").join("");
+export const TOOL_USES = STREAM_TOOL_USE.filter((e) => e.event === "content_block_start" && e.data.content_block.type === "tool_use").map((start) => {
+  const { index, content_block: block } = start.data;
+  const fragments = STREAM_TOOL_USE.filter((e) => e.event === "content_block_delta" && e.data.index === index).map((e) => e.data.delta.partial_json);
+  return { id: block.id, name: block.name, input: JSON.parse(fragments.join("")), fragments };
+});
+export const THINKING_PIECES = deltas(STREAM_THINKING, "thinking_delta", "thinking");
 export const THINKING = THINKING_PIECES.join("");
-export const SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds";
-export const THINKING_TEXT = "27 * 453 = 12,231";
+export const SIGNATURE = deltas(STREAM_THINKING, "signature_delta", "signature").join("");
+export const THINKING_TEXT = deltas(STREAM_THINKING, "text_delta", "text").join("");
 export const COUNT_TOKENS = 1234;
 export const RETRY_AFTER = "7";
 
@@ -116,6 +124,10 @@ function errorBody(type, message) {
 
 function sendError(res, status, type, message, headers = {}) {
   sendJson(res, status, errorBody(type, message), { "request-id": fakeId("req_"), ...headers });
+}
+
+function sendOverloaded(res) {
+  sendJson(res, 529, { ...ERROR_OVERLOADED, request_id: fakeId("req_") }, { "request-id": fakeId("req_") });
 }
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -304,9 +316,9 @@ export async function startFakeAnthropic() {
       case "err-500":
         return sendError(res, 500, "api_error", "Internal server error");
       case "err-529":
-        return sendError(res, 529, "overloaded_error", "Overloaded");
+        return sendOverloaded(res);
       case "stream-error":
-        if (!stream) return sendError(res, 529, "overloaded_error", "Overloaded");
+        if (!stream) return sendOverloaded(res);
     }
     if (count) return sendJson(res, 200, { input_tokens: COUNT_TOKENS }, { "request-id": fakeId("req_") });
     if (stream) return streamReply(res, body.model, rec.scenario);
@@ -316,6 +328,9 @@ export async function startFakeAnthropic() {
   return { ...fake, baseUrl: `${fake.origin}/v1` };
 }
 
+// The recorded tool and thinking replies (reply_tool_use.json, reply_thinking.json) hold other
+// blocks than the recorded streams, and the tests expect the same blocks whichever way they ask:
+// so these two replies are the streams' blocks, as one message.
 function wholeReply(model, scenario) {
   switch (scenario) {
     case "tools":
@@ -339,50 +354,21 @@ function wholeReply(model, scenario) {
         USAGE,
       );
     default:
-      return message(model, [{ type: "text", text: TEXT }], "end_turn", USAGE);
+      return { ...REPLY_TEXT, id: fakeId("msg_"), model };
   }
 }
 
+const STREAMS = { tools: STREAM_TOOL_USE, thinking: STREAM_THINKING, "stream-error": STREAM_ERROR };
+
+/** A recorded stream, as recorded but for message_start (id, model, usage) and message_delta (usage). */
 function streamReply(res, model, scenario) {
   startSse(res, { "request-id": fakeId("req_") });
-  const start = message(model, [], null, { ...STREAM_USAGE, output_tokens: 1 });
-  res.write(sseEvent("message_start", { message: start }));
-  let index = 0;
-  const textBlock = (pieces) => {
-    const i = index++;
-    res.write(sseEvent("content_block_start", { index: i, content_block: { type: "text", text: "" } }));
-    if (i === 0) res.write(sseEvent("ping", {}));
-    for (const text of pieces) writeSplit(res, sseEvent("content_block_delta", { index: i, delta: { type: "text_delta", text } }));
-    res.write(sseEvent("content_block_stop", { index: i }));
-  };
-  let stopReason = "end_turn";
-  if (scenario === "stream-error") {
-    res.write(sseEvent("content_block_start", { index: 0, content_block: { type: "text", text: "" } }));
-    res.write(sseEvent("content_block_delta", { index: 0, delta: { type: "text_delta", text: "Once upon" } }));
-    res.end(sseEvent("error", { error: { type: "overloaded_error", message: "Overloaded" } }));
-    return;
+  for (const e of STREAMS[scenario] ?? STREAM_TEXT) {
+    if (e.event === "message_start") {
+      res.write(sseEvent("message_start", { message: { ...e.data.message, id: fakeId("msg_"), model, usage: { ...STREAM_USAGE, output_tokens: 1 } } }));
+    } else if (e.event === "message_delta") res.write(sseEvent("message_delta", { ...e.data, usage: { ...STREAM_USAGE } }));
+    else if (e.event === "content_block_delta") writeSplit(res, e.raw);
+    else res.write(e.raw);
   }
-  if (scenario === "tools") {
-    textBlock([TOOLS_TEXT.slice(0, 4), TOOLS_TEXT.slice(4)]);
-    for (const tool of TOOL_USES) {
-      const i = index++;
-      res.write(sseEvent("content_block_start", { index: i, content_block: { type: "tool_use", id: tool.id, name: tool.name, input: {} } }));
-      for (const partial_json of tool.fragments) {
-        writeSplit(res, sseEvent("content_block_delta", { index: i, delta: { type: "input_json_delta", partial_json } }));
-      }
-      res.write(sseEvent("content_block_stop", { index: i }));
-    }
-    stopReason = "tool_use";
-  } else if (scenario === "thinking") {
-    const i = index++;
-    res.write(sseEvent("content_block_start", { index: i, content_block: { type: "thinking", thinking: "", signature: "" } }));
-    for (const thinking of THINKING_PIECES) res.write(sseEvent("content_block_delta", { index: i, delta: { type: "thinking_delta", thinking } }));
-    res.write(sseEvent("content_block_delta", { index: i, delta: { type: "signature_delta", signature: SIGNATURE } }));
-    res.write(sseEvent("content_block_stop", { index: i }));
-    textBlock([THINKING_TEXT]);
-  } else {
-    textBlock(STREAM_TEXT_PIECES);
-  }
-  res.write(sseEvent("message_delta", { delta: { stop_reason: stopReason, stop_sequence: null }, usage: { ...STREAM_USAGE } }));
-  res.end(sseEvent("message_stop", {}));
+  res.end();
 }

@@ -23,23 +23,31 @@
 //
 // Scenario: queued with fake.next(...), else the model id's first dot-separated segment when it
 // names one ("tools.anthropic.claude-…" → tools), else "ok":
-//   ok             text (TEXT; stream: STREAM_PIECES), stopReason end_turn
+//   ok             text: tests/fixtures/bedrock/reply_text.json (TEXT) with USAGE set; stream:
+//                  STREAM_PIECES, stopReason end_turn — the fake's own, as the test wants
+//                  multi-byte text in it, which stream_text.bin has not
 //   tools          text (TOOLS_TEXT) then two toolUse blocks (TOOL_USES), stopReason tool_use;
-//                  stream: contentBlockStart per tool, input JSON in fragments
-//   err-400        400 ValidationException;  err-429  429 ThrottlingException "Too many requests"
+//                  stream: contentBlockStart per tool, input JSON in fragments — the fake's own:
+//                  the recorded tool replies call another tool, after a reasoning block
+//   err-400        400 ValidationException;  err-429  429 ThrottlingException
+//                  (error_throttling_429.json: THROTTLE_MESSAGE)
 //   err-500        500 InternalServerException;  err-503  503 ServiceUnavailableException
-//   stream-exception  (stream) messageStart, one text delta, then an exception frame
-//                  (throttlingException); non-stream: like err-429
+//   stream-exception  (stream) stream_exception.bin as recorded: messageStart, one text delta,
+//                  then an exception frame (throttlingException); non-stream: like err-429
 // Usage is fixed: USAGE (inputTokens 12 — Bedrock's excludes cache reads — cacheReadInputTokens
 // 100, outputTokens 19, totalTokens 131) in replies and in the stream's `metadata` event; an
 // OpenAI client should see prompt 112 (cached 100), completion 19, total 131.
 // Every stream is written in uneven pieces that cut frames (and their preludes) anywhere.
 
 import crypto from "node:crypto";
-import { startFakeServer, sendJson } from "./fake-common.mjs";
+import { startFakeServer, sendJson, fixture, fixtureJson } from "./fake-common.mjs";
+
+const REPLY_TEXT = fixtureJson("bedrock/reply_text.json");
+const STREAM_EXCEPTION = fixture("bedrock/stream_exception.bin");
+const ERROR_THROTTLING = fixtureJson("bedrock/error_throttling_429.json");
 
 export const REGION = "us-east-1";
-export const TEXT = "Cheyenne is the capital of Wyoming.";
+export const TEXT = REPLY_TEXT.output.message.content[0].text;
 export const STREAM_PIECES = ["Chey", "enne is the capital", " of Wyoming – ✓ 😀."];
 export const TOOLS_TEXT = "I'll look up both cities.";
 export const TOOL_USES = [
@@ -49,7 +57,7 @@ export const TOOL_USES = [
 export const USAGE = { inputTokens: 12, outputTokens: 19, totalTokens: 131, cacheReadInputTokens: 100, cacheWriteInputTokens: 0 };
 /** What an OpenAI client should be told for USAGE. */
 export const OPENAI_USAGE = { prompt_tokens: 112, completion_tokens: 19, total_tokens: 131, cached_tokens: 100 };
-export const THROTTLE_MESSAGE = "Too many requests, please wait before trying again.";
+export const THROTTLE_MESSAGE = ERROR_THROTTLING.message;
 export const SIGNATURE_MISMATCH =
   "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
@@ -152,16 +160,6 @@ const eventFrame = (type, payload) =>
       [":message-type", "event"],
     ],
     { ...payload, p: pad() },
-  );
-
-const exceptionFrame = (type, message) =>
-  encodeFrame(
-    [
-      [":exception-type", type],
-      [":content-type", "application/json"],
-      [":message-type", "exception"],
-    ],
-    { message },
   );
 
 // ---------------------------------------------------------------------------------------------
@@ -454,7 +452,7 @@ export async function startFakeBedrock({ region = REGION, credentials = {} } = {
     if (!rec.stream) return sendJson(res, 200, converseReply(rec.scenario), headers);
     res.writeHead(200, { "content-type": "application/vnd.amazon.eventstream", ...headers });
     res.flushHeaders();
-    const all = Buffer.concat(streamFrames(rec.scenario));
+    const all = rec.scenario === "stream-exception" ? STREAM_EXCEPTION : Buffer.concat(streamFrames(rec.scenario));
     // Uneven pieces: cuts fall inside preludes, headers, payloads and CRCs.
     const sizes = [5, 1, 17, 64, 3, 200, 11];
     for (let at = 0, i = 0; at < all.length; i++) {
@@ -474,14 +472,11 @@ export async function startFakeBedrock({ region = REGION, credentials = {} } = {
 }
 
 function converseReply(scenario) {
-  const content =
-    scenario === "tools"
-      ? [{ text: TOOLS_TEXT }, ...TOOL_USES.map((t) => ({ toolUse: { toolUseId: t.toolUseId, name: t.name, input: t.input } }))]
-      : [{ text: TEXT }];
+  if (scenario !== "tools") return { ...REPLY_TEXT, usage: { ...USAGE } };
   return {
     metrics: { latencyMs: 321 },
-    output: { message: { role: "assistant", content } },
-    stopReason: scenario === "tools" ? "tool_use" : "end_turn",
+    output: { message: { role: "assistant", content: [{ text: TOOLS_TEXT }, ...TOOL_USES.map((t) => ({ toolUse: { toolUseId: t.toolUseId, name: t.name, input: t.input } }))] } },
+    stopReason: "tool_use",
     usage: { ...USAGE },
   };
 }
@@ -492,11 +487,6 @@ function streamFrames(scenario) {
     for (const text of pieces) frames.push(eventFrame("contentBlockDelta", { contentBlockIndex: index, delta: { text } }));
     frames.push(eventFrame("contentBlockStop", { contentBlockIndex: index }));
   };
-  if (scenario === "stream-exception") {
-    frames.push(eventFrame("contentBlockDelta", { contentBlockIndex: 0, delta: { text: "Once upon" } }));
-    frames.push(exceptionFrame("throttlingException", "Too many tokens, please wait before trying again."));
-    return frames;
-  }
   let stopReason = "end_turn";
   if (scenario === "tools") {
     textBlock(0, [TOOLS_TEXT.slice(0, 5), TOOLS_TEXT.slice(5)]);

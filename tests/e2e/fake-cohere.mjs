@@ -10,28 +10,46 @@
 // with a name and object parameters; tool_choice REQUIRED/NONE; sampling parameters in range
 // (temperature in [0, 1], p in [0.01, 0.99], k in [0, 500], penalties in [0, 1], at most 5 stop_sequences).
 //
-// Scenario: queued with fake.next(...), else the model when it names one, else "ok":
-//   ok       text (TEXT; stream: content-start, content-delta per STREAM_PIECES, content-end)
-//   tools    tool_plan (TOOL_PLAN) + two tool_calls (TOOL_CALLS), finish_reason TOOL_CALL; stream:
-//            tool-plan-delta, tool-call-start / tool-call-delta… / tool-call-end per call
-//   err-400  400 invalid request;  err-401  401 invalid api token;  err-429  429 Trial key limit
-//   err-500  500 internal server error
-// Usage (in replies and in the stream's message-end): USAGE — billed_units input 5 / output 26,
-// tokens input 71 / output 26, cached_tokens 64 — an OpenAI client should see prompt 71 (cached
-// 64), completion 26, total 97 (Cohere's `tokens` count what the model read, billed_units only
-// what is billed).
+// Scenario: queued with fake.next(...), else the model when it names one, else "ok". Replies and
+// streams are the recorded ones of tests/fixtures/cohere/, with fresh ids and USAGE set in them:
+//   ok       reply_text.json (TEXT); stream: stream_text.sse — content-start, content-delta per
+//            STREAM_PIECES, content-end
+//   tools    stream: stream_tool_call.sse — tool-plan-delta… (TOOL_PLAN), then tool-call-start /
+//            tool-call-delta… / tool-call-end per call (TOOL_CALLS), finish_reason TOOL_CALL;
+//            non-stream: reply_tool_call.json carrying the stream's tool_plan and tool_calls (the
+//            two recordings name different calls; the tests expect the same ones either way)
+//   err-400  400 invalid request;  err-401  401 invalid api token;
+//   err-429  429 Trial key limit (error_rate_limit_429.json);  err-500  500 internal server error
+// Usage (in replies and in the stream's message-end): USAGE, reply_text.json's — billed_units
+// input 5 / output 26, tokens input 71 / output 26, cached_tokens 64 — an OpenAI client should see
+// prompt 71 (cached 64), completion 26, total 97 (Cohere's `tokens` count what the model read,
+// billed_units only what is billed). The other recordings' usage lacks the cached tokens the
+// tests look for, so it is replaced.
 
-import { startFakeServer, sendJson, startSse, writeSplit } from "./fake-common.mjs";
+import { startFakeServer, sendJson, startSse, writeSplit, fixtureJson, fixtureSse } from "./fake-common.mjs";
 import crypto from "node:crypto";
 
-export const TEXT = "LLMs stand for Large Language Models.";
-export const STREAM_PIECES = ["LL", "Ms stand for", " Large Language Models — “neural” ✓."];
-export const TOOL_PLAN = "I will look up the weather in both cities.";
-export const TOOL_CALLS = [
-  { id: "get_weather_9jr9cm3g8bcw", name: "get_weather", arguments: '{"location":"Paris"}', fragments: ['{"loc', 'ation":', '"Paris"}'] },
-  { id: "get_weather_a3h3xzf4dd0t", name: "get_weather", arguments: '{"location":"Tokyo"}', fragments: ['{"location":"Tokyo"}'] },
-];
-export const USAGE = { billed_units: { input_tokens: 5, output_tokens: 26 }, tokens: { input_tokens: 71, output_tokens: 26 }, cached_tokens: 64 };
+const REPLY_TEXT = fixtureJson("cohere/reply_text.json");
+const REPLY_TOOL_CALL = fixtureJson("cohere/reply_tool_call.json");
+const STREAM_TEXT = fixtureSse("cohere/stream_text.sse");
+const STREAM_TOOL_CALL = fixtureSse("cohere/stream_tool_call.sse");
+const ERROR_RATE_LIMIT = fixtureJson("cohere/error_rate_limit_429.json");
+
+const ofEvent = (events, type) => events.filter((e) => e.event === type).map((e) => e.data);
+
+export const TEXT = REPLY_TEXT.message.content[0].text;
+export const STREAM_PIECES = ofEvent(STREAM_TEXT, "content-delta").map((d) => d.delta.message.content.text);
+export const TOOL_PLAN = ofEvent(STREAM_TOOL_CALL, "tool-plan-delta")
+  .map((d) => d.delta.message.tool_plan)
+  .join("");
+export const TOOL_CALLS = ofEvent(STREAM_TOOL_CALL, "tool-call-start").map(({ index, delta }) => {
+  const { id, function: fn } = delta.message.tool_calls;
+  const fragments = ofEvent(STREAM_TOOL_CALL, "tool-call-delta")
+    .filter((d) => d.index === index)
+    .map((d) => d.delta.message.tool_calls.function.arguments);
+  return { id, name: fn.name, arguments: fragments.join(""), fragments };
+});
+export const USAGE = REPLY_TEXT.usage;
 export const OPENAI_USAGE = { prompt_tokens: 71, completion_tokens: 26, total_tokens: 97, cached_tokens: 64 };
 
 const SCENARIOS = new Set(["ok", "tools", "err-400", "err-401", "err-429", "err-500"]);
@@ -152,7 +170,7 @@ export async function startFakeCohere({ key } = {}) {
       case "err-401":
         return sendError(res, 401, "invalid api token");
       case "err-429":
-        return sendError(res, 429, "You are using a Trial key, which is limited to 10 API calls / minute. You can continue to use the Trial key for free or upgrade to a Production key with higher rate limits at 'https://dashboard.cohere.com/api-keys'.");
+        return sendJson(res, 429, { ...ERROR_RATE_LIMIT, id: newId() });
       case "err-500":
         return sendError(res, 500, "internal server error, this has been reported to our developers");
     }
@@ -166,38 +184,22 @@ export async function startFakeCohere({ key } = {}) {
 
 function wholeReply(scenario) {
   if (scenario === "tools") {
-    return {
-      id: newId(),
-      message: {
-        role: "assistant",
-        tool_plan: TOOL_PLAN,
-        tool_calls: TOOL_CALLS.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
-      },
-      finish_reason: "TOOL_CALL",
-      usage: structuredClone(USAGE),
-    };
+    const tool_calls = TOOL_CALLS.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }));
+    return { ...REPLY_TOOL_CALL, id: newId(), message: { ...REPLY_TOOL_CALL.message, tool_plan: TOOL_PLAN, tool_calls }, usage: structuredClone(USAGE) };
   }
-  return { id: newId(), message: { role: "assistant", content: [{ type: "text", text: TEXT }] }, finish_reason: "COMPLETE", usage: structuredClone(USAGE) };
+  return { ...structuredClone(REPLY_TEXT), id: newId() };
 }
 
 const sseEvent = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
 
+/** A recorded stream, as recorded but for message-start's id and message-end's usage. */
 function streamReply(res, scenario, headers) {
   startSse(res, headers);
-  res.write(sseEvent("message-start", { id: newId(), delta: { message: { role: "assistant", content: [], tool_plan: "", tool_calls: [], citations: [] } } }));
-  let finish = "COMPLETE";
-  if (scenario === "tools") {
-    for (const piece of [TOOL_PLAN.slice(0, 9), TOOL_PLAN.slice(9)]) writeSplit(res, sseEvent("tool-plan-delta", { delta: { message: { tool_plan: piece } } }));
-    TOOL_CALLS.forEach((c, index) => {
-      res.write(sseEvent("tool-call-start", { index, delta: { message: { tool_calls: { id: c.id, type: "function", function: { name: c.name, arguments: "" } } } } }));
-      for (const arguments_ of c.fragments) writeSplit(res, sseEvent("tool-call-delta", { index, delta: { message: { tool_calls: { function: { arguments: arguments_ } } } } }));
-      res.write(sseEvent("tool-call-end", { index }));
-    });
-    finish = "TOOL_CALL";
-  } else {
-    res.write(sseEvent("content-start", { index: 0, delta: { message: { content: { type: "text", text: "" } } } }));
-    for (const text of STREAM_PIECES) writeSplit(res, sseEvent("content-delta", { index: 0, delta: { message: { content: { text } } }, logprobs: null }));
-    res.write(sseEvent("content-end", { index: 0 }));
+  for (const e of scenario === "tools" ? STREAM_TOOL_CALL : STREAM_TEXT) {
+    if (e.event === "message-start") res.write(sseEvent("message-start", { ...e.data, id: newId() }));
+    else if (e.event === "message-end") res.write(sseEvent("message-end", { delta: { ...e.data.delta, usage: structuredClone(USAGE) } }));
+    else if (e.event.endsWith("-delta")) writeSplit(res, e.raw);
+    else res.write(e.raw);
   }
-  res.end(sseEvent("message-end", { delta: { finish_reason: finish, usage: structuredClone(USAGE) } }));
+  res.end();
 }

@@ -3,7 +3,9 @@
 // (method, path, query, headers, raw and parsed body), picks a scenario per request (queued with
 // next(), else derived from the request, e.g. from its model), and lets tests wait for a request.
 // Each record also keeps what the fake sent back (`rec.sent`, the exact response bytes), so a
-// test can check that a pass-through relayed them unchanged.
+// test can check that a pass-through relayed them unchanged. The fakes answer with the recorded
+// payloads of tests/fixtures/<provider>/ where one fits (fixture(), fixtureJson(), fixtureSse()),
+// so the relay's host tests and its end-to-end tests read the same wire bytes.
 //
 //   const fake = await startFakeServer({ scenarios, scenarioOf, handle });
 //   fake.next("err-529");                       // the next request gets this scenario
@@ -12,6 +14,7 @@
 
 import http from "node:http";
 import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
 
 /**
  * scenarios: Set of valid scenario names; scenarioOf(rec): the scenario of a request when none
@@ -171,4 +174,40 @@ let idCounter = 0;
 /** A unique-enough id with a prefix, e.g. fakeId("msg_"). */
 export function fakeId(prefix) {
   return `${prefix}fake${Date.now().toString(36)}${(idCounter++).toString(36).padStart(4, "0")}`;
+}
+
+/** The bytes of tests/fixtures/<path>. Fakes call this at module load, once per fixture. */
+export function fixture(path) {
+  return readFileSync(new URL(`../fixtures/${path}`, import.meta.url));
+}
+
+export const fixtureJson = (path) => JSON.parse(fixture(path).toString("utf8"));
+
+/**
+ * The events of an SSE fixture, in order: { event, data, raw } — data parsed as JSON (or the
+ * text, e.g. "[DONE]"), raw the event exactly as recorded with its closing blank line, so a fake
+ * can send it unchanged or re-encode only the events it must alter.
+ */
+export function fixtureSse(path) {
+  const text = fixture(path).toString("utf8");
+  const eol = text.includes("\r\n") ? "\r\n" : "\n";
+  return text
+    .split(/\r?\n\r?\n/)
+    .filter((block) => block.trim())
+    .map((block) => {
+      let event;
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      const joined = data.join("\n");
+      let parsed;
+      try {
+        parsed = JSON.parse(joined);
+      } catch {
+        parsed = joined;
+      }
+      return { event, data: parsed, raw: `${block}${eol}${eol}` };
+    });
 }

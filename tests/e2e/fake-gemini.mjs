@@ -13,22 +13,34 @@
 //
 // Scenario: queued with fake.next(...), else the model in the URL when it names a scenario,
 // else "ok". Scenarios:
-//   ok        text (TEXT; stream: STREAM_PIECES, the last chunk with finishReason STOP)
+//   ok        text: tests/fixtures/gemini/reply_text.json (TEXT); stream: STREAM_PIECES, the last
+//             chunk with finishReason STOP — the fake's own, as the test wants multi-byte text
+//             in it, which stream_text.sse has not
 //   fc        two functionCall parts (FUNCTION_CALLS; the first with a thoughtSignature; stream:
-//             one per chunk), finishReason STOP
-//   safety    the prompt is blocked: promptFeedback.blockReason SAFETY and no candidates
+//             one per chunk), finishReason STOP — the fake's own: the recorded function-call
+//             replies name other calls, and stream_function_call.sse opens with a thought part
+//   safety    the prompt is blocked (reply_safety_blocked.json; stream: stream_safety.sse):
+//             promptFeedback.blockReason SAFETY and no candidates
 //   safety-candidate  a candidate that stops with finishReason SAFETY after some text
-//   err-400   400 INVALID_ARGUMENT;  err-403 403 PERMISSION_DENIED;  err-429 429 RESOURCE_EXHAUSTED
+//   err-400   400 INVALID_ARGUMENT;  err-403 403 PERMISSION_DENIED;
+//   err-429   429 RESOURCE_EXHAUSTED (error_resource_exhausted_429.json, retryDelay 37s)
 //   err-500   500 INTERNAL;          err-503 503 UNAVAILABLE
+// Recorded replies get the request's model as modelVersion, a fresh responseId and, but for
+// safety's, the usage below.
 // usageMetadata is fixed: USAGE (prompt 120 of which 100 cached, candidates 10, thoughts 20,
 // total 150) on every reply and on the last stream chunk (earlier chunks carry the prompt count
 // only). Gemini's promptTokenCount includes cached tokens; candidatesTokenCount excludes
 // thoughts — so an OpenAI client should see prompt 120 (cached 100), completion 30 (reasoning
 // 20), total 150.
 
-import { startFakeServer, sendJson, startSse, writeSplit, fakeId } from "./fake-common.mjs";
+import { startFakeServer, sendJson, startSse, writeSplit, fakeId, fixtureJson, fixtureSse } from "./fake-common.mjs";
 
-export const TEXT = "The capital of Wyoming is **Cheyenne**.\n";
+const REPLY_TEXT = fixtureJson("gemini/reply_text.json");
+const REPLY_SAFETY = fixtureJson("gemini/reply_safety_blocked.json");
+const STREAM_SAFETY = fixtureSse("gemini/stream_safety.sse").map((e) => e.data);
+const ERROR_QUOTA = fixtureJson("gemini/error_resource_exhausted_429.json");
+
+export const TEXT = REPLY_TEXT.candidates[0].content.parts[0].text;
 export const STREAM_PIECES = ["The", " capital of Wyoming", " is **Cheyenne** – ✓.\n"];
 export const USAGE = {
   promptTokenCount: 120,
@@ -247,12 +259,7 @@ export async function startFakeGemini() {
       case "err-403":
         return sendError(res, 403, "Permission denied: Consumer 'api_key:test' has been suspended.");
       case "err-429":
-        return sendError(
-          res,
-          429,
-          "You exceeded your current quota, please check your plan and billing details.",
-          { details: [{ "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "37s" }] },
-        );
+        return sendJson(res, 429, ERROR_QUOTA);
       case "err-500":
         return sendError(res, 500, "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting");
       case "err-503":
@@ -286,10 +293,7 @@ function whole(model, scenario) {
         usageMetadata: USAGE,
       });
     case "safety":
-      return envelope(model, {
-        promptFeedback: { blockReason: "SAFETY", safetyRatings: [{ category: "HARM_CATEGORY_HATE_SPEECH", probability: "HIGH" }] },
-        usageMetadata: { promptTokenCount: 9, totalTokenCount: 9 },
-      });
+      return envelope(model, REPLY_SAFETY);
     case "safety-candidate":
       return envelope(model, {
         candidates: [
@@ -301,7 +305,7 @@ function whole(model, scenario) {
         usageMetadata: USAGE,
       });
     default:
-      return envelope(model, { candidates: [candidate([{ text: TEXT }], "STOP")], usageMetadata: USAGE });
+      return envelope(model, { ...REPLY_TEXT, usageMetadata: USAGE });
   }
 }
 
@@ -322,7 +326,7 @@ function chunks(model, scenario) {
         }),
       );
     case "safety":
-      return [whole(model, "safety")];
+      return STREAM_SAFETY.map((c) => envelope(model, c));
     case "safety-candidate":
       return [
         envelope(model, { candidates: [candidate([{ text: SAFETY_TEXT }])], usageMetadata: early }),

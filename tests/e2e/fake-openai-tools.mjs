@@ -3,29 +3,37 @@
 //   POST /v1/chat/completions   (Authorization: Bearer <key> required)
 //   channel: { provider: "openai", base_url: fake.baseUrl }   // http://127.0.0.1:PORT/v1
 //
+// The two calls (TOOL_CALLS: ids, names, argument fragments) are those of the recorded stream
+// tests/fixtures/openai/stream_tool_calls.sse. That recording has neither text before the calls
+// nor usage, and the tests check both, so the fake adds them:
 // Non-stream: a chat.completion whose message has TOOL_TEXT and the two TOOL_CALLS, finish
 // reason "tool_calls", usage TOOL_USAGE (8 of the 40 prompt tokens cached).
-// Stream: the role chunk, TOOL_TEXT in two content chunks, then per call a first delta with
-// index, id, type and name (arguments "") followed by argument fragments (the shape of
-// tests/fixtures/openai/stream_tool_calls.sse), the finish chunk ("tool_calls"), the usage
-// chunk when stream_options.include_usage is true, and `data: [DONE]`.
+// Stream: the role chunk, TOOL_TEXT in two content chunks, then the recorded tool-call chunks
+// (per call a first delta with index, id, type and name, arguments "", then argument
+// fragments) and finish chunk ("tool_calls") with this request's id, created and model, the
+// usage chunk when stream_options.include_usage is true, and `data: [DONE]`.
 // Scenario "err-500" (queued with next()) answers 500 server_error.
 
-import { startFakeServer, sendJson, startSse, writeSplit, fakeId } from "./fake-common.mjs";
+import { startFakeServer, sendJson, startSse, writeSplit, fakeId, fixtureSse } from "./fake-common.mjs";
+
+const STREAM_TOOL_CALLS = fixtureSse("openai/stream_tool_calls.sse");
+const RECORDED_CHUNKS = STREAM_TOOL_CALLS.map((e) => e.data).filter((d) => typeof d === "object");
+const { choices: _, ...RECORDED_ENVELOPE } = RECORDED_CHUNKS[0];
+// The fake's own first chunks carry the role (and the text), so the recorded first delta keeps
+// only its tool call.
+const RECORDED_CHOICES = RECORDED_CHUNKS.map(({ choices: [choice] }) => {
+  const { role, content, refusal, ...delta } = choice.delta;
+  return [{ ...choice, delta }];
+});
+
+const RECORDED_CALL_DELTAS = RECORDED_CHUNKS.flatMap((c) => c.choices[0].delta.tool_calls ?? []);
 
 export const TOOL_TEXT = "Let me check both cities.";
-export const TOOL_CALLS = [
-  {
-    id: "call_DdmO9pD3xa9XTPNJ32zg2hcA",
-    name: "get_weather",
-    fragments: ['{"', "location", '":"', "Paris", ",", " France", '"}'],
-  },
-  {
-    id: "call_ABTLuDNkY8x4zRaGQ7KVXGxn",
-    name: "get_weather",
-    fragments: ['{"', "location", '":"', "Bogot", "á", ", Colombia", '"}'],
-  },
-].map((c) => ({ ...c, arguments: c.fragments.join(""), input: JSON.parse(c.fragments.join("")) }));
+export const TOOL_CALLS = RECORDED_CALL_DELTAS.filter((t) => t.id).map((start) => {
+  const fragments = RECORDED_CALL_DELTAS.filter((t) => t.index === start.index && !t.id).map((t) => t.function.arguments);
+  const args = fragments.join("");
+  return { id: start.id, name: start.function.name, fragments, arguments: args, input: JSON.parse(args) };
+});
 export const TOOL_USAGE = {
   prompt_tokens: 40,
   completion_tokens: 22,
@@ -77,20 +85,17 @@ export async function startFakeOpenAITools() {
       });
     }
     const includeUsage = body.stream_options?.include_usage === true;
-    const base = { id, object: "chat.completion.chunk", created, model, service_tier: "default", system_fingerprint: "fp_faketools" };
-    const chunk = (choices, extra = {}) => `data: ${JSON.stringify({ ...base, choices, ...(includeUsage ? { usage: null } : {}), ...extra })}\n\n`;
+    const usageNull = includeUsage ? { usage: null } : {};
+    const base = { ...RECORDED_ENVELOPE, id, created, model };
+    const chunk = (choices, extra = {}) => `data: ${JSON.stringify({ ...base, choices, ...usageNull, ...extra })}\n\n`;
     const delta = (d, finish = null) => [{ index: 0, delta: d, logprobs: null, finish_reason: finish }];
     startSse(res);
     res.write(chunk(delta({ role: "assistant", content: "", refusal: null })));
     res.write(chunk(delta({ content: TOOL_TEXT.slice(0, 8) })));
     res.write(chunk(delta({ content: TOOL_TEXT.slice(8) })));
-    TOOL_CALLS.forEach((c, index) => {
-      res.write(chunk(delta({ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: "" } }] })));
-      for (const arguments_ of c.fragments) writeSplit(res, chunk(delta({ tool_calls: [{ index, function: { arguments: arguments_ } }] })));
-    });
-    res.write(chunk(delta({}, "tool_calls")));
+    for (const choices of RECORDED_CHOICES) writeSplit(res, chunk(choices));
     if (includeUsage) res.write(chunk([], { usage: TOOL_USAGE }));
-    res.end("data: [DONE]\n\n");
+    res.end(STREAM_TOOL_CALLS.at(-1).raw);
   }
 
   return { ...fake, baseUrl: `${fake.origin}/v1` };

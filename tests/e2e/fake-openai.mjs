@@ -20,9 +20,11 @@
 //   err-400      400 invalid_request_error, param "messages", code null, message mentions "err-400"
 //   err-400-key  400 invalid_request_error whose message quotes the Authorization key in full
 //                (a careless upstream): the relay must scrub it
-//   err-401      401 invalid_api_key, message "Incorrect API key provided: <masked key>. …"
-//                masked like OpenAI does (first 8 chars, asterisks, last 4)
-//   err-429      429 rate_limit_exceeded with `retry-after: 7` and x-ratelimit-* headers
+//   err-401      401 tests/fixtures/openai/error_invalid_api_key_401.json ("Incorrect API key
+//                provided: <masked key>. …"), with the request's key masked like OpenAI does
+//                (first 8 chars, asterisks, last 4)
+//   err-429      429 tests/fixtures/openai/error_rate_limit_exceeded_429.json with
+//                `retry-after: 7` and x-ratelimit-* headers
 //   err-500      500 server_error
 //   hang         never answers (the socket stays open until the client or close() ends it)
 //   slow-stream  (stream only) sends the role chunk and the first content chunk, then waits until
@@ -34,12 +36,18 @@
 //   chat non-stream: prompt 13, completion 7, total 20
 //   chat stream:     prompt 17, completion = number of content chunks (CHAT_STREAM_PIECES.length)
 //   completions:     prompt 5, completion 3;  embeddings: prompt = total = 4 per input
+// The answers are this fake's own, not reply_text.json / stream_text_usage.sse: tests look for
+// "fake" in the text, and work prices and budgets out of these counts.
 // The usage chunk of a stream (`"choices":[]`) is sent only when the request had
 // `stream_options.include_usage: true`; then every other chunk carries `"usage":null`, as
 // OpenAI documents. Otherwise chunks have no `usage` field at all.
 
 import http from "node:http";
 import { EventEmitter } from "node:events";
+import { fixtureJson } from "./fake-common.mjs";
+
+const ERROR_INVALID_API_KEY = fixtureJson("openai/error_invalid_api_key_401.json");
+const ERROR_RATE_LIMIT = fixtureJson("openai/error_rate_limit_exceeded_429.json");
 
 export const CHAT_TEXT = "Hello from the fake upstream.";
 export const CHAT_USAGE = { prompt_tokens: 13, completion_tokens: 7, total_tokens: 20 };
@@ -167,30 +175,17 @@ export async function startFakeOpenAI() {
         return sendError(res, 400, "Invalid 'messages': err-400 was asked for by the test.", "invalid_request_error", "messages", null);
       case "err-400-key":
         return sendError(res, 400, `Invalid request made with key ${key}: err-400-key.`, "invalid_request_error", null, null);
-      case "err-401":
-        return sendError(
-          res,
-          401,
-          `Incorrect API key provided: ${maskKey(key)}. You can find your API key at https://platform.openai.com/account/api-keys.`,
-          "invalid_request_error",
-          null,
-          "invalid_api_key",
-        );
+      case "err-401": {
+        const message = ERROR_INVALID_API_KEY.error.message.replace(/(?<=provided: )\S+(?=\. )/, maskKey(key));
+        return sendJson(res, 401, { error: { ...ERROR_INVALID_API_KEY.error, message } });
+      }
       case "err-429":
-        return sendError(
-          res,
-          429,
-          "Rate limit reached for gpt-test in organization org-fake on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 7s.",
-          "requests",
-          null,
-          "rate_limit_exceeded",
-          {
-            "retry-after": RETRY_AFTER,
-            "x-ratelimit-limit-requests": "3",
-            "x-ratelimit-remaining-requests": "0",
-            "x-ratelimit-reset-requests": "7s",
-          },
-        );
+        return sendJson(res, 429, ERROR_RATE_LIMIT, {
+          "retry-after": RETRY_AFTER,
+          "x-ratelimit-limit-requests": "3",
+          "x-ratelimit-remaining-requests": "0",
+          "x-ratelimit-reset-requests": "7s",
+        });
       case "err-500":
         return sendError(
           res,

@@ -13,7 +13,7 @@ import { startFakeOpenAITools, TOOL_TEXT, TOOL_CALLS, TOOL_USAGE } from "./fake-
 import { anthropicFetch, anthropicJson, anthropicStream, assertAnthropicMessage } from "./anthropic-client.mjs";
 
 const BETA = "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14";
-const fixture = () => JSON.parse(fs.readFileSync(path.join(ROOT, "tests/fixtures/anthropic/claude_code_request.json"), "utf8"));
+const fixture = () => JSON.parse(fs.readFileSync(path.join(ROOT, "tests/fixtures/anthropic/request_claude_code.json"), "utf8"));
 
 /** The Claude Code fixture, addressed to `model`, its last user text carrying `marker`. */
 function claudeCodeRequest(model, marker, extra = {}) {

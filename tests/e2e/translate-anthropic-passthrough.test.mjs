@@ -26,7 +26,7 @@ import {
 import { anthropicFetch, anthropicJson, anthropicStream, assertAnthropicError, assertAnthropicMessage } from "./anthropic-client.mjs";
 
 const BETA = "prompt-caching-2024-07-31,context-management-2025-06-27";
-const fixture = () => JSON.parse(fs.readFileSync(path.join(ROOT, "tests/fixtures/anthropic/claude_code_request.json"), "utf8"));
+const fixture = () => JSON.parse(fs.readFileSync(path.join(ROOT, "tests/fixtures/anthropic/request_claude_code.json"), "utf8"));
 
 /** The Claude Code fixture (system blocks with cache_control, thinking, tools incl. a server
  *  tool, context_management…) addressed to `model`, marked, plus fields the relay does not know. */
