@@ -41,7 +41,8 @@ use crate::governance::grant::{KeyGrant, Status};
 use crate::governance::limits::{self, Ask, RateInfo};
 use crate::ledger::pricing::{PriceTable, Pricer};
 use crate::ledger::response_cache::{self, CacheMode};
-use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, UsageRow};
+use crate::ledger::row::{loggable, AttemptRow, Bodies, UsageRow};
+use crate::ledger::usage::{self, Provenance};
 use crate::providers::endpoint;
 use crate::providers::mock::{self, MockReply};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
@@ -487,7 +488,7 @@ async fn relay_inner(
         Inbound::AnthropicMessages => client::parse_anthropic(&body)?,
     };
     if ledger.log_bodies {
-        ledger.request_body = Some(usage::loggable(&body));
+        ledger.request_body = Some(loggable(&body));
     }
     let cache_mode = response_cache::mode(
         header(req, "cache-control").as_deref(),
@@ -1487,7 +1488,7 @@ fn finish_reply(
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
     let mut row = ledger.row(200, None, usage, source, ttfb, true);
     if let Some(bodies) = row.bodies.as_mut() {
-        bodies.response = Some(usage::loggable(&reply.body));
+        bodies.response = Some(loggable(&reply.body));
     }
     ledger.record(rc, async move { Some(row) });
     if let Some((url, ttl_s)) = &ledger.cache_fill {
@@ -1593,7 +1594,7 @@ fn stream_response(
             .captured
             .as_deref()
             .filter(|_| ledger.log_bodies)
-            .map(usage::loggable);
+            .map(loggable);
         if let (Some((url, ttl_s)), Some(body), true) =
             (&ledger.cache_fill, report.captured, report.completed)
         {
