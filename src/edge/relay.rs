@@ -41,7 +41,8 @@ use crate::governance::grant::{KeyGrant, Status};
 use crate::governance::limits::{self, Ask, RateInfo};
 use crate::ledger::pricing::{PriceTable, Pricer};
 use crate::ledger::response_cache::{self, CacheMode};
-use crate::ledger::usage::{self, AttemptRow, Bodies, Provenance, UsageRow};
+use crate::ledger::row::{loggable, AttemptRow, Bodies, UsageRow};
+use crate::ledger::usage::{self, Provenance};
 use crate::providers::endpoint;
 use crate::providers::mock::{self, MockReply};
 use crate::providers::{self, ProviderKind, UpstreamRequest};
@@ -239,15 +240,10 @@ pub async fn models(
 /// What is known about a request for its usage row, filled in as the request progresses.
 #[derive(Clone)]
 struct Ledger {
-    request_id: String,
-    started_ms: i64,
-    tenant_id: String,
-    key_id: String,
-    endpoint: &'static str,
-    model: Option<String>,
-    upstream_model: Option<String>,
-    channel_id: Option<String>,
-    stream: bool,
+    /// The row as far as it is known before the outcome: who asked for what, where it went, each
+    /// attempt, and the logged request when the tenant opted in to body logging (`bodies` is
+    /// `Some` from the start then). `row` completes a copy.
+    draft: UsageRow,
     /// The reservation at the key's (and tenant's) limiter, settled with the row.
     held: Option<limiter::Held>,
     /// Prices the usage for the settlement and the row.
@@ -258,19 +254,13 @@ struct Ledger {
     notes: Vec<(&'static str, String)>,
     /// Store a successful reply in the response cache under this URL for this many seconds.
     cache_fill: Option<(String, u32)>,
-    attempts: u32,
-    hedged: bool,
-    inbound: &'static str,
-    colo: Option<String>,
-    /// Fingerprint of the upstream key of the attempt that served.
-    upstream_key: Option<String>,
-    attempt_log: Vec<AttemptRow>,
-    /// Body logging (the tenant opted in): the request as logged, redacted.
-    log_bodies: bool,
-    request_body: Option<String>,
 }
 
 impl Ledger {
+    fn log_bodies(&self) -> bool {
+        self.draft.bodies.is_some()
+    }
+
     fn log_attempt(
         &mut self,
         served: &Served<'_>,
@@ -279,9 +269,10 @@ impl Ledger {
         error: Option<&RelayError>,
         outcome: &str,
     ) {
-        self.attempt_log.push(AttemptRow {
-            request_id: self.request_id.clone(),
-            n: u32::try_from(self.attempt_log.len() + 1).unwrap_or(u32::MAX),
+        let log = &mut self.draft.attempt_log;
+        log.push(AttemptRow {
+            request_id: self.draft.request_id.clone(),
+            n: u32::try_from(log.len() + 1).unwrap_or(u32::MAX),
             channel_id: served.channel.id.clone(),
             upstream_model: served.route.upstream_model.clone(),
             upstream_key: key.map(key_fingerprint),
@@ -330,45 +321,25 @@ impl Ledger {
             (Some(p), true) => p.cost(&usage),
             _ => 0,
         };
-        UsageRow {
-            request_id: self.request_id.clone(),
-            created_at: self.started_ms,
-            tenant_id: self.tenant_id.clone(),
-            key_id: self.key_id.clone(),
-            endpoint: self.endpoint.to_string(),
-            model: self.model.clone(),
-            upstream_model: self.upstream_model.clone(),
-            channel_id: self.channel_id.clone(),
-            stream: self.stream,
-            status,
-            error_code: error.map(|e| e.code().to_string()),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.total_tokens(),
-            cost_micros,
-            attempts: self.attempts,
-            hedged: self.hedged,
-            provenance: provenance.as_str().to_string(),
-            cache_read_tokens: usage.cache_read_tokens,
-            cache_write_tokens: usage.cache_write_tokens,
-            reasoning_tokens: usage.reasoning_tokens,
-            inbound: Some(self.inbound.to_string()),
-            colo: self.colo.clone(),
-            upstream_key: self.upstream_key.clone(),
-            // Only a request that needed more than one attempt itemises them.
-            attempt_log: if self.attempt_log.len() > 1 {
-                self.attempt_log.clone()
-            } else {
-                Vec::new()
-            },
-            bodies: self.log_bodies.then(|| Bodies {
-                request: self.request_body.clone(),
-                response: None,
-            }),
-            usage_source: source.as_str().to_string(),
-            latency_ms: (now - self.started_ms).max(0),
-            ttfb_ms,
+        let mut row = self.draft.clone();
+        row.status = status;
+        row.error_code = error.map(|e| e.code().to_string());
+        row.prompt_tokens = usage.prompt_tokens;
+        row.completion_tokens = usage.completion_tokens;
+        row.total_tokens = usage.total_tokens();
+        row.cost_micros = cost_micros;
+        row.provenance = provenance.as_str().to_string();
+        row.cache_read_tokens = usage.cache_read_tokens;
+        row.cache_write_tokens = usage.cache_write_tokens;
+        row.reasoning_tokens = usage.reasoning_tokens;
+        row.usage_source = source.as_str().to_string();
+        row.latency_ms = (now - row.created_at).max(0);
+        row.ttfb_ms = ttfb_ms;
+        // Only a request that needed more than one attempt itemises them.
+        if row.attempt_log.len() < 2 {
+            row.attempt_log = Vec::new();
         }
+        row
     }
 }
 
@@ -417,34 +388,30 @@ pub async fn relay(
     rc: &RelayCtx<'_>,
 ) -> Response {
     let mut ledger = Ledger {
-        request_id: rc.request_id.to_string(),
-        started_ms: rc.started_ms,
-        tenant_id: grant.tenant_id.clone(),
-        key_id: grant.key_id.clone(),
-        endpoint: inbound.endpoint_name(),
-        model: None,
-        upstream_model: None,
-        channel_id: None,
-        stream: false,
+        draft: UsageRow {
+            request_id: rc.request_id.to_string(),
+            created_at: rc.started_ms,
+            tenant_id: grant.tenant_id.clone(),
+            key_id: grant.key_id.clone(),
+            endpoint: inbound.endpoint_name().to_string(),
+            inbound: Some(
+                match inbound.format() {
+                    ClientFormat::OpenAi => "openai",
+                    ClientFormat::Anthropic => "anthropic",
+                }
+                .to_string(),
+            ),
+            bodies: grant.settings.log_bodies.then(Bodies::default),
+            ..UsageRow::default()
+        },
         held: None,
         pricer: None,
         rate: RateInfo::default(),
         notes: Vec::new(),
         cache_fill: None,
-        attempts: 0,
-        hedged: false,
-        inbound: match inbound.format() {
-            ClientFormat::OpenAi => "openai",
-            ClientFormat::Anthropic => "anthropic",
-        },
-        colo: None,
-        upstream_key: None,
-        attempt_log: Vec::new(),
-        log_bodies: grant.settings.log_bodies,
-        request_body: None,
     };
     let caller = caller_of(&req);
-    ledger.colo = caller.colo.clone();
+    ledger.draft.colo = caller.colo.clone();
     match relay_inner(&mut req, inbound, grant, rc, &mut ledger, &caller).await {
         Ok(mut response) => {
             for (name, value) in limits::rate_headers(&ledger.rate) {
@@ -488,8 +455,8 @@ async fn relay_inner(
         Inbound::OpenAi(endpoint) => ClientRequest::OpenAi(openai::parse_request(endpoint, &body)?),
         Inbound::AnthropicMessages => client::parse_anthropic(&body)?,
     };
-    if ledger.log_bodies {
-        ledger.request_body = Some(usage::loggable(&body));
+    if let Some(bodies) = ledger.draft.bodies.as_mut() {
+        bodies.request = Some(loggable(&body));
     }
     let cache_mode = response_cache::mode(
         header(req, "cache-control").as_deref(),
@@ -503,8 +470,8 @@ async fn relay_inner(
             .map(|v| response_cache::cache_url(&grant.tenant_id, inbound.endpoint_name(), &v)),
     };
     drop(body);
-    ledger.model = Some(client.model().to_string());
-    ledger.stream = client.stream();
+    ledger.draft.model = Some(client.model().to_string());
+    ledger.draft.stream = client.stream();
 
     let map = model_map(rc).await?;
     let mut target = model_map::resolve(
@@ -665,8 +632,8 @@ async fn relay_inner(
             }
         };
         attempts += 1;
-        ledger.upstream_model = Some(route.upstream_model.clone());
-        ledger.channel_id = Some(channel.id.clone());
+        ledger.draft.upstream_model = Some(route.upstream_model.clone());
+        ledger.draft.channel_id = Some(channel.id.clone());
         let placement = order::explain(&routing_cands[idx], caller);
         let served = Served {
             route,
@@ -754,14 +721,14 @@ async fn relay_inner(
             Some((loser, None)) => ledger.log_attempt(loser, None, None, None, "cancelled"),
             None => {}
         }
-        ledger.upstream_model = Some(route.upstream_model.clone());
-        ledger.channel_id = Some(channel.id.clone());
-        ledger.attempts = attempts;
-        ledger.hedged |= was_hedged;
+        ledger.draft.upstream_model = Some(route.upstream_model.clone());
+        ledger.draft.channel_id = Some(channel.id.clone());
+        ledger.draft.attempts = attempts;
+        ledger.draft.hedged |= was_hedged;
         let config = breaker_config(channel);
         match result {
             Ok(sent) => {
-                ledger.upstream_key = sent.key_used.as_deref().map(key_fingerprint);
+                ledger.draft.upstream_key = sent.key_used.as_deref().map(key_fingerprint);
                 ledger.log_attempt(
                     &served,
                     sent.key_used.as_deref(),
@@ -1493,7 +1460,7 @@ fn finish_reply(
     let ttfb = Some((now_ms() - rc.started_ms).max(0));
     let mut row = ledger.row(200, None, usage, source, ttfb, true);
     if let Some(bodies) = row.bodies.as_mut() {
-        bodies.response = Some(usage::loggable(&reply.body));
+        bodies.response = Some(loggable(&reply.body));
     }
     ledger.record(rc, async move { Some(row) });
     if let Some((url, ttl_s)) = &ledger.cache_fill {
@@ -1590,7 +1557,7 @@ fn stream_response(
         total_until_ms,
         last_data_ms: now_ms(),
         abort: abort.map(|(c, _, _)| c),
-        capture: (ledger.cache_fill.is_some() || ledger.log_bodies).then(Vec::new),
+        capture: (ledger.cache_fill.is_some() || ledger.log_bodies()).then(Vec::new),
     };
     let prompt_bytes = client.prompt_bytes();
     ledger.clone().record(rc, async move {
@@ -1598,8 +1565,8 @@ fn stream_response(
         let logged = report
             .captured
             .as_deref()
-            .filter(|_| ledger.log_bodies)
-            .map(usage::loggable);
+            .filter(|_| ledger.log_bodies())
+            .map(loggable);
         if let (Some((url, ttl_s)), Some(body), true) =
             (&ledger.cache_fill, report.captured, report.completed)
         {
@@ -1611,7 +1578,9 @@ fn stream_response(
             report.completion_bytes,
             report.produced,
         );
-        let ttfb = report.first_byte_ms.map(|t| (t - ledger.started_ms).max(0));
+        let ttfb = report
+            .first_byte_ms
+            .map(|t| (t - ledger.draft.created_at).max(0));
         let (status, err) = if report.broken {
             (502, Some(RelayError::UpstreamStreamBroken))
         } else {

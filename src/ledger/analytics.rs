@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::RelayError;
-use crate::ledger::usage::UsageRow;
+use crate::ledger::row::{Cell, UsageRow, COLUMN_NAMES};
 use crate::support::url::query_pairs;
 
 use crate::support::calendar::{parse_rfc3339, DAY_MS, HOUR_MS};
@@ -507,57 +507,28 @@ pub fn timeseries(
         .collect()
 }
 
-const CSV_HEADER: &str = "request_id,created_at,tenant_id,key_id,endpoint,model,upstream_model,\
-channel_id,stream,status,error_code,prompt_tokens,completion_tokens,total_tokens,cost_micros,\
-attempts,hedged,usage_source,latency_ms,ttfb_ms,provenance,cache_read_tokens,cache_write_tokens,reasoning_tokens,inbound,colo,upstream_key";
+/// The header is the column names in `ledger::row::COLUMNS` order, which is the export's.
+const CSV_HEADER: &str = COLUMN_NAMES;
 
 /// The rows as RFC 4180 CSV: a header, then one CRLF-terminated record per row. The columns
-/// are the core ledger fields in their `UsageRow` order (`CSV_HEADER`), a fixed set so that
-/// spreadsheets and scripts built on an export keep working as the row grows; columns added
-/// later go at the end. An absent value is an empty field.
+/// are the ledger's columns in `ledger::row::COLUMNS` order, which keeps the export's first
+/// columns where spreadsheets and scripts built on it expect them; columns added later go at the
+/// end. An absent value is an empty field.
 pub fn to_csv(rows: &[UsageRow]) -> String {
     let mut out = String::with_capacity(CSV_HEADER.len() + 2 + rows.len() * 160);
     out.push_str(CSV_HEADER);
     out.push_str("\r\n");
     for r in rows {
-        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let opt_num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-        // Text columns may hold what a client sent (the model name above all), so they are
-        // guarded against spreadsheet formulas; numbers are written as they are.
-        let fields = [
-            text_field(&r.request_id),
-            r.created_at.to_string(),
-            text_field(&r.tenant_id),
-            text_field(&r.key_id),
-            text_field(&r.endpoint),
-            text_field(&opt(&r.model)),
-            text_field(&opt(&r.upstream_model)),
-            text_field(&opt(&r.channel_id)),
-            r.stream.to_string(),
-            r.status.to_string(),
-            text_field(&opt(&r.error_code)),
-            r.prompt_tokens.to_string(),
-            r.completion_tokens.to_string(),
-            r.total_tokens.to_string(),
-            r.cost_micros.to_string(),
-            r.attempts.to_string(),
-            r.hedged.to_string(),
-            text_field(&r.usage_source),
-            r.latency_ms.to_string(),
-            opt_num(r.ttfb_ms),
-            text_field(&r.provenance),
-            r.cache_read_tokens.to_string(),
-            r.cache_write_tokens.to_string(),
-            r.reasoning_tokens.to_string(),
-            text_field(&opt(&r.inbound)),
-            text_field(&opt(&r.colo)),
-            text_field(&opt(&r.upstream_key)),
-        ];
-        for (i, field) in fields.iter().enumerate() {
+        for (i, cell) in r.cells().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_csv_field(&mut out, field);
+            // Text columns may hold what a client sent (the model name above all), so they are
+            // guarded against spreadsheet formulas; numbers are written as they are.
+            match cell {
+                Cell::Text(_) => push_csv_field(&mut out, &text_field(&cell.text())),
+                _ => push_csv_field(&mut out, &cell.text()),
+            }
         }
         out.push_str("\r\n");
     }

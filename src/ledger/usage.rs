@@ -1,4 +1,5 @@
-//! Token usage as the relay records it, and the one row written per request.
+//! Where a request's recorded token counts come from (`UsageSource`), how billing sees them
+//! (`Provenance`), and settling on the counts to record. The row they go in is `ledger::row`.
 //!
 //! Token counts are unsigned and added with saturation, so no arithmetic on upstream numbers can
 //! make a count negative or wrap. When an upstream reports nothing the relay estimates from the
@@ -93,122 +94,9 @@ pub fn settle(
     }
 }
 
-/// One row of the D1 `usage` table (migrations/0001_core.sql).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageRow {
-    pub request_id: String,
-    pub created_at: i64,
-    pub tenant_id: String,
-    pub key_id: String,
-    pub endpoint: String,
-    pub model: Option<String>,
-    pub upstream_model: Option<String>,
-    pub channel_id: Option<String>,
-    pub stream: bool,
-    pub status: u16,
-    pub error_code: Option<String>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// Micro-units of the tenant's currency (`ledger::pricing`); 0 for an unpriced model.
-    #[serde(default)]
-    pub cost_micros: u64,
-    /// Upstream attempts made for the request (0 when none was: refused, mock, cache hit).
-    #[serde(default)]
-    pub attempts: u32,
-    /// A hedge raced the first attempt (one of the two was cancelled).
-    #[serde(default)]
-    pub hedged: bool,
-    /// Billing's view of the counts: reported, estimated, partial or not_billed.
-    #[serde(default = "not_billed")]
-    pub provenance: String,
-    #[serde(default)]
-    pub cache_read_tokens: u64,
-    #[serde(default)]
-    pub cache_write_tokens: u64,
-    #[serde(default)]
-    pub reasoning_tokens: u64,
-    /// The API the client used: "openai" or "anthropic".
-    #[serde(default)]
-    pub inbound: Option<String>,
-    /// The Cloudflare data centre that served the request.
-    #[serde(default)]
-    pub colo: Option<String>,
-    /// The fingerprint of the upstream key used (never the key).
-    #[serde(default)]
-    pub upstream_key: Option<String>,
-    /// Each attempt, when there was more than one (written to `usage_attempts`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attempt_log: Vec<AttemptRow>,
-    /// The redacted request and reply, for a tenant that opted in (`request_bodies`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bodies: Option<Bodies>,
-    pub usage_source: String,
-    pub latency_ms: i64,
-    pub ttfb_ms: Option<i64>,
-}
-
-/// A request's and reply's bodies as logged: redacted, and cut at `BODY_LOG_BYTES`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bodies {
-    pub request: Option<String>,
-    pub response: Option<String>,
-}
-
-/// How much of each body is kept.
-pub const BODY_LOG_BYTES: usize = 64 * 1024;
-
-/// Text fit for the body log: cut at `BODY_LOG_BYTES` on a character boundary (marked), then
-/// redacted — cut first, so redaction's cost is bounded too.
-pub fn loggable(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut end = text.len().min(BODY_LOG_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = crate::ledger::redact::redact(&text[..end]);
-    if end < text.len() {
-        out.push_str(" [TRUNCATED]");
-    }
-    out
-}
-
-/// One upstream attempt of a request, linked to its usage row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptRow {
-    pub request_id: String,
-    /// 1 for the first attempt.
-    pub n: u32,
-    pub channel_id: String,
-    pub upstream_model: String,
-    pub upstream_key: Option<String>,
-    /// The upstream's status; `None` when it never answered.
-    pub status: Option<u16>,
-    pub error_code: Option<String>,
-    /// `served`, `failed`, or `cancelled` (a hedge that lost).
-    pub outcome: String,
-    pub at: i64,
-}
-
-fn not_billed() -> String {
-    Provenance::NotBilled.as_str().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logged_bodies_are_cut_then_redacted() {
-        let body = br#"{"messages":[{"content":"mail bob@example.com, key sk-abcdefghijklmnopqrstuvwxyz"}]}"#;
-        let logged = loggable(body);
-        assert!(!logged.contains("bob@example.com"));
-        assert!(!logged.contains("sk-abcdefghijklmnopqrstuvwxyz"));
-        let long = "é".repeat(BODY_LOG_BYTES);
-        let cut = loggable(long.as_bytes());
-        assert!(cut.ends_with(" [TRUNCATED]"));
-        assert!(cut.len() <= BODY_LOG_BYTES + 12);
-    }
 
     #[test]
     fn provenance_follows_source_and_completion() {

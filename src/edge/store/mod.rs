@@ -15,7 +15,7 @@ use crate::governance::grant::{KeyGrant, KeyStatus, Status, TenantSettings};
 use crate::governance::limits::Limits;
 use crate::governance::rules::AccessRules;
 use crate::ledger::pricing::{parse_price_table, PriceTable, PRICES_KEY};
-use crate::ledger::usage::UsageRow;
+use crate::ledger::row::{self, Cell, UsageRow, COLUMN_NAMES};
 use crate::providers::ProviderKind;
 use crate::routing::channel::Channel;
 use crate::routing::model_map::{GroupMultipliers, ModelMap};
@@ -238,82 +238,22 @@ impl ChannelRow {
     }
 }
 
-#[derive(Deserialize)]
-struct UsageDbRow {
-    request_id: String,
-    created_at: i64,
-    tenant_id: String,
-    key_id: String,
-    endpoint: String,
-    model: Option<String>,
-    upstream_model: Option<String>,
-    channel_id: Option<String>,
-    stream: i64,
-    status: i64,
-    error_code: Option<String>,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    total_tokens: i64,
-    #[serde(default)]
-    cost_micros: i64,
-    #[serde(default)]
-    attempts: i64,
-    #[serde(default)]
-    hedged: i64,
-    #[serde(default)]
-    provenance: Option<String>,
-    #[serde(default)]
-    cache_read_tokens: i64,
-    #[serde(default)]
-    cache_write_tokens: i64,
-    #[serde(default)]
-    reasoning_tokens: i64,
-    #[serde(default)]
-    inbound: Option<String>,
-    #[serde(default)]
-    colo: Option<String>,
-    #[serde(default)]
-    upstream_key: Option<String>,
-    usage_source: String,
-    latency_ms: i64,
-    ttfb_ms: Option<i64>,
+/// A usage row's column as a D1 parameter.
+fn cell(c: Cell<'_>) -> JsValue {
+    match c {
+        Cell::Text(s) => opt_text(s),
+        Cell::Int(n) => opt_int(n),
+        Cell::Count(n) => int(i64::try_from(n).unwrap_or(i64::MAX)),
+        Cell::Bool(b) => int(i64::from(b)),
+    }
 }
 
-impl From<UsageDbRow> for UsageRow {
-    fn from(r: UsageDbRow) -> UsageRow {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        UsageRow {
-            request_id: r.request_id,
-            created_at: r.created_at,
-            tenant_id: r.tenant_id,
-            key_id: r.key_id,
-            endpoint: r.endpoint,
-            model: r.model,
-            upstream_model: r.upstream_model,
-            channel_id: r.channel_id,
-            stream: r.stream != 0,
-            status: u16::try_from(r.status).unwrap_or(0),
-            error_code: r.error_code,
-            prompt_tokens: count(r.prompt_tokens),
-            completion_tokens: count(r.completion_tokens),
-            total_tokens: count(r.total_tokens),
-            cost_micros: count(r.cost_micros),
-            attempts: u32::try_from(r.attempts).unwrap_or(0),
-            hedged: r.hedged != 0,
-            provenance: r.provenance.unwrap_or_else(|| "not_billed".into()),
-            cache_read_tokens: count(r.cache_read_tokens),
-            cache_write_tokens: count(r.cache_write_tokens),
-            reasoning_tokens: count(r.reasoning_tokens),
-            inbound: r.inbound,
-            colo: r.colo,
-            upstream_key: r.upstream_key,
-            attempt_log: Vec::new(),
-            bodies: None,
-            usage_source: r.usage_source,
-            latency_ms: r.latency_ms,
-            ttfb_ms: r.ttfb_ms,
-        }
-    }
+/// A usage row as a query selecting `COLUMN_NAMES` returned it.
+type StoredUsage = serde_json::Map<String, serde_json::Value>;
+
+fn usage_of(values: &StoredUsage) -> Result<UsageRow, RelayError> {
+    UsageRow::from_columns(values)
+        .map_err(|column| RelayError::internal("D1 usage row", format!("unreadable {column}")))
 }
 
 /// A tenant-scoped admin token as listed (never its hash).
@@ -778,45 +718,11 @@ impl Store {
     }
 
     pub async fn insert_usage_batch(&self, rows: &[UsageRow]) -> Result<(), RelayError> {
-        let count = |n: u64| int(i64::try_from(n).unwrap_or(i64::MAX));
+        let insert = row::insert_sql();
         let mut statements = Vec::with_capacity(rows.len());
         for u in rows {
-            statements.push(self.statement(
-                "INSERT OR IGNORE INTO usage (request_id, created_at, tenant_id, key_id, endpoint, model, upstream_model, \
-                 channel_id, stream, status, error_code, prompt_tokens, completion_tokens, total_tokens, usage_source, \
-                 latency_ms, ttfb_ms, cost_micros, attempts, hedged, provenance, cache_read_tokens, cache_write_tokens, \
-                 reasoning_tokens, inbound, colo, upstream_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
-                &[
-                    text(&u.request_id),
-                    int(u.created_at),
-                    text(&u.tenant_id),
-                    text(&u.key_id),
-                    text(&u.endpoint),
-                    opt_text(u.model.as_deref()),
-                    opt_text(u.upstream_model.as_deref()),
-                    opt_text(u.channel_id.as_deref()),
-                    int(i64::from(u.stream)),
-                    int(i64::from(u.status)),
-                    opt_text(u.error_code.as_deref()),
-                    count(u.prompt_tokens),
-                    count(u.completion_tokens),
-                    count(u.total_tokens),
-                    text(&u.usage_source),
-                    int(u.latency_ms),
-                    opt_int(u.ttfb_ms),
-                    count(u.cost_micros),
-                    int(i64::from(u.attempts)),
-                    int(i64::from(u.hedged)),
-                    text(&u.provenance),
-                    count(u.cache_read_tokens),
-                    count(u.cache_write_tokens),
-                    count(u.reasoning_tokens),
-                    opt_text(u.inbound.as_deref()),
-                    opt_text(u.colo.as_deref()),
-                    opt_text(u.upstream_key.as_deref()),
-                ],
-            )?);
+            let values: Vec<JsValue> = u.cells().map(cell).collect();
+            statements.push(self.statement(&insert, &values)?);
         }
         for u in rows {
             if let Some(b) = &u.bodies {
@@ -953,14 +859,14 @@ impl Store {
 
     /// One request's row and its attempts.
     pub async fn usage_row(&self, request_id: &str) -> Result<Option<UsageRow>, RelayError> {
-        let row: Option<UsageDbRow> = self
+        let row: Option<StoredUsage> = self
             .first(
-                "SELECT * FROM usage WHERE request_id = ?1",
+                &format!("SELECT {COLUMN_NAMES} FROM usage WHERE request_id = ?1"),
                 &[text(request_id)],
             )
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut row = UsageRow::from(row);
+        let mut row = usage_of(&row)?;
         row.bodies = self
             .first(
                 "SELECT request, response FROM request_bodies WHERE request_id = ?1",
@@ -978,13 +884,15 @@ impl Store {
     }
 
     pub async fn ledger(&self, q: &LedgerQuery<'_>) -> Result<Vec<UsageRow>, RelayError> {
-        let rows: Vec<UsageDbRow> = self
+        let rows: Vec<StoredUsage> = self
             .all(
-                "SELECT * FROM usage WHERE created_at >= ?1 AND created_at < ?2 \
+                &format!(
+                    "SELECT {COLUMN_NAMES} FROM usage WHERE created_at >= ?1 AND created_at < ?2 \
                  AND (?3 IS NULL OR tenant_id = ?3) AND (?4 IS NULL OR key_id = ?4) \
                  AND (?5 IS NULL OR model = ?5) AND (?6 IS NULL OR channel_id = ?6) \
                  AND (?7 IS NULL OR status = ?7) AND (?8 IS NULL OR created_at < ?8) \
-                 ORDER BY created_at DESC, request_id DESC LIMIT ?9",
+                 ORDER BY created_at DESC, request_id DESC LIMIT ?9"
+                ),
                 &[
                     int(q.from_ms),
                     int(q.to_ms),
@@ -998,14 +906,16 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(rows.into_iter().map(UsageRow::from).collect())
+        rows.iter().map(usage_of).collect()
     }
 
     pub async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRow>, RelayError> {
-        let rows: Vec<UsageDbRow> = self
+        let rows: Vec<StoredUsage> = self
             .all(
-                "SELECT * FROM usage WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR key_id = ?2) \
-                 AND (?3 IS NULL OR created_at < ?3) ORDER BY created_at DESC, request_id DESC LIMIT ?4",
+                &format!(
+                    "SELECT {COLUMN_NAMES} FROM usage WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR key_id = ?2) \
+                 AND (?3 IS NULL OR created_at < ?3) ORDER BY created_at DESC, request_id DESC LIMIT ?4"
+                ),
                 &[
                     opt_text(q.tenant_id.as_deref()),
                     opt_text(q.key_id.as_deref()),
@@ -1014,6 +924,6 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(rows.into_iter().map(UsageRow::from).collect())
+        rows.iter().map(usage_of).collect()
     }
 }

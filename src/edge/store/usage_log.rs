@@ -19,7 +19,7 @@ use worker::{Context, Env};
 
 use super::Store;
 use crate::error::RelayError;
-use crate::ledger::usage::UsageRow;
+use crate::ledger::row::UsageRow;
 
 /// Rows per D1 batch: small enough to stay far below D1's statement limits.
 const BATCH_ROWS: usize = 100;
@@ -121,7 +121,8 @@ fn lost(rows: &[UsageRow], e: &RelayError) {
 
 /// One Workers Analytics Engine data point per request, when the `ANALYTICS` binding exists
 /// (it is optional, and absent in local dev unless configured). The layout — which blob and
-/// double is which — is in the README, with the SQL API queries that read it.
+/// double is which — is set in `ledger::row::COLUMNS` and documented in the README, with the SQL
+/// API queries that read it.
 fn analytics_point(env: &Env, row: &UsageRow) {
     let Ok(dataset) = Reflect::get(env.as_ref(), &JsValue::from_str("ANALYTICS")) else {
         return;
@@ -135,39 +136,17 @@ fn analytics_point(env: &Env, row: &UsageRow) {
     else {
         return;
     };
-    let text = |s: Option<&str>| JsValue::from_str(s.unwrap_or(""));
+    let values = row.data_point();
     let blobs = Array::new();
-    for b in [
-        Some(row.tenant_id.as_str()),
-        Some(row.key_id.as_str()),
-        row.model.as_deref(),
-        row.upstream_model.as_deref(),
-        row.channel_id.as_deref(),
-        Some(row.provenance.as_str()),
-        Some(row.endpoint.as_str()),
-        row.error_code.as_deref(),
-        row.colo.as_deref(),
-        row.inbound.as_deref(),
-    ] {
-        blobs.push(&text(b));
+    for b in &values.blobs {
+        blobs.push(&JsValue::from_str(b));
     }
     let doubles = Array::new();
-    for d in [
-        f64::from(row.status),
-        row.prompt_tokens as f64,
-        row.completion_tokens as f64,
-        row.cache_read_tokens as f64,
-        row.cache_write_tokens as f64,
-        row.reasoning_tokens as f64,
-        row.cost_micros as f64,
-        row.latency_ms as f64,
-        row.ttfb_ms.unwrap_or(-1) as f64,
-        f64::from(row.attempts),
-    ] {
+    for d in values.doubles {
         doubles.push(&JsValue::from_f64(d));
     }
     let indexes = Array::new();
-    indexes.push(&JsValue::from_str(&row.tenant_id));
+    indexes.push(&JsValue::from_str(values.index));
     let point = Object::new();
     let _ = Reflect::set(&point, &JsValue::from_str("blobs"), &blobs);
     let _ = Reflect::set(&point, &JsValue::from_str("doubles"), &doubles);
