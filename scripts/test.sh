@@ -15,6 +15,9 @@ step "module layers (no cycles between modules)" node scripts/check-layers.mjs
 step "clippy (host: pure core and its tests)" cargo clippy --all-targets --quiet -- -D warnings
 step "clippy (wasm32: the Worker)" cargo clippy --target wasm32-unknown-unknown --lib --quiet -- -D warnings
 step "host tests (pure core)" cargo test
+# The fuzz targets are their own workspace (scripts/fuzz.sh runs them); checking that they still
+# compile keeps them from rotting as the core changes.
+step "fuzz targets compile" cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 step "wasm32 tests (pure core under wasm-bindgen-test)" \
   env CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --target wasm32-unknown-unknown --test wasm32

@@ -10,7 +10,8 @@
 mod common;
 
 use common::{assert_output_bounded, check_anthropic_client_stream, max_neutral_events, Input};
-use edgerelay::formats::anthropic::{StreamDecoder, StreamEncoder};
+use edgerelay::formats::anthropic::StreamDecoder;
+use edgerelay::formats::anthropic_inbound::StreamEncoder;
 use edgerelay::formats::neutral::StreamEvent;
 use libfuzzer_sys::fuzz_target;
 

@@ -15,7 +15,8 @@ use common::{check_relay, max_neutral_events, Input};
 use edgerelay::formats::bedrock::StreamDecoder;
 use edgerelay::formats::eventstream::{encode_frame, HeaderValue};
 use edgerelay::formats::neutral::StreamEvent;
-use edgerelay::formats::translate::{ClientFormat, Mode, WireFormat};
+use edgerelay::formats::client::ClientFormat;
+use edgerelay::formats::translate::{Mode, WireFormat};
 use libfuzzer_sys::fuzz_target;
 
 /// `(:message-type, the header naming the kind, its value)` for each record kind.

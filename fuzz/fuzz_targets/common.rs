@@ -5,8 +5,9 @@
 #![allow(dead_code)]
 
 use edgerelay::formats::sse::{SseEvent, SseParser};
-use edgerelay::formats::translate::{ClientFormat, Mode, StreamError, StreamPipe, WireFormat};
-use edgerelay::ledger::usage::Usage;
+use edgerelay::formats::client::ClientFormat;
+use edgerelay::formats::translate::{Mode, StreamError, StreamPipe, WireFormat};
+use edgerelay::formats::neutral::Usage;
 use serde_json::Value;
 
 /// Every stream mode: both pass-throughs and a translation for each upstream × client pair.

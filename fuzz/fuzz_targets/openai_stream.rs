@@ -13,7 +13,7 @@ use common::{assert_output_bounded, max_neutral_events, parse_sse, Input};
 use edgerelay::formats::neutral::StreamEvent;
 use edgerelay::formats::openai::{StreamDecoder, StreamPassThrough};
 use edgerelay::formats::sse::SseEvent;
-use edgerelay::ledger::usage::Usage;
+use edgerelay::formats::neutral::Usage;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq)]

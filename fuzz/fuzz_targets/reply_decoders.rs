@@ -72,6 +72,6 @@ fuzz_target!(|data: &[u8]| {
         !shown.contains(SECRET),
         "the channel key reached the client: {shown}"
     );
-    let anthropic_shown = anthropic::error_body(&err).to_string();
+    let anthropic_shown = edgerelay::formats::anthropic_inbound::error_body(&err).to_string();
     assert!(!anthropic_shown.contains(SECRET), "{anthropic_shown}");
 });

@@ -18,10 +18,12 @@ use std::collections::BTreeMap;
 use edgerelay::governance::grant::Status;
 use edgerelay::routing::channel::Channel;
 use edgerelay::error::RelayError;
-use edgerelay::formats::anthropic;
 use edgerelay::formats::openai::{self, Endpoint};
 use edgerelay::providers::ProviderKind;
-use edgerelay::formats::translate::{self, ClientRequest, MockReply, StreamPipe, WireFormat};
+use edgerelay::formats::client::{self, ClientRequest};
+use edgerelay::formats::translate::{self, StreamPipe, WireFormat};
+use edgerelay::providers::endpoint;
+use edgerelay::providers::mock::{self, MockReply};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -46,6 +48,9 @@ fn channel(provider: ProviderKind, base_url: &str) -> Channel {
         models: vec![],
         status: Status::Active,
         timeout_ms: None,
+        total_timeout_ms: None,
+        region: None,
+        breaker: None,
         options,
         created_at: 0,
         updated_at: 0,
@@ -84,7 +89,7 @@ fn plan_everywhere(req: &ClientRequest, client_len: usize, with_key: bool, beta:
         });
         for base in ["https://up.example/v1/", ""] {
             let ch = channel(provider, base);
-            match translate::plan(&ch, key, req, &upstream_model, beta, NOW_MS) {
+            match endpoint::plan(&ch.upstream(), key, req, &upstream_model, beta, NOW_MS) {
                 Ok(plan) => {
                     let body: Value = serde_json::from_slice(&plan.request.body)
                         .expect("the upstream body is not JSON");
@@ -97,7 +102,7 @@ fn plan_everywhere(req: &ClientRequest, client_len: usize, with_key: bool, beta:
                             plan.request.url
                         );
                     }
-                    let _ = translate::check_strict(&plan.drops, provider);
+                    let _ = endpoint::check_strict(&plan.drops, provider);
                     let _ = translate::fidelity_headers(&plan.drops);
                 }
                 // A provider without this endpoint; Bedrock without credentials.
@@ -115,7 +120,7 @@ fn plan_everywhere(req: &ClientRequest, client_len: usize, with_key: bool, beta:
 /// back to the client without an error, and a stream must complete.
 fn mock_round_trip(req: &ClientRequest) {
     let model = req.model().to_string();
-    let (reply, mode) = match translate::mock(req, &model, "id-fuzz", 1_700_000_000) {
+    let (reply, mode) = match mock::answer(req, &model, "id-fuzz", 1_700_000_000) {
         Ok(r) => r,
         // The mock re-validates an Anthropic request as OpenAI's; a refusal there is a 4xx.
         Err(e) => return assert_client_error(&e),
@@ -153,7 +158,7 @@ fuzz_target!(|data: &[u8]| {
         match openai::parse_request(endpoint, body) {
             Ok(r) => {
                 let req = ClientRequest::OpenAi(r);
-                let _ = translate::estimate_prompt_tokens(&req);
+                let _ = client::estimate_prompt_tokens(&req);
                 plan_everywhere(&req, body.len(), with_key, beta);
                 if endpoint == Endpoint::ChatCompletions {
                     mock_round_trip(&req);
@@ -163,30 +168,30 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let decoded = anthropic::decode_request(body);
+    let decoded = edgerelay::formats::anthropic_inbound::decode_request(body);
     if let Err(e) = &decoded {
         assert_client_error(e);
     }
-    match translate::parse_anthropic(body) {
+    match client::parse_anthropic(body) {
         Ok(req) => {
             assert!(
                 decoded.is_ok(),
                 "parse_anthropic accepts what decode_request refuses"
             );
-            let _ = translate::estimate_prompt_tokens(&req);
+            let _ = client::estimate_prompt_tokens(&req);
             plan_everywhere(&req, body.len(), with_key, beta);
             mock_round_trip(&req);
         }
         Err(e) => assert_client_error(&e),
     }
-    match translate::parse_count_tokens(body) {
+    match client::parse_count_tokens(body) {
         Ok(req) => {
             let anthropic_format = ProviderKind::ALL
                 .into_iter()
                 .filter(|p| p.wire_format() == WireFormat::Anthropic);
             for provider in anthropic_format {
                 let ch = channel(provider, "https://up.example/v1");
-                let r = translate::count_tokens_request(&ch, "up-key", &req, req.model());
+                let r = endpoint::count_tokens_request(&ch.upstream(), "up-key", &req, req.model());
                 let v: Value = serde_json::from_slice(&r.body).expect("count body is not JSON");
                 assert!(v.is_object());
             }
