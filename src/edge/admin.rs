@@ -169,14 +169,20 @@ pub async fn handle(
         }
         AdminRoute::GetTenant(id) => (200, json!(tenant(store, &id).await?)),
         AdminRoute::UpdateTenant(id) => {
-            let patch = validate::parse_tenant_patch(&body, limiter::local_dev(env))?;
-            if let Some(models) = &patch.models {
+            let mut tenant = tenant(store, &id).await?;
+            let patch = validate::parse_tenant_patch(&body, limiter::local_dev(env), &tenant)?;
+            // What is written back as it was read is not checked again: a group or fallback
+            // model removed since must not block the rest of a change.
+            if let Some(models) = patch.models.as_ref().filter(|m| **m != tenant.models) {
                 validate::check_allowlist(models, &store.model_groups().await?)?;
             }
-            if let Some(budget) = &patch.budget {
+            if let Some(budget) = patch
+                .budget
+                .as_ref()
+                .filter(|b| **b != tenant.settings.budget)
+            {
                 check_fallback(store, budget).await?;
             }
-            let mut tenant = tenant(store, &id).await?;
             patch.apply(&mut tenant, now);
             store.update_tenant(&tenant).await?;
             (200, json!(tenant))
@@ -221,11 +227,12 @@ pub async fn handle(
         }
         AdminRoute::GetKey(id) => (200, json!(key(store, &id).await?)),
         AdminRoute::UpdateKey(id) => {
-            let patch = validate::parse_key_patch(&body, now)?;
-            if let Some(models) = &patch.models {
+            let mut key = key(store, &id).await?;
+            let patch = validate::parse_key_patch(&body, now, &key)?;
+            // As for tenants, an allowlist written back unchanged is not checked again.
+            if let Some(models) = patch.models.as_ref().filter(|m| **m != key.models) {
                 validate::check_allowlist(models, &store.model_groups().await?)?;
             }
-            let mut key = key(store, &id).await?;
             if key.status == KeyStatus::Revoked {
                 return Err(RelayError::invalid_value(
                     "id",
@@ -325,8 +332,8 @@ pub async fn handle(
         }
         AdminRoute::GetChannel(id) => (200, json!(ChannelView::of(&channel(store, &id).await?))),
         AdminRoute::UpdateChannel(id) => {
-            let patch = validate::parse_channel_patch(&body)?;
             let mut channel = channel(store, &id).await?;
+            let patch = validate::parse_channel_patch(&body, &channel)?;
             patch.apply(&mut channel, now)?;
             if patch.models.is_some() {
                 validate::check_channel_keeps_its_models(&store.model_map().await?, &channel)?;
@@ -423,7 +430,7 @@ pub async fn handle(
         }
         AdminRoute::PutPrice(model) => {
             pricing::check_model_key(&model)?;
-            let price = pricing::parse_price(&body)?;
+            let price = validate::parse_price_write(&body, &model)?;
             let mut prices = store.custom_prices().await?;
             prices.insert(model.clone(), price);
             store.put_custom_prices(&prices).await?;
@@ -454,7 +461,7 @@ pub async fn handle(
         }
         AdminRoute::PutModelGroup(name) => {
             validate::check_group_name(&name)?;
-            let (models, multiplier) = validate::parse_group(&body)?;
+            let (models, multiplier) = validate::parse_group(&body, &name)?;
             let mut groups = store.model_groups().await?;
             groups.insert(name.clone(), models.clone());
             store.put_model_groups(&groups).await?;
