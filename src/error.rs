@@ -65,8 +65,9 @@ pub enum RelayError {
     NotFound {
         what: String,
     },
+    /// `allowed`: the methods the path has, as `Allow` lists them.
     MethodNotAllowed {
-        allowed: &'static [&'static str],
+        allowed: Vec<String>,
     },
     RequestTooLarge {
         limit: u64,
@@ -481,7 +482,9 @@ mod tests {
             NotFound {
                 what: "Route".into(),
             },
-            MethodNotAllowed { allowed: &["POST"] },
+            MethodNotAllowed {
+                allowed: vec!["POST".into()],
+            },
             RequestTooLarge { limit: 10 },
             Conflict {
                 message: "in use".into(),
@@ -571,7 +574,7 @@ mod tests {
     #[test]
     fn headers_carry_allow_and_retry_after() {
         let e = RelayError::MethodNotAllowed {
-            allowed: &["GET", "POST"],
+            allowed: vec!["GET".into(), "POST".into()],
         };
         assert_eq!(e.headers(), vec![("allow", "GET, POST".to_string())]);
         let e = RelayError::UpstreamRateLimited {

@@ -1,5 +1,7 @@
 //! Reading an admin body field by field, so a mistake comes back as a 400 naming the field;
 //! unknown fields are refused, because a misspelt limit silently ignored is worse than an error.
+//! The read-only fields a GET shows are accepted on a write (see [`ReadOnly`]), so whatever an
+//! operator reads can be written back as it is.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +14,43 @@ use crate::governance::grant::Status;
 use crate::governance::limits::{self, Limits};
 use crate::governance::rules::{self, AccessRules};
 use crate::routing::breaker::BreakerConfig;
-use crate::support::fields::parse_object;
+use crate::support::fields::{parse_any_object, parse_object, refuse_unknown};
 
 // ---- admin input ----------------------------------------------------------------------------
+
+/// A field that a resource's GET shows and its PUT/PATCH does not set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOnly {
+    /// Kept by the relay (timestamps, counts, what is derived from a write-only secret):
+    /// ignored whatever it says, since a copy read a moment ago may already be stale and still
+    /// means no change.
+    Ignored(&'static str),
+    /// An identity, or a setting this route cannot change: accepted when it equals the stored
+    /// value, refused with a 400 saying `why` when it would change it, so a write that means
+    /// to change it is never silently dropped.
+    Fixed {
+        field: &'static str,
+        stored: Value,
+        why: &'static str,
+    },
+}
+
+impl ReadOnly {
+    pub fn field(&self) -> &'static str {
+        match self {
+            ReadOnly::Ignored(field) | ReadOnly::Fixed { field, .. } => field,
+        }
+    }
+
+    /// `Ok` when `value`, sent for this field, changes nothing.
+    fn check(&self, value: &Value) -> Result<(), RelayError> {
+        match self {
+            ReadOnly::Ignored(_) => Ok(()),
+            ReadOnly::Fixed { stored, .. } if value == stored => Ok(()),
+            ReadOnly::Fixed { field, why, .. } => Err(RelayError::invalid_value(field, *why)),
+        }
+    }
+}
 
 /// Field access over a JSON object with errors that name the field.
 pub struct Fields {
@@ -26,6 +62,27 @@ impl Fields {
         Ok(Fields {
             map: parse_object(bytes, allowed)?,
         })
+    }
+
+    /// A write's body: `allowed` fields, and the `read_only` ones checked and then dropped. An
+    /// unknown field is refused naming the fields a write takes.
+    pub fn parse_write(
+        bytes: &[u8],
+        allowed: &[&str],
+        read_only: &[ReadOnly],
+    ) -> Result<Fields, RelayError> {
+        let mut map = parse_any_object(bytes)?;
+        let mut shown = Vec::new();
+        for field in read_only {
+            if let Some(value) = map.remove(field.field()) {
+                shown.push((field, value));
+            }
+        }
+        refuse_unknown(&map, allowed)?;
+        for (field, value) in shown {
+            field.check(&value)?;
+        }
+        Ok(Fields { map })
     }
 
     pub fn has(&self, field: &str) -> bool {

@@ -1,18 +1,20 @@
 //! The validation of admin input: every body of the admin API checked field by field into the
-//! typed change it asks for, with a 400 naming the first field that is wrong.
+//! typed change it asks for, with a 400 naming the first field that is wrong. Each resource's
+//! PUT/PATCH also takes what its GET shows: the read-only fields of each are listed here.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::admin::config::{KeyView, Tenant, JURISDICTIONS};
-use crate::admin::fields::{check_name, Fields};
+use crate::admin::fields::{check_name, Fields, ReadOnly};
 use crate::error::RelayError;
 use crate::governance::access::{ModelGroups, GROUP_PREFIX};
 use crate::governance::budget::Budget;
 use crate::governance::grant::{Status, TenantSettings};
 use crate::governance::limits::Limits;
 use crate::governance::rules::AccessRules;
+use crate::ledger::pricing::{self, Price};
 use crate::providers::ProviderKind;
 use crate::routing::breaker::BreakerConfig;
 use crate::routing::channel::Channel;
@@ -35,9 +37,15 @@ pub fn check_group_name(name: &str) -> Result<(), RelayError> {
     }
 }
 
-/// The body of `PUT /admin/model-groups/{name}`: `{"models": [...], "price_multiplier_ppm"?: n}`.
-pub fn parse_group(bytes: &[u8]) -> Result<(Vec<String>, Option<u64>), RelayError> {
-    let f = Fields::parse(bytes, &["models", "price_multiplier_ppm"])?;
+/// The body of `PUT /admin/model-groups/{name}`: `{"models": [...], "price_multiplier_ppm"?: n}`,
+/// and the `name` its GET shows.
+pub fn parse_group(bytes: &[u8], name: &str) -> Result<(Vec<String>, Option<u64>), RelayError> {
+    let read_only = [ReadOnly::Fixed {
+        field: "name",
+        stored: json!(name),
+        why: "must be the group's name in the path; to rename a group, put it under the new name and delete the old",
+    }];
+    let f = Fields::parse_write(bytes, &["models", "price_multiplier_ppm"], &read_only)?;
     let models = group_models(&f)?;
     Ok((models, f.multiplier()?.flatten()))
 }
@@ -146,11 +154,32 @@ pub struct TenantPatch {
     pub log_bodies: Option<bool>,
 }
 
+/// What a tenant's GET shows that its PATCH does not set. (`status` is set by PATCH as well
+/// as by `/disable` and `/enable`.)
+fn tenant_read_only(current: &Tenant) -> [ReadOnly; 4] {
+    [
+        ReadOnly::Fixed {
+            field: "id",
+            stored: json!(current.id),
+            why: "is the tenant's id, which cannot change",
+        },
+        ReadOnly::Fixed {
+            field: "jurisdiction",
+            stored: json!(current.jurisdiction),
+            why: "is fixed when the tenant is created (its limiters live there); create a new tenant to move",
+        },
+        ReadOnly::Ignored("created_at"),
+        ReadOnly::Ignored("updated_at"),
+    ]
+}
+
+/// A change to `current`, the tenant as stored.
 pub fn parse_tenant_patch(
     bytes: &[u8],
     allow_loopback_http: bool,
+    current: &Tenant,
 ) -> Result<TenantPatch, RelayError> {
-    let f = Fields::parse(
+    let f = Fields::parse_write(
         bytes,
         &[
             "name",
@@ -160,17 +189,11 @@ pub fn parse_tenant_patch(
             "rules",
             "lease_ms",
             "budget",
-            "jurisdiction",
             "price_multiplier_ppm",
             "log_bodies",
         ],
+        &tenant_read_only(current),
     )?;
-    if f.has("jurisdiction") {
-        return Err(RelayError::invalid_value(
-            "jurisdiction",
-            "is fixed when the tenant is created (its limiters live there); create a new tenant to move",
-        ));
-    }
     let name = match f.string("name")? {
         Some(n) => {
             check_name("name", &n)?;
@@ -287,8 +310,38 @@ pub struct KeyPatch {
     pub cache_ttl_s: Option<Option<u32>>,
 }
 
-pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError> {
-    let f = Fields::parse(bytes, KEY_FIELDS)?;
+/// What a key's GET shows that its PATCH does not set.
+fn key_read_only(current: &KeyView) -> [ReadOnly; 7] {
+    [
+        ReadOnly::Fixed {
+            field: "id",
+            stored: json!(current.id),
+            why: "is the key's id, which cannot change",
+        },
+        ReadOnly::Fixed {
+            field: "tenant_id",
+            stored: json!(current.tenant_id),
+            why: "a key stays with the tenant it was created for",
+        },
+        ReadOnly::Fixed {
+            field: "status",
+            stored: json!(current.status),
+            why: "changes only through POST /admin/keys/{id}/revoke",
+        },
+        ReadOnly::Ignored("prefix"),
+        ReadOnly::Ignored("created_at"),
+        ReadOnly::Ignored("revoked_at"),
+        ReadOnly::Ignored("replaced_by"),
+    ]
+}
+
+/// A change to `current`, the key as stored.
+pub fn parse_key_patch(
+    bytes: &[u8],
+    now_ms: i64,
+    current: &KeyView,
+) -> Result<KeyPatch, RelayError> {
+    let f = Fields::parse_write(bytes, KEY_FIELDS, &key_read_only(current))?;
     let name = f.string("name")?;
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(RelayError::invalid_value(
@@ -302,7 +355,8 @@ pub fn parse_key_patch(bytes: &[u8], now_ms: i64) -> Result<KeyPatch, RelayError
         None
     };
     if let Some(Some(at)) = expires_at {
-        if at <= now_ms {
+        // The expiry written back as read changes nothing, even once it has passed.
+        if at <= now_ms && Some(at) != current.expires_at {
             return Err(RelayError::invalid_value(
                 "expires_at",
                 "must be in the future (Unix milliseconds)",
@@ -439,8 +493,25 @@ pub struct ChannelPatch {
     pub options: Option<BTreeMap<String, String>>,
 }
 
-pub fn parse_channel_patch(bytes: &[u8]) -> Result<ChannelPatch, RelayError> {
-    let f = Fields::parse(bytes, CHANNEL_FIELDS)?;
+/// What a channel's GET shows that its PATCH does not set. Upstream keys are write-only: the
+/// GET shows how many there are and their fingerprints, which follow from `api_keys`.
+fn channel_read_only(current: &Channel) -> [ReadOnly; 5] {
+    [
+        ReadOnly::Fixed {
+            field: "id",
+            stored: json!(current.id),
+            why: "is the channel's id, which cannot change",
+        },
+        ReadOnly::Ignored("api_key_count"),
+        ReadOnly::Ignored("key_fingerprints"),
+        ReadOnly::Ignored("created_at"),
+        ReadOnly::Ignored("updated_at"),
+    ]
+}
+
+/// A change to `current`, the channel as stored.
+pub fn parse_channel_patch(bytes: &[u8], current: &Channel) -> Result<ChannelPatch, RelayError> {
+    let f = Fields::parse_write(bytes, CHANNEL_FIELDS, &channel_read_only(current))?;
     let name = match f.string("name")? {
         Some(n) => {
             check_name("name", &n)?;
@@ -684,17 +755,19 @@ fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
     }
 }
 
-/// One model-map entry from the admin API (`created` is stamped by the relay): either
-/// `{"channel_id", "upstream_model"}` or `{"routes": [{"channel_id", "upstream_model",
-/// "priority"?, "weight"?}, ...]}`.
+/// One model-map entry from the admin API: either `{"channel_id", "upstream_model"}` or
+/// `{"routes": [{"channel_id", "upstream_model", "priority"?, "weight"?}, ...]}`. What a GET
+/// shows is accepted too: `created` (stamped by the relay) is ignored, and beside `routes` the
+/// first route's `channel_id` and `upstream_model`, when they are that route.
 pub fn parse_model_target(
     bytes: &[u8],
     param_prefix: &str,
     now_s: i64,
 ) -> Result<ModelTarget, RelayError> {
-    let f = Fields::parse(
+    let f = Fields::parse_write(
         bytes,
         &["channel_id", "upstream_model", "routes", "hedge_ms"],
+        &[ReadOnly::Ignored("created")],
     )?;
     let hedge_ms = match f.integer("hedge_ms")? {
         None => None,
@@ -715,12 +788,6 @@ pub fn parse_model_target(
             routes: Vec::new(),
             hedge_ms,
         });
-    }
-    if f.has("channel_id") || f.has("upstream_model") {
-        return Err(RelayError::invalid_value(
-            &format!("{param_prefix}routes"),
-            "give either routes or channel_id and upstream_model, not both",
-        ));
     }
     let Some(Value::Array(items)) = f.map.get("routes") else {
         return Err(RelayError::invalid_type(
@@ -782,6 +849,17 @@ pub fn parse_model_target(
         .max_by_key(|r| (r.priority, r.weight))
         .cloned()
         .unwrap_or_else(|| routes[0].clone());
+    if f.has("channel_id") || f.has("upstream_model") {
+        let shown = (f.string("channel_id"), f.string("upstream_model"));
+        let is_first = matches!(shown, (Ok(Some(c)), Ok(Some(m)))
+            if c == first.channel_id && m == first.upstream_model);
+        if !is_first {
+            return Err(RelayError::invalid_value(
+                &format!("{param_prefix}routes"),
+                "give either routes or channel_id and upstream_model, not both (beside routes, those two are read-only: the first route, as a GET shows it)",
+            ));
+        }
+    }
     Ok(ModelTarget {
         channel_id: first.channel_id,
         upstream_model: first.upstream_model,
@@ -806,6 +884,38 @@ fn route_from_fields(f: &Fields, prefix: &str) -> Result<Route, RelayError> {
         priority: 0,
         weight: 1,
     })
+}
+
+/// The body of `PUT /admin/prices/{model}`: the price's fields, or what `GET` shows, with the
+/// price under `price` beside `model` (which must be the one in the path) and the read-only
+/// `matched` and `source` (which entry priced the model, and from which table).
+pub fn parse_price_write(bytes: &[u8], model: &str) -> Result<Price, RelayError> {
+    let read_only = [
+        ReadOnly::Fixed {
+            field: "model",
+            stored: json!(model),
+            why: "must be the model in the path",
+        },
+        ReadOnly::Ignored("matched"),
+        ReadOnly::Ignored("source"),
+    ];
+    let mut allowed = pricing::PRICE_FIELDS.to_vec();
+    allowed.push("price");
+    let mut f = Fields::parse_write(bytes, &allowed, &read_only)?;
+    let Some(price) = f.map.remove("price") else {
+        return pricing::parse_price(&serde_json::to_vec(&f.map).unwrap_or_default());
+    };
+    if let Some(flat) = f.map.keys().next() {
+        return Err(RelayError::invalid_value(
+            flat,
+            "give the price's fields or price, not both",
+        ));
+    }
+    if !price.is_object() {
+        return Err(RelayError::invalid_type("price", "an object"));
+    }
+    pricing::parse_price(&serde_json::to_vec(&price).unwrap_or_default())
+        .map_err(|e| e.prefixed("price."))
 }
 
 /// Keep the `created` stamp of an entry whose routes did not change.
@@ -940,6 +1050,39 @@ mod tests {
         }
     }
 
+    fn tenant() -> Tenant {
+        Tenant {
+            id: "ten_1".into(),
+            name: "acme".into(),
+            status: Status::Active,
+            models: None,
+            limits: Limits::default(),
+            rules: AccessRules::default(),
+            jurisdiction: None,
+            settings: TenantSettings::default(),
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    fn key() -> KeyView {
+        KeyView {
+            id: "key_1".into(),
+            tenant_id: "ten_1".into(),
+            name: "ci".into(),
+            prefix: "sk-er-abcd".into(),
+            status: crate::governance::grant::KeyStatus::Active,
+            models: None,
+            limits: Limits::default(),
+            rules: AccessRules::default(),
+            expires_at: None,
+            created_at: 1,
+            revoked_at: None,
+            replaced_by: None,
+            cache_ttl_s: None,
+        }
+    }
+
     #[test]
     fn tenant_settings_input() {
         let t = parse_new_tenant(
@@ -995,10 +1138,11 @@ mod tests {
             .as_deref(),
             Some("budget.fallback_model")
         );
-        let p = parse_tenant_patch(br#"{"lease_ms":null,"budget":null}"#, false).unwrap();
+        let p =
+            parse_tenant_patch(br#"{"lease_ms":null,"budget":null}"#, false, &tenant()).unwrap();
         assert_eq!((p.lease_ms, p.budget), (Some(None), Some(None)));
         assert_eq!(
-            parse_tenant_patch(br#"{"jurisdiction":"eu"}"#, false)
+            parse_tenant_patch(br#"{"jurisdiction":"eu"}"#, false, &tenant())
                 .unwrap_err()
                 .param(),
             Some("jurisdiction"),
@@ -1066,17 +1210,18 @@ mod tests {
                 .param(),
             Some("models[0]")
         );
-        let p = parse_tenant_patch(br#"{"models":null,"status":"disabled"}"#, false).unwrap();
+        let p = parse_tenant_patch(br#"{"models":null,"status":"disabled"}"#, false, &tenant())
+            .unwrap();
         assert_eq!(p.models, Some(None));
         assert_eq!(p.status, Some(Status::Disabled));
         assert_eq!(
-            parse_tenant_patch(br#"{"status":"gone"}"#, false)
+            parse_tenant_patch(br#"{"status":"gone"}"#, false, &tenant())
                 .unwrap_err()
                 .param(),
             Some("status")
         );
         assert_eq!(
-            parse_tenant_patch(b"", false).unwrap(),
+            parse_tenant_patch(b"", false, &tenant()).unwrap(),
             TenantPatch::default()
         );
     }
@@ -1111,12 +1256,13 @@ mod tests {
         let p = parse_key_patch(
             br#"{"models":null,"limits":{"concurrency":2},"expires_at":null}"#,
             0,
+            &key(),
         )
         .unwrap();
         assert_eq!((p.models.clone(), p.expires_at), (Some(None), Some(None)));
         assert_eq!(p.limits.as_ref().and_then(|l| l.concurrency), Some(2));
         assert_eq!(
-            parse_key_patch(br#"{"expires_at":5}"#, 10)
+            parse_key_patch(br#"{"expires_at":5}"#, 10, &key())
                 .unwrap_err()
                 .param(),
             Some("expires_at")
@@ -1206,16 +1352,17 @@ mod tests {
         let mut c = channel("c", &[]);
         c.provider = ProviderKind::Mock;
         c.base_url = String::new();
-        let patch = parse_channel_patch(br#"{"provider":"openai","base_url":"ftp://x"}"#).unwrap();
+        let patch =
+            parse_channel_patch(br#"{"provider":"openai","base_url":"ftp://x"}"#, &c).unwrap();
         assert_eq!(
             patch.apply(&mut c.clone(), 5).unwrap_err().param(),
             Some("base_url")
         );
         // A provider with a well-known endpoint gets it when no URL is given.
-        let patch = parse_channel_patch(br#"{"provider":"anthropic"}"#).unwrap();
+        let patch = parse_channel_patch(br#"{"provider":"anthropic"}"#, &c).unwrap();
         patch.apply(&mut c, 5).unwrap();
         assert_eq!(c.base_url, "https://api.anthropic.com/v1");
-        let patch = parse_channel_patch(br#"{"timeout_ms":null,"api_keys":["k2"]}"#).unwrap();
+        let patch = parse_channel_patch(br#"{"timeout_ms":null,"api_keys":["k2"]}"#, &c).unwrap();
         let mut c = channel("c", &[]);
         c.timeout_ms = Some(5);
         patch.apply(&mut c, 9).unwrap();
@@ -1275,5 +1422,239 @@ mod tests {
         );
         narrowed.models = vec!["gpt".into(), "other".into()];
         assert_eq!(check_channel_keeps_its_models(&map, &narrowed), Ok(()));
+    }
+
+    /// What a GET shows, as a PUT/PATCH body.
+    fn body(shown: impl serde::Serialize) -> Vec<u8> {
+        serde_json::to_vec(&shown).unwrap()
+    }
+
+    fn with(shown: impl serde::Serialize, field: &str, value: Value) -> Vec<u8> {
+        let mut v = json!(shown);
+        v[field] = value;
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_tenant_read_back_is_accepted_and_changes_nothing() {
+        let mut t = tenant();
+        t.jurisdiction = Some("eu".into());
+        t.models = Some(vec!["a".into()]);
+        t.limits.rpm = Some(5);
+        t.settings.lease_ms = Some(2000);
+        let mut after = t.clone();
+        parse_tenant_patch(&body(&t), false, &t)
+            .unwrap()
+            .apply(&mut after, 99);
+        assert_eq!(
+            after,
+            Tenant {
+                updated_at: 99,
+                ..t.clone()
+            }
+        );
+        // Timestamps are the relay's: ignored whatever they say.
+        assert!(parse_tenant_patch(&with(&t, "created_at", json!(5)), false, &t).is_ok());
+        // An identity, or the jurisdiction, may be given only as it is.
+        let param = |b: Vec<u8>| {
+            parse_tenant_patch(&b, false, &t)
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        assert_eq!(param(with(&t, "id", json!("ten_2"))).as_deref(), Some("id"));
+        assert_eq!(
+            param(with(&t, "jurisdiction", json!(null))).as_deref(),
+            Some("jurisdiction")
+        );
+        // A misspelt field is still refused, naming the fields a write takes.
+        let e = parse_tenant_patch(&with(&t, "nmae", json!("x")), false, &t).unwrap_err();
+        assert_eq!(e.param(), Some("nmae"));
+        assert!(
+            e.message().contains("expected one of name, models"),
+            "{}",
+            e.message()
+        );
+        assert!(!e.message().contains("created_at"), "{}", e.message());
+    }
+
+    #[test]
+    fn a_key_read_back_is_accepted_and_changes_nothing() {
+        let mut k = key();
+        k.models = Some(vec!["@cheap".into()]);
+        k.cache_ttl_s = Some(60);
+        k.expires_at = Some(5_000);
+        k.replaced_by = Some("key_2".into());
+        let mut after = k.clone();
+        parse_key_patch(&body(&k), 1_000, &k)
+            .unwrap()
+            .apply(&mut after);
+        assert_eq!(after, k);
+        // An expiry already past, given back as it was, changes nothing; a new one must be ahead.
+        assert!(parse_key_patch(&body(&k), 9_000, &k).is_ok());
+        let param = |b: Vec<u8>| {
+            parse_key_patch(&b, 9_000, &k)
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            param(with(&k, "expires_at", json!(6_000))).as_deref(),
+            Some("expires_at")
+        );
+        // The status has its own route (revoke); the id and the tenant never change.
+        assert_eq!(
+            param(with(&k, "status", json!("revoked"))).as_deref(),
+            Some("status")
+        );
+        assert_eq!(
+            param(with(&k, "tenant_id", json!("ten_2"))).as_deref(),
+            Some("tenant_id")
+        );
+        assert_eq!(param(with(&k, "id", json!("key_9"))).as_deref(), Some("id"));
+        for ignored in ["prefix", "created_at", "revoked_at", "replaced_by"] {
+            assert!(
+                parse_key_patch(&with(&k, ignored, json!(7)), 1_000, &k).is_ok(),
+                "{ignored}"
+            );
+        }
+        assert_eq!(
+            param(with(&k, "revoked", json!(true))).as_deref(),
+            Some("revoked")
+        );
+    }
+
+    #[test]
+    fn a_channel_read_back_is_accepted_and_keeps_its_upstream_keys() {
+        let mut c = channel("c1", &["gpt"]);
+        c.timeout_ms = Some(5_000);
+        c.breaker = Some(BreakerConfig::default());
+        c.region = Some("eu-west".into());
+        let shown = crate::admin::config::ChannelView::of(&c);
+        let mut after = c.clone();
+        parse_channel_patch(&body(&shown), &c)
+            .unwrap()
+            .apply(&mut after, 99)
+            .unwrap();
+        assert_eq!(
+            after,
+            Channel {
+                updated_at: 99,
+                ..c.clone()
+            }
+        );
+        // Counts and fingerprints follow from the write-only keys: ignored, never an error.
+        let stale = with(&shown, "api_key_count", json!(7));
+        assert!(parse_channel_patch(&stale, &c).is_ok());
+        assert!(parse_channel_patch(&with(&shown, "key_fingerprints", json!([])), &c).is_ok());
+        assert_eq!(
+            parse_channel_patch(&with(&shown, "id", json!("c2")), &c)
+                .unwrap_err()
+                .param(),
+            Some("id")
+        );
+        assert_eq!(
+            parse_channel_patch(&with(&shown, "api_key", json!("k")), &c)
+                .unwrap_err()
+                .param(),
+            Some("api_key")
+        );
+    }
+
+    #[test]
+    fn model_map_entries_read_back_are_accepted() {
+        let channels = vec![channel("c1", &[]), channel("c2", &[])];
+        let entry = br#"{"hedge_ms":500,"routes":[{"channel_id":"c1","upstream_model":"a"},
+                          {"channel_id":"c2","upstream_model":"b","priority":1,"weight":3}]}"#;
+        let target = parse_model_target(entry, "", 7).unwrap();
+        assert_eq!(
+            (target.channel_id.as_str(), target.upstream_model.as_str()),
+            ("c2", "b")
+        );
+        let again = parse_model_target(&body(&target), "", 99).unwrap();
+        assert!(again.same_routes(&target));
+        assert_eq!(
+            again.created, 99,
+            "created is the relay's stamp; keep_created restores it"
+        );
+        // Beside routes, channel_id and upstream_model must be the first route.
+        let other = with(&target, "channel_id", json!("c1"));
+        assert_eq!(
+            parse_model_target(&other, "", 9).unwrap_err().param(),
+            Some("routes")
+        );
+        let mut one = json!(target);
+        one.as_object_mut().unwrap().remove("upstream_model");
+        assert_eq!(
+            parse_model_target(&body(&one), "", 9).unwrap_err().param(),
+            Some("routes")
+        );
+        // The whole map, read back, is the same map with the same stamps.
+        let plain =
+            parse_model_target(br#"{"channel_id":"c1","upstream_model":"a"}"#, "", 3).unwrap();
+        let map: ModelMap = [("m".to_string(), target), ("p".to_string(), plain)].into();
+        check_model_map(&map, &channels).unwrap();
+        assert_eq!(parse_model_map_body(&body(&map), &map, 99).unwrap(), map);
+        assert_eq!(
+            parse_model_map_body(
+                &with(
+                    &map,
+                    "p",
+                    json!({"channel_id":"c1","upstream_model":"a","crated":3})
+                ),
+                &map,
+                99
+            )
+            .unwrap_err()
+            .param(),
+            Some("crated")
+        );
+    }
+
+    #[test]
+    fn groups_and_prices_read_back_are_accepted() {
+        let shown = json!({"name": "cheap", "models": ["a"], "price_multiplier_ppm": null});
+        assert_eq!(
+            parse_group(&body(&shown), "cheap").unwrap(),
+            (vec!["a".to_string()], None)
+        );
+        assert_eq!(
+            parse_group(&body(&shown), "other").unwrap_err().param(),
+            Some("name")
+        );
+        let price = Price::tokens(3, 12);
+        let shown = json!({"model": "m/x", "matched": "m", "source": "builtin", "price": price});
+        assert_eq!(parse_price_write(&body(&shown), "m/x").unwrap(), price);
+        assert_eq!(
+            parse_price_write(&body(&shown), "m/y").unwrap_err().param(),
+            Some("model")
+        );
+        assert_eq!(
+            parse_price_write(br#"{"input":3,"output":12}"#, "m").unwrap(),
+            price
+        );
+        let param = |b: &[u8]| {
+            parse_price_write(b, "m")
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        assert_eq!(
+            param(br#"{"price":{"input":3,"output":12},"input":3}"#).as_deref(),
+            Some("input")
+        );
+        assert_eq!(
+            param(br#"{"price":{"input":-3,"output":12}}"#).as_deref(),
+            Some("price.input")
+        );
+        assert_eq!(
+            param(br#"{"price":{"input":3}}"#).as_deref(),
+            Some("price.output")
+        );
+        assert_eq!(param(br#"{"price":3}"#).as_deref(), Some("price"));
+        assert_eq!(
+            param(br#"{"input":3,"output":12,"sauce":"x"}"#).as_deref(),
+            Some("sauce")
+        );
     }
 }

@@ -1,4 +1,6 @@
 //! The relay's HTTP surface: which paths and methods exist and what each one is (a relay
-//! endpoint, an admin resource, the dashboard), decided before any handler runs.
+//! endpoint, an admin operation, the dashboard), decided before any handler runs, and the
+//! query strings of admin listings.
 
-pub mod paths;
+pub mod listing;
+pub mod routes;

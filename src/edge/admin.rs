@@ -12,9 +12,10 @@ use super::state::{invalidate_all, now_ms, random_bytes, Settings};
 use super::store::{AuditEntry, AuditQuery, LedgerQuery, Store, TenantToken, UsageQuery};
 use crate::admin::config::{ChannelView, KeyView, Tenant};
 use crate::admin::validate;
-use crate::api::paths::{parse_listing, AnalyticsView, Resource};
+use crate::api::listing::parse_listing;
+use crate::api::routes::{AdminRoute, AnalyticsView, AuditAfter, TenantScope};
 use crate::error::RelayError;
-use crate::governance::auth::{self, Actor, TenantScope};
+use crate::governance::auth::{self, Actor};
 use crate::governance::budget::Budget;
 use crate::governance::grant::KeyStatus;
 use crate::governance::grant::Status;
@@ -61,18 +62,13 @@ pub async fn check_admin(
     }
 }
 
-/// Whether `actor` may touch `resource`; an object of another tenant is "not found", so a
-/// tenant token cannot even learn what exists beyond its own tenant.
-async fn authorize(
-    actor: &Actor,
-    resource: &Resource,
-    method: &str,
-    store: &Store,
-) -> Result<(), RelayError> {
+/// Whether `actor` may take `route`; an object of another tenant is "not found", so a tenant
+/// token cannot even learn what exists beyond its own tenant.
+async fn authorize(actor: &Actor, route: &AdminRoute, store: &Store) -> Result<(), RelayError> {
     let Actor::Tenant { tenant_id, .. } = actor else {
         return Ok(());
     };
-    match auth::tenant_scope(resource, method) {
+    match route.tenant_scope() {
         TenantScope::OwnTenant(t) if t == tenant_id => Ok(()),
         TenantScope::OwnTenant(t) => Err(not_found("Tenant", t)),
         TenantScope::OwnKey(k) => match store.key(k).await? {
@@ -114,41 +110,45 @@ fn new_id(prefix: &str) -> String {
 
 pub async fn handle(
     mut req: Request,
-    resource: Resource,
+    route: AdminRoute,
     store: &Store,
     env: &Env,
     request_id: &str,
     actor: &Actor,
-) -> Result<(u16, serde_json::Value), RelayError> {
+) -> Result<Response, RelayError> {
     let client_ip = header(&req, "cf-connecting-ip");
-    authorize(actor, &resource, req.method().as_ref(), store).await?;
+    authorize(actor, &route, store).await?;
     // A tenant token's listings are its own tenant's, whatever filter it asks for.
     let own_tenant = match actor {
         Actor::Tenant { tenant_id, .. } => Some(tenant_id.clone()),
         Actor::Admin => None,
     };
-    let method = req.method().to_string();
     let now = now_ms();
     let query = req
         .url()
         .map(|u| u.query().unwrap_or_default().to_string())
         .unwrap_or_default();
-    let body = if method == "GET" || method == "HEAD" {
-        Vec::new()
-    } else {
-        read_body(&mut req, ADMIN_BODY_LIMIT).await?
+    // Every route that changes something is audited, and only those take a body.
+    let audit = route.audit().map(|a| {
+        (
+            a.action,
+            a.target_type,
+            a.target_id.map(str::to_string),
+            a.after,
+        )
+    });
+    let body = match audit {
+        Some(_) => read_body(&mut req, ADMIN_BODY_LIMIT).await?,
+        None => Vec::new(),
     };
-    let audit = resource
-        .audit(&method)
-        .map(|(action, kind, id)| (action, kind, id.map(str::to_string)));
     let before = match &audit {
-        Some(_) => snapshot(store, &resource).await,
+        Some(_) => snapshot(store, &route).await,
         None => None,
     };
-    let audited_resource = resource.clone();
-    let result = match (resource, method.as_str()) {
-        (Resource::Tenants, "GET") => (200, list(store.tenants().await?)),
-        (Resource::Tenants, "POST") => {
+    let audited_route = route.clone();
+    let result = match route {
+        AdminRoute::ListTenants => (200, list(store.tenants().await?)),
+        AdminRoute::CreateTenant => {
             let input = validate::parse_new_tenant(&body, limiter::local_dev(env))?;
             validate::check_allowlist(&input.models, &store.model_groups().await?)?;
             check_fallback(store, &input.settings.budget).await?;
@@ -167,33 +167,39 @@ pub async fn handle(
             store.insert_tenant(&tenant).await?;
             (201, json!(tenant))
         }
-        (Resource::Tenant(id), "GET") => (200, json!(tenant(store, &id).await?)),
-        (Resource::Tenant(id), _) => {
-            let patch = validate::parse_tenant_patch(&body, limiter::local_dev(env))?;
-            if let Some(models) = &patch.models {
+        AdminRoute::GetTenant(id) => (200, json!(tenant(store, &id).await?)),
+        AdminRoute::UpdateTenant(id) => {
+            let mut tenant = tenant(store, &id).await?;
+            let patch = validate::parse_tenant_patch(&body, limiter::local_dev(env), &tenant)?;
+            // What is written back as it was read is not checked again: a group or fallback
+            // model removed since must not block the rest of a change.
+            if let Some(models) = patch.models.as_ref().filter(|m| **m != tenant.models) {
                 validate::check_allowlist(models, &store.model_groups().await?)?;
             }
-            if let Some(budget) = &patch.budget {
+            if let Some(budget) = patch
+                .budget
+                .as_ref()
+                .filter(|b| **b != tenant.settings.budget)
+            {
                 check_fallback(store, budget).await?;
             }
-            let mut tenant = tenant(store, &id).await?;
             patch.apply(&mut tenant, now);
             store.update_tenant(&tenant).await?;
             (200, json!(tenant))
         }
-        (Resource::TenantDisable(id), _) => (
+        AdminRoute::DisableTenant(id) => (
             200,
             json!(set_tenant_status(store, &id, Status::Disabled, now).await?),
         ),
-        (Resource::TenantEnable(id), _) => (
+        AdminRoute::EnableTenant(id) => (
             200,
             json!(set_tenant_status(store, &id, Status::Active, now).await?),
         ),
-        (Resource::TenantKeys(id), "GET") => {
+        AdminRoute::ListKeys(id) => {
             tenant(store, &id).await?;
             (200, list(store.keys_of(&id).await?))
         }
-        (Resource::TenantKeys(id), _) => {
+        AdminRoute::CreateKey(id) => {
             let input = validate::parse_new_key(&body, now)?;
             validate::check_allowlist(&input.models, &store.model_groups().await?)?;
             tenant(store, &id).await?;
@@ -219,13 +225,14 @@ pub async fn handle(
             shown["key"] = json!(plaintext);
             (201, shown)
         }
-        (Resource::Key(id), "GET") => (200, json!(key(store, &id).await?)),
-        (Resource::Key(id), _) => {
-            let patch = validate::parse_key_patch(&body, now)?;
-            if let Some(models) = &patch.models {
+        AdminRoute::GetKey(id) => (200, json!(key(store, &id).await?)),
+        AdminRoute::UpdateKey(id) => {
+            let mut key = key(store, &id).await?;
+            let patch = validate::parse_key_patch(&body, now, &key)?;
+            // As for tenants, an allowlist written back unchanged is not checked again.
+            if let Some(models) = patch.models.as_ref().filter(|m| **m != key.models) {
                 validate::check_allowlist(models, &store.model_groups().await?)?;
             }
-            let mut key = key(store, &id).await?;
             if key.status == KeyStatus::Revoked {
                 return Err(RelayError::invalid_value(
                     "id",
@@ -236,7 +243,7 @@ pub async fn handle(
             store.update_key(&key).await?;
             (200, json!(key))
         }
-        (Resource::KeyRevoke(id), _) => {
+        AdminRoute::RevokeKey(id) => {
             let k = key(store, &id).await?;
             let jurisdiction = tenant(store, &k.tenant_id).await?.jurisdiction;
             store.revoke_key(&id, now).await?;
@@ -244,7 +251,7 @@ pub async fn handle(
             limiter::revoke(env, &id, jurisdiction.as_deref()).await?;
             (200, json!(key(store, &id).await?))
         }
-        (Resource::KeyRotate(id), _) => {
+        AdminRoute::RotateKey(id) => {
             let grace_s = validate::parse_rotation(&body)?;
             let mut old = key(store, &id).await?;
             if old.status == KeyStatus::Revoked {
@@ -273,14 +280,14 @@ pub async fn handle(
             shown["replaces"] = json!(old);
             (201, shown)
         }
-        (Resource::KeyLimits(id), _) => {
+        AdminRoute::KeyLimits(id) => {
             let key = key(store, &id).await?;
             let jurisdiction = tenant(store, &key.tenant_id).await?.jurisdiction;
             let place = limiter::Place::key(&id, jurisdiction.as_deref());
             let usage = limiter::peek(env, &place, &key.limits, None).await?;
             (200, json!({"limits": key.limits, "usage": usage}))
         }
-        (Resource::TenantLimits(id), _) => {
+        AdminRoute::TenantLimits(id) => {
             let tenant = tenant(store, &id).await?;
             let place = limiter::Place::tenant(&id, tenant.jurisdiction.as_deref());
             let budget = tenant.settings.budget.clone().map(|budget| BudgetCtx {
@@ -293,7 +300,7 @@ pub async fn handle(
                 json!({"limits": tenant.limits, "budget": tenant.settings.budget, "usage": usage}),
             )
         }
-        (Resource::Channels, "GET") => {
+        AdminRoute::ListChannels => {
             let views: Vec<_> = store
                 .channels()
                 .await?
@@ -302,7 +309,7 @@ pub async fn handle(
                 .collect();
             (200, list(views))
         }
-        (Resource::Channels, _) => {
+        AdminRoute::CreateChannel => {
             let input = validate::parse_new_channel(&body)?;
             let channel = Channel {
                 id: new_id("ch"),
@@ -323,12 +330,10 @@ pub async fn handle(
             store.insert_channel(&channel).await?;
             (201, json!(ChannelView::of(&channel)))
         }
-        (Resource::Channel(id), "GET") => {
-            (200, json!(ChannelView::of(&channel(store, &id).await?)))
-        }
-        (Resource::Channel(id), "PATCH") => {
-            let patch = validate::parse_channel_patch(&body)?;
+        AdminRoute::GetChannel(id) => (200, json!(ChannelView::of(&channel(store, &id).await?))),
+        AdminRoute::UpdateChannel(id) => {
             let mut channel = channel(store, &id).await?;
+            let patch = validate::parse_channel_patch(&body, &channel)?;
             patch.apply(&mut channel, now)?;
             if patch.models.is_some() {
                 validate::check_channel_keeps_its_models(&store.model_map().await?, &channel)?;
@@ -336,7 +341,7 @@ pub async fn handle(
             store.update_channel(&channel).await?;
             (200, json!(ChannelView::of(&channel)))
         }
-        (Resource::Channel(id), _) => {
+        AdminRoute::DeleteChannel(id) => {
             let map = store.model_map().await?;
             let users = validate::models_using_channel(&map, &id);
             if !users.is_empty() {
@@ -349,22 +354,22 @@ pub async fn handle(
             }
             (200, json!({"id": id, "deleted": true}))
         }
-        (Resource::ModelMap, "GET") => (200, json!(store.model_map().await?)),
-        (Resource::ModelMap, _) => {
+        AdminRoute::GetModelMap => (200, json!(store.model_map().await?)),
+        AdminRoute::ReplaceModelMap => {
             let previous = store.model_map().await?;
             let map = validate::parse_model_map_body(&body, &previous, now / 1000)?;
             validate::check_model_map(&map, &store.channels().await?)?;
             store.put_model_map(&map).await?;
             (200, json!(map))
         }
-        (Resource::ModelMapEntry(model), "GET") => {
+        AdminRoute::GetModelMapEntry(model) => {
             let map = store.model_map().await?;
             (
                 200,
                 json!(map.get(&model).ok_or_else(|| not_found("Model", &model))?),
             )
         }
-        (Resource::ModelMapEntry(model), "PUT") => {
+        AdminRoute::PutModelMapEntry(model) => {
             validate::check_public_model_name(&model)?;
             let mut map = store.model_map().await?;
             let mut target = validate::parse_model_target(&body, "", now / 1000)?;
@@ -375,14 +380,14 @@ pub async fn handle(
             store.put_model_map(&map).await?;
             (200, json!(target))
         }
-        (Resource::ModelMapEntry(model), _) => {
+        AdminRoute::DeleteModelMapEntry(model) => {
             let mut map = store.model_map().await?;
             map.remove(&model)
                 .ok_or_else(|| not_found("Model", &model))?;
             store.put_model_map(&map).await?;
             (200, json!({"model": model, "deleted": true}))
         }
-        (Resource::Audit, _) => {
+        AdminRoute::ListAudit => {
             let mut query = audit_query(&query)?;
             if own_tenant.is_some() {
                 query.tenant_id = own_tenant.clone();
@@ -395,11 +400,14 @@ pub async fn handle(
                 .collect();
             (200, list(rows))
         }
-        (Resource::ChannelHealth(id), _) => {
+        AdminRoute::ChannelHealth(id) => {
             channel(store, &id).await?;
             (200, health::admin_view(env, &id).await?)
         }
-        (Resource::ChannelKeyEnable(id, fp), _) => {
+        AdminRoute::EnableChannelKey {
+            channel: id,
+            fingerprint: fp,
+        } => {
             channel(store, &id).await?;
             health::enable_key(env, &id, &fp).await?;
             (
@@ -407,11 +415,11 @@ pub async fn handle(
                 json!({"channel_id": id, "fingerprint": fp, "enabled": true}),
             )
         }
-        (Resource::Prices, _) => (
+        AdminRoute::ListPrices => (
             200,
             list(pricing::PriceView::listing(&store.custom_prices().await?)),
         ),
-        (Resource::Price(model), "GET") => {
+        AdminRoute::GetPrice(model) => {
             let custom = store.custom_prices().await?;
             let found = pricing::resolve(&custom, &model)
                 .ok_or_else(|| not_found("Price for model", &model))?;
@@ -420,9 +428,9 @@ pub async fn handle(
                 json!({"model": model, "matched": found.key, "source": found.source, "price": found.price}),
             )
         }
-        (Resource::Price(model), "PUT") => {
+        AdminRoute::PutPrice(model) => {
             pricing::check_model_key(&model)?;
-            let price = pricing::parse_price(&body)?;
+            let price = validate::parse_price_write(&body, &model)?;
             let mut prices = store.custom_prices().await?;
             prices.insert(model.clone(), price);
             store.put_custom_prices(&prices).await?;
@@ -431,7 +439,7 @@ pub async fn handle(
                 json!({"model": model, "price": price, "source": "custom"}),
             )
         }
-        (Resource::Price(model), _) => {
+        AdminRoute::DeletePrice(model) => {
             let mut prices = store.custom_prices().await?;
             prices
                 .remove(&model)
@@ -439,8 +447,8 @@ pub async fn handle(
             store.put_custom_prices(&prices).await?;
             (200, json!({"model": model, "deleted": true}))
         }
-        (Resource::ModelGroups, _) => (200, json!(store.model_groups().await?)),
-        (Resource::ModelGroup(name), "GET") => {
+        AdminRoute::ListModelGroups => (200, json!(store.model_groups().await?)),
+        AdminRoute::GetModelGroup(name) => {
             let groups = store.model_groups().await?;
             let models = groups
                 .get(&name)
@@ -451,9 +459,9 @@ pub async fn handle(
                 json!({"name": name, "models": models, "price_multiplier_ppm": multiplier}),
             )
         }
-        (Resource::ModelGroup(name), "PUT") => {
+        AdminRoute::PutModelGroup(name) => {
             validate::check_group_name(&name)?;
-            let (models, multiplier) = validate::parse_group(&body)?;
+            let (models, multiplier) = validate::parse_group(&body, &name)?;
             let mut groups = store.model_groups().await?;
             groups.insert(name.clone(), models.clone());
             store.put_model_groups(&groups).await?;
@@ -470,7 +478,7 @@ pub async fn handle(
                 json!({"name": name, "models": models, "price_multiplier_ppm": multiplier}),
             )
         }
-        (Resource::ModelGroup(name), _) => {
+        AdminRoute::DeleteModelGroup(name) => {
             let mut groups = store.model_groups().await?;
             groups
                 .remove(&name)
@@ -482,11 +490,11 @@ pub async fn handle(
             }
             (200, json!({"name": name, "deleted": true}))
         }
-        (Resource::TenantTokens(id), "GET") => {
+        AdminRoute::ListTenantTokens(id) => {
             tenant(store, &id).await?;
             (200, list(store.tenant_tokens(&id).await?))
         }
-        (Resource::TenantTokens(id), _) => {
+        AdminRoute::CreateTenantToken(id) => {
             let name = validate::parse_token_name(&body)?;
             tenant(store, &id).await?;
             let plaintext = format!(
@@ -509,7 +517,7 @@ pub async fn handle(
             shown["token"] = json!(plaintext);
             (201, shown)
         }
-        (Resource::TenantTokenRevoke(id), _) => {
+        AdminRoute::RevokeTenantToken(id) => {
             store
                 .tenant_token(&id)
                 .await?
@@ -523,7 +531,7 @@ pub async fn handle(
                     .ok_or_else(|| not_found("Tenant token", &id))?),
             )
         }
-        (Resource::UsageEntry(id), _) => {
+        AdminRoute::GetUsage(id) => {
             let row = store
                 .usage_row(&id)
                 .await?
@@ -535,37 +543,22 @@ pub async fn handle(
             body["bodies"] = json!(row.bodies);
             (200, body)
         }
-        (Resource::Usage, _) => {
+        AdminRoute::ListUsage => {
             let mut query = usage_query(&query)?;
             if own_tenant.is_some() {
                 query.tenant_id = own_tenant.clone();
             }
             (200, list(store.usage(&query).await?))
         }
-        (resource, method) => {
-            return Err(RelayError::Internal {
-                detail: format!("no admin handler for {method} {resource:?}"),
-            })
-        }
+        // Its replies are not all JSON (CSV exports), and it changes nothing.
+        AdminRoute::Analytics(view) => return analytics(&req, view, store, actor).await,
     };
-    if method != "GET" {
+    if let Some((action, target_type, target_id, after)) = audit {
         invalidate_all();
-    }
-    if let Some((action, target_type, target_id)) = audit {
-        let after = match &audited_resource {
-            // What a delete leaves is nothing.
-            Resource::Channel(_)
-            | Resource::ModelMapEntry(_)
-            | Resource::ModelGroup(_)
-            | Resource::Price(_)
-                if method == "DELETE" =>
-            {
-                None
-            }
-            Resource::ModelMapEntry(_) | Resource::ModelMap => {
-                snapshot(store, &audited_resource).await
-            }
-            _ => Some(redacted(&result.1)),
+        let after = match after {
+            AuditAfter::Reply => Some(redacted(&result.1)),
+            AuditAfter::Stored => snapshot(store, &audited_route).await,
+            AuditAfter::Gone => None,
         };
         let target_id = target_id
             .or_else(|| {
@@ -600,25 +593,58 @@ pub async fn handle(
             worker::console_error!("audit row lost for {} {}: {:?}", action, target_id, e);
         }
     }
-    Ok(result)
+    let (status, body) = result;
+    Ok(json_value(status, &body))
 }
 
-/// The admin API's own view of what a change is about to touch (it holds no secrets).
-async fn snapshot(store: &Store, resource: &Resource) -> Option<serde_json::Value> {
-    let value = match resource {
-        Resource::Tenant(id) | Resource::TenantDisable(id) | Resource::TenantEnable(id) => {
+/// The admin API's own view of the object a change touches (it holds no secrets); `None` for
+/// a route whose change creates its object or touches none worth recording.
+async fn snapshot(store: &Store, route: &AdminRoute) -> Option<serde_json::Value> {
+    use AdminRoute::*;
+    let value = match route {
+        UpdateTenant(id) | DisableTenant(id) | EnableTenant(id) => {
             json!(store.tenant(id).await.ok()??)
         }
-        Resource::Key(id) | Resource::KeyRevoke(id) | Resource::KeyRotate(id) => {
-            json!(store.key(id).await.ok()??)
+        UpdateKey(id) | RevokeKey(id) | RotateKey(id) => json!(store.key(id).await.ok()??),
+        UpdateChannel(id) | DeleteChannel(id) => {
+            json!(ChannelView::of(&store.channel(id).await.ok()??))
         }
-        Resource::Channel(id) => json!(ChannelView::of(&store.channel(id).await.ok()??)),
-        Resource::TenantTokenRevoke(id) => json!(store.tenant_token(id).await.ok()??),
-        Resource::ModelGroup(name) => json!(store.model_groups().await.ok()?.get(name)?),
-        Resource::Price(model) => json!(store.custom_prices().await.ok()?.get(model)?),
-        Resource::ModelMap => json!(store.model_map().await.ok()?),
-        Resource::ModelMapEntry(model) => json!(store.model_map().await.ok()?.get(model)?),
-        _ => return None,
+        RevokeTenantToken(id) => json!(store.tenant_token(id).await.ok()??),
+        PutModelGroup(name) | DeleteModelGroup(name) => {
+            json!(store.model_groups().await.ok()?.get(name)?)
+        }
+        PutPrice(model) | DeletePrice(model) => {
+            json!(store.custom_prices().await.ok()?.get(model)?)
+        }
+        ReplaceModelMap => json!(store.model_map().await.ok()?),
+        PutModelMapEntry(model) | DeleteModelMapEntry(model) => {
+            json!(store.model_map().await.ok()?.get(model)?)
+        }
+        CreateTenant
+        | CreateKey(_)
+        | CreateTenantToken(_)
+        | CreateChannel
+        | EnableChannelKey { .. }
+        | ListTenants
+        | GetTenant(_)
+        | TenantLimits(_)
+        | ListKeys(_)
+        | GetKey(_)
+        | KeyLimits(_)
+        | ListTenantTokens(_)
+        | ListChannels
+        | GetChannel(_)
+        | ChannelHealth(_)
+        | GetModelMap
+        | GetModelMapEntry(_)
+        | ListModelGroups
+        | GetModelGroup(_)
+        | ListPrices
+        | GetPrice(_)
+        | ListUsage
+        | GetUsage(_)
+        | ListAudit
+        | Analytics(_) => return None,
     };
     Some(value)
 }
@@ -731,6 +757,12 @@ pub async fn analytics(
         limit,
     };
     let range = json!({"from_ms": q.from_ms, "to_ms": q.to_ms});
+    // The rows an aggregate reads, and whether that was all of them.
+    let aggregated = || async {
+        let rows = store.ledger(&ledger(AGGREGATE_ROWS, None)).await?;
+        let truncated = rows.len() as u32 >= AGGREGATE_ROWS;
+        Ok::<_, RelayError>((rows, truncated))
+    };
     match view {
         AnalyticsView::Requests => {
             let rows = store.ledger(&ledger(q.limit, q.before_ms)).await?;
@@ -768,31 +800,36 @@ pub async fn analytics(
                 )),
             }
         }
-        AnalyticsView::Summary | AnalyticsView::Timeseries | AnalyticsView::Breakdown => {
-            let rows = store.ledger(&ledger(AGGREGATE_ROWS, None)).await?;
-            let truncated = rows.len() as u32 >= AGGREGATE_ROWS;
-            let body = match view {
-                AnalyticsView::Summary => {
-                    json!({"range": range, "truncated": truncated, "stats": analytics::summarize(&rows)})
-                }
-                AnalyticsView::Timeseries => {
-                    let bucket = q.bucket.unwrap_or(analytics::Bucket::Hour);
-                    let data: Vec<_> = analytics::timeseries(&rows, bucket, q.from_ms, q.to_ms)
-                        .into_iter()
-                        .map(|(t, stats)| json!({"t": t, "stats": stats}))
-                        .collect();
-                    json!({"range": range, "truncated": truncated, "data": data})
-                }
-                _ => {
-                    let by = q.by.unwrap_or(analytics::Dimension::Model);
-                    let data: Vec<_> = analytics::breakdown(&rows, by)
-                        .into_iter()
-                        .map(|(key, stats)| json!({"key": key, "stats": stats}))
-                        .collect();
-                    json!({"range": range, "truncated": truncated, "data": data})
-                }
-            };
-            Ok(json_value(200, &body))
+        AnalyticsView::Summary => {
+            let (rows, truncated) = aggregated().await?;
+            Ok(json_value(
+                200,
+                &json!({"range": range, "truncated": truncated, "stats": analytics::summarize(&rows)}),
+            ))
+        }
+        AnalyticsView::Timeseries => {
+            let (rows, truncated) = aggregated().await?;
+            let bucket = q.bucket.unwrap_or(analytics::Bucket::Hour);
+            let data: Vec<_> = analytics::timeseries(&rows, bucket, q.from_ms, q.to_ms)
+                .into_iter()
+                .map(|(t, stats)| json!({"t": t, "stats": stats}))
+                .collect();
+            Ok(json_value(
+                200,
+                &json!({"range": range, "truncated": truncated, "data": data}),
+            ))
+        }
+        AnalyticsView::Breakdown => {
+            let (rows, truncated) = aggregated().await?;
+            let by = q.by.unwrap_or(analytics::Dimension::Model);
+            let data: Vec<_> = analytics::breakdown(&rows, by)
+                .into_iter()
+                .map(|(key, stats)| json!({"key": key, "stats": stats}))
+                .collect();
+            Ok(json_value(
+                200,
+                &json!({"range": range, "truncated": truncated, "data": data}),
+            ))
         }
     }
 }

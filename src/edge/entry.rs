@@ -9,10 +9,11 @@ use super::http::{header, json_value};
 use super::relay::{self, Inbound, RelayCtx};
 use super::state::{now_ms, random_bytes, Settings};
 use super::store::Store;
-use crate::api::paths::{self, Resource};
+use crate::api::routes::{self, Method, Route};
 use crate::error::RelayError;
 use crate::formats::client::ClientFormat;
 use crate::governance::auth;
+use crate::governance::grant::KeyGrant;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -20,10 +21,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let request_id = auth::new_id("req", &random_bytes::<12>());
     let path = req.path();
     let browser_facing = path.starts_with("/v1/") || path == "/health";
-    let mut response = if req.method().to_string() == "OPTIONS" && browser_facing {
+    // The request's own method: `worker::Method` reads an unknown one as GET.
+    let method = Method::parse(&req.inner().method());
+    let mut response = if method == Method::Options && browser_facing {
         preflight(&req)
     } else {
-        dispatch(req, &env, &ctx, &request_id, started_ms).await
+        dispatch(req, &method, &env, &ctx, &request_id, started_ms).await
     };
     let headers = response.headers_mut();
     let _ = headers.set("x-request-id", &request_id);
@@ -51,17 +54,17 @@ fn preflight(req: &Request) -> Response {
     response
 }
 
-/// The admin dashboard (`GET /admin/ui`): one static page.
+/// The admin dashboard page.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 async fn dispatch(
     req: Request,
+    method: &Method,
     env: &Env,
     ctx: &Context,
     request_id: &str,
     started_ms: i64,
 ) -> Response {
-    let method = req.method().to_string();
     let path = req.path();
     // Anthropic's SDKs read errors in Anthropic's shape; everything else gets OpenAI's.
     let format = if path.starts_with("/v1/messages") {
@@ -69,75 +72,68 @@ async fn dispatch(
     } else {
         ClientFormat::OpenAi
     };
-    let resource = match paths::route(&method, &path) {
+    let route = match routes::route(method, &path) {
         Ok(r) => r,
         Err(e) => return relay::client_error(format, &e),
     };
-    if resource == Resource::Health {
-        return json_value(
+    let settings = Settings::get(env);
+    let store = Store::new(env);
+    let rc = store.as_ref().map(|store| RelayCtx {
+        env,
+        ctx,
+        settings: &settings,
+        store,
+        request_id,
+        started_ms,
+    });
+    let result = match route {
+        Route::Health => Ok(json_value(
             200,
             &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-        );
-    }
-    if resource == Resource::Dashboard {
-        // The page is static and holds no data; every number on it comes from the admin API
-        // with the token the user types in.
-        let headers = worker::Headers::new();
-        let _ = headers.set("content-type", "text/html; charset=utf-8");
-        let _ = headers.set("cache-control", "no-store");
-        let _ = headers.set(
-            "content-security-policy",
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'",
-        );
-        return match Response::ok(DASHBOARD) {
-            Ok(r) => r.with_headers(headers),
-            Err(e) => relay::client_error(
-                format,
-                &RelayError::Internal {
-                    detail: format!("dashboard: {e}"),
-                },
-            ),
-        };
-    }
-    let settings = Settings::get(env);
-    let result = match Store::new(env) {
-        Err(e) => Err(e),
-        Ok(store) if resource.is_admin() => match admin::check_admin(&req, &settings, &store).await
-        {
-            Ok(actor) => match resource {
-                Resource::Analytics(view) => admin::analytics(&req, view, &store, &actor).await,
-                _ => admin::handle(req, resource, &store, env, request_id, &actor)
-                    .await
-                    .map(|(status, body)| json_value(status, &body)),
-            },
-            Err(e) => Err(e),
-        },
-        Ok(store) => {
-            let rc = RelayCtx {
-                env,
-                ctx,
-                settings: &settings,
-                store: &store,
-                request_id,
-                started_ms,
-            };
-            match relay::authenticate(&req, &rc).await {
-                Err(e) => Err(e),
-                Ok(grant) => match resource {
-                    Resource::Models => relay::models(&rc, &grant, None).await,
-                    Resource::Model(model) => relay::models(&rc, &grant, Some(&model)).await,
-                    Resource::Relay(endpoint) => {
-                        Ok(relay::relay(req, Inbound::OpenAi(endpoint), &grant, &rc).await)
-                    }
-                    Resource::Messages => {
-                        Ok(relay::relay(req, Inbound::AnthropicMessages, &grant, &rc).await)
-                    }
-                    Resource::CountTokens => relay::count_tokens(req, &grant, &rc).await,
-                    other => Err(RelayError::Internal {
-                        detail: format!("no handler for {other:?}"),
-                    }),
-                },
+        )),
+        Route::Dashboard => dashboard(),
+        Route::Admin(route) => {
+            async {
+                let store = store.as_ref().map_err(Clone::clone)?;
+                let actor = admin::check_admin(&req, &settings, store).await?;
+                admin::handle(req, route, store, env, request_id, &actor).await
             }
+            .await
+        }
+        Route::ListModels => {
+            async {
+                let (rc, grant) = with_key(&req, &rc).await?;
+                relay::models(rc, &grant, None).await
+            }
+            .await
+        }
+        Route::GetModel(model) => {
+            async {
+                let (rc, grant) = with_key(&req, &rc).await?;
+                relay::models(rc, &grant, Some(&model)).await
+            }
+            .await
+        }
+        Route::Relay(endpoint) => {
+            async {
+                let (rc, grant) = with_key(&req, &rc).await?;
+                Ok(relay::relay(req, Inbound::OpenAi(endpoint), &grant, rc).await)
+            }
+            .await
+        }
+        Route::Messages => {
+            async {
+                let (rc, grant) = with_key(&req, &rc).await?;
+                Ok(relay::relay(req, Inbound::AnthropicMessages, &grant, rc).await)
+            }
+            .await
+        }
+        Route::CountTokens => {
+            async {
+                let (rc, grant) = with_key(&req, &rc).await?;
+                relay::count_tokens(req, &grant, rc).await
+            }
+            .await
         }
     };
     result.unwrap_or_else(|e| {
@@ -146,4 +142,30 @@ async fn dispatch(
         }
         relay::client_error(format, &e)
     })
+}
+
+/// The relay API's caller, by its key.
+async fn with_key<'r, 'a>(
+    req: &Request,
+    rc: &'r Result<RelayCtx<'a>, &RelayError>,
+) -> Result<(&'r RelayCtx<'a>, KeyGrant), RelayError> {
+    let rc = rc.as_ref().map_err(|e| (*e).clone())?;
+    Ok((rc, relay::authenticate(req, rc).await?))
+}
+
+/// The admin dashboard (`GET /admin/ui`): the page is static and holds no data; every number
+/// on it comes from the admin API with the token the user types in.
+fn dashboard() -> Result<Response, RelayError> {
+    let headers = worker::Headers::new();
+    let _ = headers.set("content-type", "text/html; charset=utf-8");
+    let _ = headers.set("cache-control", "no-store");
+    let _ = headers.set(
+        "content-security-policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'",
+    );
+    Response::ok(DASHBOARD)
+        .map(|r| r.with_headers(headers))
+        .map_err(|e| RelayError::Internal {
+            detail: format!("dashboard: {e}"),
+        })
 }

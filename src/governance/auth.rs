@@ -1,11 +1,11 @@
 //! Who is calling, and may they: relay API keys (format, generation, the SHA-256 hash stored
 //! for them, the credential presented in request headers), the state a key must be in to be
-//! used, and what an admin token may touch. Also opaque row ids.
+//! used, and who is calling the admin API (what each admin route lets a tenant token touch is
+//! a fact of the route, in `api::routes`). Also opaque row ids.
 //!
 //! Randomness is an input: callers pass the random bytes (the edge reads `getrandom`), so
 //! everything here is deterministic and testable on the host.
 
-use crate::api::paths::Resource;
 use crate::error::RelayError;
 use crate::governance::grant::{KeyGrant, KeyStatus, Status};
 use crate::support::crypto::{hex, sha256};
@@ -117,40 +117,6 @@ impl Actor {
         match self {
             Actor::Admin => "admin".into(),
             Actor::Tenant { token_id, .. } => format!("tenant_token:{token_id}"),
-        }
-    }
-}
-
-/// What a tenant token may do with an admin resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TenantScope<'a> {
-    /// Allowed if this tenant id is the token's own.
-    OwnTenant(&'a str),
-    /// Allowed if this key belongs to the token's tenant.
-    OwnKey(&'a str),
-    /// A listing, narrowed to the token's tenant.
-    Narrowed,
-    /// Operator territory: tenants at large, channels, the model map, tokens.
-    Forbidden,
-}
-
-pub fn tenant_scope<'a>(resource: &'a Resource, method: &str) -> TenantScope<'a> {
-    use Resource::*;
-    match resource {
-        // A tenant may read itself, but not raise its own limits or re-enable itself.
-        Tenant(t) if method == "GET" => TenantScope::OwnTenant(t),
-        TenantKeys(t) | TenantLimits(t) => TenantScope::OwnTenant(t),
-        Key(k) | KeyRevoke(k) | KeyRotate(k) | KeyLimits(k) => TenantScope::OwnKey(k),
-        Usage | UsageEntry(_) | Audit | Analytics(_) => TenantScope::Narrowed,
-        Tenant(_) | Tenants | TenantDisable(_) | TenantEnable(_) | TenantTokens(_)
-        | TenantTokenRevoke(_) | Channels | Channel(_) | ModelMap | ModelMapEntry(_)
-        | ModelGroups | ModelGroup(_) | Price(_) | ChannelHealth(_) | ChannelKeyEnable(..) => {
-            TenantScope::Forbidden
-        }
-        // Prices are what every tenant is charged by: readable, not writable.
-        Prices => TenantScope::Narrowed,
-        Health | Models | Model(_) | Relay(_) | Messages | CountTokens | Dashboard => {
-            TenantScope::Forbidden
         }
     }
 }
@@ -294,40 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn tenant_tokens_reach_only_their_own_tenant() {
-        fn own<'a>(r: &'a Resource, m: &str) -> TenantScope<'a> {
-            tenant_scope(r, m)
-        }
-        assert_eq!(
-            own(&Resource::TenantKeys("t1".into()), "POST"),
-            TenantScope::OwnTenant("t1")
-        );
-        assert_eq!(
-            own(&Resource::Tenant("t1".into()), "GET"),
-            TenantScope::OwnTenant("t1")
-        );
-        assert_eq!(
-            own(&Resource::Tenant("t1".into()), "PATCH"),
-            TenantScope::Forbidden
-        );
-        assert_eq!(
-            own(&Resource::KeyRevoke("k".into()), "POST"),
-            TenantScope::OwnKey("k")
-        );
-        assert_eq!(own(&Resource::Usage, "GET"), TenantScope::Narrowed);
-        for forbidden in [
-            Resource::Tenants,
-            Resource::Channels,
-            Resource::ModelMap,
-            Resource::TenantEnable("t1".into()),
-            Resource::TenantTokens("t1".into()),
-        ] {
-            assert_eq!(
-                own(&forbidden, "GET"),
-                TenantScope::Forbidden,
-                "{forbidden:?}"
-            );
-        }
+    fn actors_are_named_in_the_audit_log() {
         assert_eq!(
             Actor::Tenant {
                 tenant_id: "t".into(),

@@ -433,7 +433,7 @@ fn widening_mul(a: u128, b: u128) -> (u128, u128) {
 
 // ---- admin input ----------------------------------------------------------------------------
 
-const PRICE_FIELDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "request"];
+pub const PRICE_FIELDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "request"];
 
 /// The body of `PUT /admin/prices/{model}`: `input` and `output` required, the cache prices and
 /// the request fee optional. Every error is a 400 that names its field.

@@ -6,6 +6,13 @@ use crate::error::RelayError;
 
 /// An admin body as a JSON object with only `allowed` fields (an empty body is `{}`).
 pub fn parse_object(bytes: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, RelayError> {
+    let map = parse_any_object(bytes)?;
+    refuse_unknown(&map, allowed)?;
+    Ok(map)
+}
+
+/// An admin body as a JSON object, whatever its fields (an empty body is `{}`).
+pub fn parse_any_object(bytes: &[u8]) -> Result<Map<String, Value>, RelayError> {
     let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
@@ -18,11 +25,16 @@ pub fn parse_object(bytes: &[u8], allowed: &[&str]) -> Result<Map<String, Value>
             detail: "the body must be a JSON object".into(),
         });
     };
-    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(RelayError::invalid_value(
+    Ok(map)
+}
+
+/// A 400 naming the first field not in `allowed`, and what is.
+pub fn refuse_unknown(map: &Map<String, Value>, allowed: &[&str]) -> Result<(), RelayError> {
+    match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(RelayError::invalid_value(
             unknown,
             format!("unknown field; expected one of {}", allowed.join(", ")),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(map)
 }
