@@ -2,7 +2,8 @@
 //! into an OpenAI-shaped error response.
 
 use serde_json::json;
-use worker::{event, Context, Env, Request, Response};
+use worker::wasm_bindgen::JsValue;
+use worker::{event, Context, Env, MessageBatch, Request, Response};
 
 use super::admin;
 use super::http::{header, json_value};
@@ -36,6 +37,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         let _ = headers.set("access-control-expose-headers", "x-request-id, retry-after");
     }
     Ok(response)
+}
+
+/// The usage queue's consumer (`USAGE_QUEUE`): batches of usage rows into D1.
+#[event(queue)]
+async fn queue(batch: MessageBatch<JsValue>, env: Env, _ctx: Context) -> worker::Result<()> {
+    super::store::usage_log::consume(batch, &env).await
 }
 
 fn preflight(req: &Request) -> Response {

@@ -131,10 +131,28 @@ export function miniflareOptions({ vars = {}, extra = {} } = {}) {
     host: "127.0.0.1",
     port: 0,
     cf: { country: "US", colo: "SFO", continent: "NA", city: "San Francisco", asn: 13335 },
+    // The usage queue delivers batches at once in tests (production waits up to 1 s to fill
+    // one): rows appear as soon as the consumer has written them.
+    queueConsumers: Object.fromEntries(
+      Object.entries(wo.queueConsumers ?? {}).map(([q, c]) => [q, { ...c, maxBatchTimeout: 0 }]),
+    ),
     // In-memory storage: no *Persist options → a fresh D1/KV/DO state per instance.
     verbose: false,
     ...extra,
   };
+}
+
+/** A TCP port nothing listens on now. */
+async function freePort() {
+  const net = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 /** Races p against a timer; on timeout resolves to `fallback` (never rejects because of time). */
@@ -151,10 +169,11 @@ function withTimeout(p, ms, fallback) {
 
 /** vars: Worker vars/secrets over wrangler.toml's; extra: more Miniflare options (e.g. bench's
  *  unsafeDirectSockets). */
-export async function startRelay({ vars = {}, extra = {} } = {}) {
-  const mf = new Miniflare(miniflareOptions({ vars, extra }));
+export async function startRelay({ vars = {}, extra = {}, inspect = false } = {}) {
+  const inspectorPort = inspect ? await freePort() : undefined;
+  const mf = new Miniflare(miniflareOptions({ vars, extra: inspect ? { ...extra, inspectorPort } : extra }));
   let disposed = false;
-  const dispose = async () => {
+  let dispose = async () => {
     if (disposed) return;
     disposed = true;
     const r = await withTimeout(
@@ -306,7 +325,37 @@ export async function startRelay({ vars = {}, extra = {} } = {}) {
     return r.results;
   }
 
-  return { mf, url, admin, adminOk, seed, newKey, call, callJson, db, usageRow, usageRows, dispose };
+  // What the runtime reports about the Worker through its inspector — uncaught exceptions (a
+  // request workerd cancelled as hung among them) — which Miniflare does not print.
+  const runtimeErrors = [];
+  if (inspect) {
+    const { default: WebSocket } = await import("ws");
+    const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
+    const worker = targets.find((t) => t.title.endsWith("core:user:edgerelay"));
+    assert.ok(worker, `the relay's inspector target among ${targets.map((t) => t.title)}`);
+    const ws = new WebSocket(worker.webSocketDebuggerUrl);
+    await new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject));
+    ws.on("message", (m) => {
+      const e = JSON.parse(m);
+      if (e.method === "Runtime.exceptionThrown") runtimeErrors.push(e.params.exceptionDetails.text ?? JSON.stringify(e.params));
+    });
+    await new Promise((resolve) => {
+      ws.on("message", function enabled(m) {
+        if (JSON.parse(m).id === 1) {
+          ws.off("message", enabled);
+          resolve();
+        }
+      });
+      ws.send(JSON.stringify({ id: 1, method: "Runtime.enable" }));
+    });
+    const disposeMf = dispose;
+    dispose = async () => {
+      ws.close();
+      await disposeMf();
+    };
+  }
+
+  return { mf, url, admin, adminOk, seed, newKey, call, callJson, db, usageRow, usageRows, dispose, runtimeErrors };
 }
 
 /** An OpenAI SDK client for the relay. */
