@@ -12,5 +12,6 @@ pub mod eventstream;
 pub mod gemini;
 pub mod neutral;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod translate;
