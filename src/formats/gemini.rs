@@ -12,6 +12,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::formats::json_array::JsonArrayParser;
 use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
@@ -963,16 +964,25 @@ pub fn parse_error_body(bytes: &[u8]) -> (Option<String>, Option<String>) {
 // Streams
 // ---------------------------------------------------------------------------------------------
 
-/// Gemini SSE (`streamGenerateContent?alt=sse`) → neutral [`StreamEvent`]s. Each event's data
-/// is a whole `GenerateContentResponse` carrying the new parts only, and usage so far.
+/// A Gemini stream → neutral [`StreamEvent`]s. Each element is a whole
+/// `GenerateContentResponse` carrying the new parts only, and usage so far. Both of Google's
+/// framings are read, told apart by the first byte: SSE (`streamGenerateContent?alt=sse`,
+/// what the relay asks for) and the streamed JSON array sent without `alt=sse` (what a
+/// Gemini client passed through to a Gemini channel may have asked for).
 pub struct StreamDecoder {
     /// Boxed so the relay's enum of decoders stays small whichever one a stream uses.
     state: Box<StreamState>,
 }
 
+enum Framing {
+    /// Nothing but whitespace seen yet; those bytes wait here.
+    Unknown(Vec<u8>),
+    Sse(SseParser, Vec<SseEvent>),
+    JsonArray(JsonArrayParser, Vec<String>),
+}
+
 struct StreamState {
-    parser: SseParser,
-    events: Vec<SseEvent>,
+    framing: Framing,
     model: String,
     id: String,
     started: bool,
@@ -986,8 +996,7 @@ impl StreamDecoder {
     pub fn new(model: &str, id: &str) -> Self {
         StreamDecoder {
             state: Box::new(StreamState {
-                parser: SseParser::new(),
-                events: Vec::new(),
+                framing: Framing::Unknown(Vec::new()),
                 model: model.to_string(),
                 id: id.to_string(),
                 started: false,
@@ -999,34 +1008,77 @@ impl StreamDecoder {
         }
     }
 
+    /// A framing error (a line or an element over the size limit) is an [`SseError`] in
+    /// either framing.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
-        let state = &mut *self.state;
-        let mut events = std::mem::take(&mut state.events);
-        let result = state.parser.push(chunk, &mut events);
-        for event in events.drain(..) {
-            state.on_event(&event, out);
-        }
-        state.events = events;
-        result
+        self.state.feed(Some(chunk), out)
     }
 
-    /// End of stream: a last event without its blank line is still decoded (Gemini's final
-    /// chunk carries the finish reason and usage).
+    /// End of stream: a last event without its blank line (or an array never closed) is still
+    /// decoded (Gemini's final chunk carries the finish reason and usage).
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
-        let state = &mut *self.state;
-        let mut events = std::mem::take(&mut state.events);
-        let result = state.parser.finish(&mut events);
-        for event in events.drain(..) {
-            state.on_event(&event, out);
-        }
-        state.events = events;
-        result
+        self.state.feed(None, out)
     }
 }
 
 impl StreamState {
-    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
-        let data = event.data.trim();
+    /// `None` is the end of the stream.
+    fn feed(&mut self, chunk: Option<&[u8]>, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
+        if let Framing::Unknown(pending) = &mut self.framing {
+            if let Some(chunk) = chunk {
+                pending.extend_from_slice(chunk);
+            }
+            let first = pending.iter().find(|b| !b.is_ascii_whitespace());
+            let framing = match first {
+                Some(b'[') => Framing::JsonArray(JsonArrayParser::new(), Vec::new()),
+                Some(_) => Framing::Sse(SseParser::new(), Vec::new()),
+                // Only whitespace so far (or a stream of nothing): nothing to decode yet.
+                None => return Ok(()),
+            };
+            let pending = std::mem::take(pending);
+            self.framing = framing;
+            self.feed_known(Some(&pending), out)?;
+            return match chunk {
+                Some(_) => Ok(()),
+                None => self.feed_known(None, out),
+            };
+        }
+        self.feed_known(chunk, out)
+    }
+
+    fn feed_known(
+        &mut self,
+        chunk: Option<&[u8]>,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), SseError> {
+        let mut data = Vec::new();
+        let result = match &mut self.framing {
+            Framing::Unknown(_) => Ok(()),
+            Framing::Sse(parser, events) => {
+                let result = match chunk {
+                    Some(chunk) => parser.push(chunk, events),
+                    None => parser.finish(events),
+                };
+                data.extend(events.drain(..).map(|e| e.data));
+                result
+            }
+            Framing::JsonArray(parser, elements) => {
+                let result = match chunk {
+                    Some(chunk) => parser.push(chunk, elements),
+                    None => parser.finish(elements),
+                };
+                data.append(elements);
+                result
+            }
+        };
+        for element in &data {
+            self.on_chunk(element, out);
+        }
+        result
+    }
+
+    fn on_chunk(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        let data = data.trim();
         if data.is_empty() {
             return;
         }
