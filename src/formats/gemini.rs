@@ -975,8 +975,8 @@ pub struct StreamDecoder {
 }
 
 enum Framing {
-    /// Nothing but whitespace seen yet; those bytes wait here.
-    Unknown(Vec<u8>),
+    /// Nothing but whitespace seen yet.
+    Unknown,
     Sse(SseParser, Vec<SseEvent>),
     JsonArray(JsonArrayParser, Vec<String>),
 }
@@ -996,7 +996,7 @@ impl StreamDecoder {
     pub fn new(model: &str, id: &str) -> Self {
         StreamDecoder {
             state: Box::new(StreamState {
-                framing: Framing::Unknown(Vec::new()),
+                framing: Framing::Unknown,
                 model: model.to_string(),
                 id: id.to_string(),
                 started: false,
@@ -1024,24 +1024,17 @@ impl StreamDecoder {
 impl StreamState {
     /// `None` is the end of the stream.
     fn feed(&mut self, chunk: Option<&[u8]>, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
-        if let Framing::Unknown(pending) = &mut self.framing {
-            if let Some(chunk) = chunk {
-                pending.extend_from_slice(chunk);
-            }
-            let first = pending.iter().find(|b| !b.is_ascii_whitespace());
-            let framing = match first {
-                Some(b'[') => Framing::JsonArray(JsonArrayParser::new(), Vec::new()),
-                Some(_) => Framing::Sse(SseParser::new(), Vec::new()),
-                // Only whitespace so far (or a stream of nothing): nothing to decode yet.
-                None => return Ok(()),
+        if let (Framing::Unknown, Some(bytes)) = (&self.framing, chunk) {
+            // Leading whitespace means nothing in either framing; the first other byte tells
+            // which one this is.
+            let Some(start) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else {
+                return Ok(());
             };
-            let pending = std::mem::take(pending);
-            self.framing = framing;
-            self.feed_known(Some(&pending), out)?;
-            return match chunk {
-                Some(_) => Ok(()),
-                None => self.feed_known(None, out),
+            self.framing = match bytes[start] {
+                b'[' => Framing::JsonArray(JsonArrayParser::new(), Vec::new()),
+                _ => Framing::Sse(SseParser::new(), Vec::new()),
             };
+            return self.feed_known(Some(&bytes[start..]), out);
         }
         self.feed_known(chunk, out)
     }
@@ -1053,7 +1046,7 @@ impl StreamState {
     ) -> Result<(), SseError> {
         let mut data = Vec::new();
         let result = match &mut self.framing {
-            Framing::Unknown(_) => Ok(()),
+            Framing::Unknown => Ok(()),
             Framing::Sse(parser, events) => {
                 let result = match chunk {
                     Some(chunk) => parser.push(chunk, events),
@@ -1959,6 +1952,33 @@ mod tests {
         };
         assert_eq!(last.total_tokens(), 38 + 168 + 12);
         assert_eq!(last.reasoning_tokens, 168);
+    }
+
+    /// A fixture's SSE events as the JSON array Google streams without `alt=sse`.
+    fn as_json_array(sse: &[u8]) -> String {
+        let text = String::from_utf8_lossy(sse);
+        let elements: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect();
+        format!("\r\n[{}]", elements.join("\r\n,\r\n"))
+    }
+
+    #[test]
+    fn streams_the_json_array_framing_alike() {
+        for fixture in [STREAM_TEXT, STREAM_FUNCTION_CALL, STREAM_SAFETY] {
+            let array = as_json_array(fixture);
+            assert_eq!(stream(array.as_bytes()), stream(fixture));
+        }
+        // Cut off before its last element closes: what came whole is kept, the rest reported.
+        let array = as_json_array(STREAM_TEXT);
+        let cut = &array.as_bytes()[..array.len() - 20];
+        let events = stream_chunks(&[cut]);
+        assert_eq!(events[1], StreamEvent::TextDelta("The".into()));
+        assert!(matches!(
+            events.last(),
+            Some(StreamEvent::Error { status: 502, .. })
+        ));
     }
 
     #[test]

@@ -1892,8 +1892,6 @@ mod tests {
         include_bytes!("../../tests/fixtures/openai/stream_tool_calls.sse");
     const ANTHROPIC_STREAM_TOOL_USE: &[u8] =
         include_bytes!("../../tests/fixtures/anthropic/stream_tool_use.sse");
-    const GEMINI_STREAM_FUNCTION_CALL: &[u8] =
-        include_bytes!("../../tests/fixtures/gemini/stream_function_call.sse");
 
     fn decode(body: &Value) -> Result<ChatRequest, RelayError> {
         decode_request("gemini-2.5-flash", body.to_string().as_bytes())
@@ -3212,19 +3210,6 @@ mod tests {
             }));
             assert!(events.contains(&StreamEvent::ReasoningSignature("c2lnbmF0dXJl".into())));
         }
-
-        // A real Gemini stream, framed as the JSON array Google sends without alt=sse, reads
-        // exactly as its SSE form does.
-        let text = String::from_utf8_lossy(GEMINI_STREAM_FUNCTION_CALL);
-        let elements: Vec<&str> = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data: "))
-            .collect();
-        let array = format!("[{}]", elements.join("\r\n,\r\n"));
-        assert_eq!(
-            gemini_decode_any_split(array.as_bytes()),
-            gemini_decode(&[GEMINI_STREAM_FUNCTION_CALL])
-        );
     }
 
     // ---- errors ----
