@@ -16,8 +16,9 @@
 //!
 //! Gemini pairs a `functionResponse` with the earlier `functionCall` by name (and `id` when the
 //! client sends one); the neutral model pairs by id, so calls without one get an id made from
-//! their position (`call_{turn}_{part}`) and each response takes the id of the earliest
-//! unanswered call of its name in the latest turn that made calls.
+//! their position (`call_{content}_{part}`) and each response takes the id of the earliest
+//! unanswered call of its name in the latest turn that made calls. Consecutive model Contents
+//! are one turn, as Gemini reads them (the SDKs record a streamed reply chunk by chunk).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -269,10 +270,18 @@ fn decode_body(model: &str, body: &Map<String, Value>) -> Result<ChatRequest, Re
     if let Some(system) = get(body, "systemInstruction") {
         req.system = decode_system(system)?;
     }
-    let mut pairing = Pairing::default();
+    let mut turns = Turns::default();
     for (i, content) in contents.iter().enumerate() {
-        decode_content(i, content, &mut pairing, &mut req)?;
+        decode_content(i, content, &mut turns, &mut req)?;
     }
+    // A model turn of nothing but a signature (a stream's last chunk, recorded alone) says
+    // nothing an upstream could take.
+    req.messages.retain(|m| {
+        m.role != Role::Assistant
+            || !m.content.is_empty()
+            || !m.tool_calls.is_empty()
+            || m.reasoning.is_some()
+    });
     if let Some(tools) = get(body, "tools") {
         decode_tools(tools, &mut req)?;
     }
@@ -353,14 +362,20 @@ fn decode_system(system: &Value) -> Result<Vec<String>, RelayError> {
     Ok(out)
 }
 
-/// Which calls a `functionResponse` without an id can answer.
+/// What decoding one Content needs to know of those before it.
 #[derive(Default)]
-struct Pairing {
-    /// (id, name) of the unanswered calls of the latest turn that made calls, in order.
+struct Turns {
+    /// (id, name) of the unanswered calls of the latest turn that made calls, in order: the
+    /// calls a `functionResponse` without an id can answer.
     pending: Vec<(String, String)>,
+    /// The last neutral message is the model turn the previous Content made. The SDKs record a
+    /// streamed reply as one model Content per chunk; Gemini reads consecutive model Contents
+    /// as one turn, and so does this decoder, so reasoning, its signature and calls stay
+    /// together.
+    model_open: bool,
 }
 
-impl Pairing {
+impl Turns {
     fn answer(&mut self, id: Option<&str>, name: &str, fallback: String) -> String {
         if let Some(id) = id.filter(|id| !id.is_empty()) {
             self.pending.retain(|(pending, _)| pending != id);
@@ -409,7 +424,7 @@ const PART_DATA: &[&str] = &[
 fn decode_content(
     i: usize,
     content: &Value,
-    pairing: &mut Pairing,
+    turns: &mut Turns,
     req: &mut ChatRequest,
 ) -> Result<(), RelayError> {
     let path = format!("contents[{i}]");
@@ -449,8 +464,14 @@ fn decode_content(
     } else {
         Role::User
     };
-    let mut message = Message::new(role, Vec::new());
-    let mut reasoning = String::new();
+    let continued = if model_turn && turns.model_open {
+        req.messages.pop()
+    } else {
+        None
+    };
+    let merging = continued.is_some();
+    let mut message = continued.unwrap_or_else(|| Message::new(role, Vec::new()));
+    let mut reasoning = message.reasoning.take().unwrap_or_default();
     let mut results = Vec::new();
     let mut calls = Vec::new();
     for (j, part) in parts.iter().enumerate() {
@@ -494,14 +515,16 @@ fn decode_content(
                 response,
                 images,
             } => {
-                let id = pairing.answer(id.as_deref(), &name, format!("call_{i}_{j}"));
+                let id = turns.answer(id.as_deref(), &name, format!("call_{i}_{j}"));
                 results.push(tool_result(id, response, images));
             }
             InPart::Skipped => {}
         }
     }
-    if !calls.is_empty() {
-        pairing.pending = calls;
+    if merging {
+        turns.pending.extend(calls);
+    } else if !calls.is_empty() {
+        turns.pending = calls;
     }
     if !reasoning.is_empty() {
         message.reasoning = Some(reasoning);
@@ -516,6 +539,7 @@ fn decode_content(
     if holds_something {
         req.messages.push(message);
     }
+    turns.model_open = model_turn && holds_something;
     Ok(())
 }
 
@@ -2140,6 +2164,46 @@ mod tests {
                 ("call_2_3", false)
             ]
         );
+    }
+
+    #[test]
+    fn a_streamed_reply_recorded_chunk_by_chunk_is_one_turn() {
+        // The SDKs' chats keep each streamed chunk's Content as its own model Content, and
+        // answer each call with its id.
+        let mut contents = vec![json!({"role": "user", "parts": [{"text": "Weather and time?"}]})];
+        for chunk in sse_chunks(STREAM_FUNCTION_CALL) {
+            contents.push(chunk["candidates"][0]["content"].clone());
+        }
+        contents.push(json!({"role": "user", "parts": [
+            {"functionResponse": {"id": "toolu_01B", "name": "get_time", "response": {"output": "09:00"}}},
+            {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+        ]}));
+        let r = decode(&json!({ "contents": contents })).unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+        let turn = &r.messages[1];
+        assert_eq!(
+            turn.reasoning.as_deref(),
+            Some("The user wants two lookups.")
+        );
+        assert_eq!(turn.reasoning_signature.as_deref(), Some("c2lnbmF0dXJl"));
+        assert_eq!(turn.content, vec![Part::Text("Let me check.".into())]);
+        let ids: Vec<&str> = turn.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["toolu_01A", "toolu_01B"]);
+        let answers: Vec<Option<&str>> = r.messages[2..]
+            .iter()
+            .map(|m| m.tool_call_id.as_deref())
+            .collect();
+        assert_eq!(answers, [Some("toolu_01B"), Some("toolu_01A")]);
+
+        // A signature alone, with nothing before it in its turn, is no message.
+        let r = decode(&json!({"contents": [
+            {"role": "user", "parts": [{"text": "q"}]},
+            {"role": "model", "parts": [{"text": "", "thoughtSignature": "c2ln"}]},
+            {"role": "user", "parts": [{"text": "again"}]}
+        ]}))
+        .unwrap();
+        assert_eq!(r.messages.len(), 2);
     }
 
     #[test]
