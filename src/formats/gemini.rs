@@ -12,6 +12,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
+use crate::formats::json_array::JsonArrayParser;
 use crate::formats::neutral::Usage;
 use crate::formats::neutral::{
     ChatRequest, ChatResponse, Drop, Drops, FinishReason, ImageSource, Message, Part, Reasoning,
@@ -963,16 +964,25 @@ pub fn parse_error_body(bytes: &[u8]) -> (Option<String>, Option<String>) {
 // Streams
 // ---------------------------------------------------------------------------------------------
 
-/// Gemini SSE (`streamGenerateContent?alt=sse`) → neutral [`StreamEvent`]s. Each event's data
-/// is a whole `GenerateContentResponse` carrying the new parts only, and usage so far.
+/// A Gemini stream → neutral [`StreamEvent`]s. Each element is a whole
+/// `GenerateContentResponse` carrying the new parts only, and usage so far. Both of Google's
+/// framings are read, told apart by the first byte: SSE (`streamGenerateContent?alt=sse`,
+/// what the relay asks for) and the streamed JSON array sent without `alt=sse` (what a
+/// Gemini client passed through to a Gemini channel may have asked for).
 pub struct StreamDecoder {
     /// Boxed so the relay's enum of decoders stays small whichever one a stream uses.
     state: Box<StreamState>,
 }
 
+enum Framing {
+    /// Nothing but whitespace seen yet.
+    Unknown,
+    Sse(SseParser, Vec<SseEvent>),
+    JsonArray(JsonArrayParser, Vec<String>),
+}
+
 struct StreamState {
-    parser: SseParser,
-    events: Vec<SseEvent>,
+    framing: Framing,
     model: String,
     id: String,
     started: bool,
@@ -986,8 +996,7 @@ impl StreamDecoder {
     pub fn new(model: &str, id: &str) -> Self {
         StreamDecoder {
             state: Box::new(StreamState {
-                parser: SseParser::new(),
-                events: Vec::new(),
+                framing: Framing::Unknown,
                 model: model.to_string(),
                 id: id.to_string(),
                 started: false,
@@ -999,34 +1008,70 @@ impl StreamDecoder {
         }
     }
 
+    /// A framing error (a line or an element over the size limit) is an [`SseError`] in
+    /// either framing.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
-        let state = &mut *self.state;
-        let mut events = std::mem::take(&mut state.events);
-        let result = state.parser.push(chunk, &mut events);
-        for event in events.drain(..) {
-            state.on_event(&event, out);
-        }
-        state.events = events;
-        result
+        self.state.feed(Some(chunk), out)
     }
 
-    /// End of stream: a last event without its blank line is still decoded (Gemini's final
-    /// chunk carries the finish reason and usage).
+    /// End of stream: a last event without its blank line (or an array never closed) is still
+    /// decoded (Gemini's final chunk carries the finish reason and usage).
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
-        let state = &mut *self.state;
-        let mut events = std::mem::take(&mut state.events);
-        let result = state.parser.finish(&mut events);
-        for event in events.drain(..) {
-            state.on_event(&event, out);
-        }
-        state.events = events;
-        result
+        self.state.feed(None, out)
     }
 }
 
 impl StreamState {
-    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<StreamEvent>) {
-        let data = event.data.trim();
+    /// `None` is the end of the stream.
+    fn feed(&mut self, chunk: Option<&[u8]>, out: &mut Vec<StreamEvent>) -> Result<(), SseError> {
+        if let (Framing::Unknown, Some(bytes)) = (&self.framing, chunk) {
+            // Leading whitespace means nothing in either framing; the first other byte tells
+            // which one this is.
+            let Some(start) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else {
+                return Ok(());
+            };
+            self.framing = match bytes[start] {
+                b'[' => Framing::JsonArray(JsonArrayParser::new(), Vec::new()),
+                _ => Framing::Sse(SseParser::new(), Vec::new()),
+            };
+            return self.feed_known(Some(&bytes[start..]), out);
+        }
+        self.feed_known(chunk, out)
+    }
+
+    fn feed_known(
+        &mut self,
+        chunk: Option<&[u8]>,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), SseError> {
+        let mut data = Vec::new();
+        let result = match &mut self.framing {
+            Framing::Unknown => Ok(()),
+            Framing::Sse(parser, events) => {
+                let result = match chunk {
+                    Some(chunk) => parser.push(chunk, events),
+                    None => parser.finish(events),
+                };
+                data.extend(events.drain(..).map(|e| e.data));
+                result
+            }
+            Framing::JsonArray(parser, elements) => {
+                let result = match chunk {
+                    Some(chunk) => parser.push(chunk, elements),
+                    None => parser.finish(elements),
+                };
+                data.append(elements);
+                result
+            }
+        };
+        for element in &data {
+            self.on_chunk(element, out);
+        }
+        result
+    }
+
+    fn on_chunk(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        let data = data.trim();
         if data.is_empty() {
             return;
         }
@@ -1911,6 +1956,33 @@ mod tests {
         };
         assert_eq!(last.total_tokens(), 38 + 168 + 12);
         assert_eq!(last.reasoning_tokens, 168);
+    }
+
+    /// A fixture's SSE events as the JSON array Google streams without `alt=sse`.
+    fn as_json_array(sse: &[u8]) -> String {
+        let text = String::from_utf8_lossy(sse);
+        let elements: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .collect();
+        format!("\r\n[{}]", elements.join("\r\n,\r\n"))
+    }
+
+    #[test]
+    fn streams_the_json_array_framing_alike() {
+        for fixture in [STREAM_TEXT, STREAM_FUNCTION_CALL, STREAM_SAFETY] {
+            let array = as_json_array(fixture);
+            assert_eq!(stream(array.as_bytes()), stream(fixture));
+        }
+        // Cut off before its last element closes: what came whole is kept, the rest reported.
+        let array = as_json_array(STREAM_TEXT);
+        let cut = &array.as_bytes()[..array.len() - 20];
+        let events = stream_chunks(&[cut]);
+        assert_eq!(events[1], StreamEvent::TextDelta("The".into()));
+        assert!(matches!(
+            events.last(),
+            Some(StreamEvent::Error { status: 502, .. })
+        ));
     }
 
     #[test]
