@@ -3342,7 +3342,9 @@ mod tests {
                 "NOT_FOUND",
             ),
             (
-                MethodNotAllowed { allowed: &["POST"] },
+                MethodNotAllowed {
+                    allowed: vec!["POST".into()],
+                },
                 405,
                 "UNIMPLEMENTED",
             ),
