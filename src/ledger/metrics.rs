@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::ledger::row::UsageRow;
-use crate::routing::breaker::BreakerPhase;
+use crate::routing::breaker::{BreakerPhase, BreakerView};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -42,6 +42,19 @@ pub struct BreakerGauge<'a> {
     pub channel_id: &'a str,
     pub upstream_model: &'a str,
     pub phase: BreakerPhase,
+}
+
+/// The gauges of one channel's breakers, as its health view lists them (upstream model →
+/// breaker).
+pub fn breaker_gauges<'a>(
+    channel_id: &'a str,
+    breakers: &'a BTreeMap<String, BreakerView>,
+) -> impl Iterator<Item = BreakerGauge<'a>> {
+    breakers.iter().map(move |(model, view)| BreakerGauge {
+        channel_id,
+        upstream_model: model,
+        phase: view.state,
+    })
 }
 
 /// The gauge's value: 0 closed, 1 half-open, 2 open.
@@ -609,5 +622,20 @@ mod tests {
         assert_eq!(seconds(1_234_567), "1234.567");
         assert!(CONTENT_TYPE.contains("version=0.0.4"));
         assert_eq!(breaker_value(BreakerPhase::Closed), 0);
+        let mut views = BTreeMap::new();
+        views.insert(
+            "m".to_string(),
+            BreakerView {
+                state: BreakerPhase::Open,
+                successes: 0,
+                failures: 9,
+                open_until_ms: Some(5),
+                consecutive_opens: 1,
+                probe_in_flight: false,
+            },
+        );
+        let gauges: Vec<BreakerGauge<'_>> = breaker_gauges("c1", &views).collect();
+        assert!(render(&[], &gauges)
+            .contains("edgerelay_breaker_state{channel=\"c1\",model=\"m\"} 2\n"));
     }
 }
