@@ -53,6 +53,16 @@ pub enum RelayError {
         period: &'static str,
         retry_after_ms: Option<u64>,
     },
+    /// A prepaid tenant's credit balance does not cover the request's worst-case cost. No
+    /// `Retry-After`: only a top-up helps, and time does not.
+    InsufficientBalance,
+    /// The operator switched the relay off, for everyone (`scope` "relay") or for one tenant
+    /// ("tenant"); `message` is the operator's own words, shown as they are.
+    RelayDisabled {
+        scope: &'static str,
+        message: Option<String>,
+        retry_after_s: Option<u32>,
+    },
     /// The tenant is pinned to a jurisdiction and no channel there serves the model.
     RegionNotServed {
         model: String,
@@ -191,7 +201,7 @@ impl RelayError {
             | InvalidValue { .. } => 400,
             UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
-            BudgetExceeded { .. } => 402,
+            BudgetExceeded { .. } | InsufficientBalance => 402,
             TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
@@ -205,7 +215,7 @@ impl RelayError {
             | UpstreamUnreachable
             | UpstreamStreamBroken
             | UpstreamBadResponse { .. } => 502,
-            ChannelUnavailable { .. } | UpstreamOverloaded { .. } => 503,
+            ChannelUnavailable { .. } | UpstreamOverloaded { .. } | RelayDisabled { .. } => 503,
             UpstreamTimeout { .. } => 504,
         }
     }
@@ -235,7 +245,9 @@ impl RelayError {
             TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => {
                 "permission_error"
             }
-            LimitExceeded { quota: true, .. } | BudgetExceeded { .. } => "insufficient_quota",
+            LimitExceeded { quota: true, .. } | BudgetExceeded { .. } | InsufficientBalance => {
+                "insufficient_quota"
+            }
             UpstreamRateLimited { .. } | LimitExceeded { quota: false, .. } => "rate_limit_error",
             ChannelUnavailable { .. }
             | UpstreamAuthFailed
@@ -245,7 +257,7 @@ impl RelayError {
             | UpstreamOverloaded { .. }
             | UpstreamBadResponse { .. }
             | UpstreamStreamBroken => "upstream_error",
-            Internal { .. } => "server_error",
+            Internal { .. } | RelayDisabled { .. } => "server_error",
         }
     }
 
@@ -268,6 +280,8 @@ impl RelayError {
             LimitExceeded { quota: false, .. } => "rate_limit_exceeded",
             LimitExceeded { quota: true, .. } => "insufficient_quota",
             BudgetExceeded { .. } => "budget_exceeded",
+            InsufficientBalance => "insufficient_balance",
+            RelayDisabled { .. } => "relay_disabled",
             RegionNotServed { .. } => "region_not_served",
             ModelNotFound { .. } => "model_not_found",
             NotFound { .. } => "not_found",
@@ -330,6 +344,15 @@ impl RelayError {
                 let when = retry_after_ms.map(|ms| format!(" It renews in {}s.", ms.div_ceil(1000))).unwrap_or_default();
                 format!("The tenant's {period}ly budget is spent; requests are refused until it renews.{when}")
             }
+            InsufficientBalance => "The tenant's prepaid credit balance is too low for this request; requests are refused until it is topped up.".into(),
+            RelayDisabled { scope, message, retry_after_s } => {
+                let whom = if *scope == "tenant" { "Requests for this tenant are" } else { "The relay is" };
+                let when = retry_after_s.map(|s| format!(" Try again in {s}s.")).unwrap_or_default();
+                match message {
+                    Some(m) => format!("{whom} temporarily disabled by the operator: {m}{when}"),
+                    None => format!("{whom} temporarily disabled by the operator.{when}"),
+                }
+            }
             RegionNotServed { model, jurisdiction } => format!(
                 "The model '{model}' has no channel in this tenant's jurisdiction '{jurisdiction}'; requests are never sent outside it."
             ),
@@ -386,6 +409,10 @@ impl RelayError {
                 .map(retry_after)
                 .into_iter()
                 .collect(),
+            RelayDisabled { retry_after_s, .. } => retry_after_s
+                .map(|s| ("retry-after", s.max(1).to_string()))
+                .into_iter()
+                .collect(),
             UpstreamRateLimited { retry_after } | UpstreamOverloaded { retry_after } => retry_after
                 .as_ref()
                 .map(|after| ("retry-after", after.clone()))
@@ -401,6 +428,7 @@ impl RelayError {
             | KeyExpired
             | InvalidAdminToken
             | TenantDisabled
+            | InsufficientBalance
             | Forbidden
             | AccessDenied { .. }
             | RegionNotServed { .. }
@@ -529,6 +557,12 @@ mod tests {
             Internal {
                 detail: "secret detail".into(),
             },
+            InsufficientBalance,
+            RelayDisabled {
+                scope: "relay",
+                message: Some("maintenance".into()),
+                retry_after_s: Some(300),
+            },
         ]
     }
 
@@ -569,6 +603,31 @@ mod tests {
         }
         .body();
         assert!(!body.contains("secret"));
+    }
+
+    #[test]
+    fn prepaid_and_switch_refusals() {
+        let e = RelayError::InsufficientBalance;
+        assert_eq!((e.status(), e.code()), (402, "insufficient_balance"));
+        assert!(
+            e.headers().is_empty(),
+            "no Retry-After: time does not top up"
+        );
+        let e = RelayError::RelayDisabled {
+            scope: "relay",
+            message: Some("Planned maintenance until 14:00 UTC.".into()),
+            retry_after_s: Some(300),
+        };
+        assert_eq!((e.status(), e.code()), (503, "relay_disabled"));
+        assert_eq!(e.headers(), vec![("retry-after", "300".to_string())]);
+        assert!(e.message().contains("Planned maintenance until 14:00 UTC."));
+        let e = RelayError::RelayDisabled {
+            scope: "tenant",
+            message: None,
+            retry_after_s: None,
+        };
+        assert!(e.headers().is_empty());
+        assert!(e.message().starts_with("Requests for this tenant"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::governance::rules::AccessRules;
 use crate::ledger::pricing::{self, Price};
 use crate::providers::ProviderKind;
 use crate::routing::breaker::BreakerConfig;
+use crate::routing::canary;
 use crate::routing::channel::Channel;
 use crate::routing::model_map::{ModelMap, ModelTarget, Route};
 
@@ -756,9 +757,10 @@ fn check_timeout(ms: Option<i64>) -> Result<Option<u64>, RelayError> {
 }
 
 /// One model-map entry from the admin API: either `{"channel_id", "upstream_model"}` or
-/// `{"routes": [{"channel_id", "upstream_model", "priority"?, "weight"?}, ...]}`. What a GET
-/// shows is accepted too: `created` (stamped by the relay) is ignored, and beside `routes` the
-/// first route's `channel_id` and `upstream_model`, when they are that route.
+/// `{"routes": [{"channel_id", "upstream_model", "priority"?, "weight"?}, ...]}`, with an
+/// optional `canary` and `shadow` (`routing::canary`). What a GET shows is accepted too:
+/// `created` (stamped by the relay) is ignored, and beside `routes` the first route's
+/// `channel_id` and `upstream_model`, when they are that route.
 pub fn parse_model_target(
     bytes: &[u8],
     param_prefix: &str,
@@ -766,9 +768,31 @@ pub fn parse_model_target(
 ) -> Result<ModelTarget, RelayError> {
     let f = Fields::parse_write(
         bytes,
-        &["channel_id", "upstream_model", "routes", "hedge_ms"],
+        &[
+            "channel_id",
+            "upstream_model",
+            "routes",
+            "hedge_ms",
+            "canary",
+            "shadow",
+        ],
         &[ReadOnly::Ignored("created")],
     )?;
+    let mut target = parse_routes(&f, param_prefix, now_s)?;
+    let primaries = target.route_refs();
+    if let Some(v) = f.map.get("canary").filter(|v| !v.is_null()) {
+        let prefix = format!("{param_prefix}canary.");
+        target.canary = Some(canary::parse_canary(v, &prefix, &primaries)?);
+    }
+    if let Some(v) = f.map.get("shadow").filter(|v| !v.is_null()) {
+        let prefix = format!("{param_prefix}shadow.");
+        target.shadow = Some(canary::parse_shadow(v, &prefix, &primaries)?);
+    }
+    Ok(target)
+}
+
+/// The routing part of an entry: its route or routes, and hedging.
+fn parse_routes(f: &Fields, param_prefix: &str, now_s: i64) -> Result<ModelTarget, RelayError> {
     let hedge_ms = match f.integer("hedge_ms")? {
         None => None,
         Some(ms) if (10..=60_000).contains(&ms) => Some(ms as u64),
@@ -780,13 +804,15 @@ pub fn parse_model_target(
         }
     };
     if !f.has("routes") {
-        let route = route_from_fields(&f, param_prefix)?;
+        let route = route_from_fields(f, param_prefix)?;
         return Ok(ModelTarget {
             channel_id: route.channel_id,
             upstream_model: route.upstream_model,
             created: now_s,
             routes: Vec::new(),
             hedge_ms,
+            canary: None,
+            shadow: None,
         });
     }
     let Some(Value::Array(items)) = f.map.get("routes") else {
@@ -866,6 +892,8 @@ pub fn parse_model_target(
         created: now_s,
         routes,
         hedge_ms,
+        canary: None,
+        shadow: None,
     })
 }
 
@@ -963,31 +991,54 @@ pub fn check_public_model_name(model: &str) -> Result<(), RelayError> {
     Ok(())
 }
 
-/// Every route must point at an existing channel that serves its upstream model.
+/// Every route — the canary's and the shadow's too — must point at an existing channel that
+/// serves its upstream model.
 pub fn check_model_map(map: &ModelMap, channels: &[Channel]) -> Result<(), RelayError> {
     for (model, target) in map {
         let plain = target.routes.is_empty();
-        for (i, route) in target.all_routes().iter().enumerate() {
+        let all = target.all_routes();
+        // (where the route sits in the body, its channel, its upstream model)
+        let mut routes: Vec<(String, &str, &str)> = Vec::with_capacity(all.len() + 2);
+        for (i, r) in all.iter().enumerate() {
             let at = if plain {
                 format!("{model}.")
             } else {
                 format!("{model}.routes[{i}].")
             };
+            routes.push((at, &r.channel_id, &r.upstream_model));
+        }
+        if let Some(c) = &target.canary {
+            let r = &c.route;
+            routes.push((
+                format!("{model}.canary.route."),
+                &r.channel_id,
+                &r.upstream_model,
+            ));
+        }
+        if let Some(s) = &target.shadow {
+            let r = &s.route;
+            routes.push((
+                format!("{model}.shadow.route."),
+                &r.channel_id,
+                &r.upstream_model,
+            ));
+        }
+        for (at, channel_id, upstream_model) in routes {
             let channel = channels
                 .iter()
-                .find(|c| c.id == route.channel_id)
+                .find(|c| c.id == channel_id)
                 .ok_or_else(|| {
                     RelayError::invalid_value(
                         &format!("{at}channel_id"),
-                        format!("no channel '{}'", route.channel_id),
+                        format!("no channel '{channel_id}'"),
                     )
                 })?;
-            if !channel.serves(&route.upstream_model) {
+            if !channel.serves(upstream_model) {
                 return Err(RelayError::invalid_value(
                     &format!("{at}upstream_model"),
                     format!(
-                        "channel '{}' does not list model '{}'",
-                        channel.id, route.upstream_model
+                        "channel '{}' does not list model '{upstream_model}'",
+                        channel.id
                     ),
                 ));
             }
@@ -996,14 +1047,18 @@ pub fn check_model_map(map: &ModelMap, channels: &[Channel]) -> Result<(), Relay
     Ok(())
 }
 
-/// Narrowing a channel's model list must not strand a model-map route that uses it.
+/// Narrowing a channel's model list must not strand a model-map route (a canary's or a
+/// shadow's included) that uses it.
 pub fn check_channel_keeps_its_models(map: &ModelMap, channel: &Channel) -> Result<(), RelayError> {
     let stranded: Vec<&str> = map
         .iter()
         .filter(|(_, t)| {
+            let strands = |c: &str, m: &str| c == channel.id && !channel.serves(m);
             t.all_routes()
                 .iter()
-                .any(|r| r.channel_id == channel.id && !channel.serves(&r.upstream_model))
+                .any(|r| strands(&r.channel_id, &r.upstream_model))
+                || t.extra_routes()
+                    .any(|r| strands(&r.channel_id, &r.upstream_model))
         })
         .map(|(m, _)| m.as_str())
         .collect();
@@ -1609,6 +1664,65 @@ mod tests {
             .param(),
             Some("crated")
         );
+    }
+
+    #[test]
+    fn canary_and_shadow_are_validated_and_read_back() {
+        let channels = vec![
+            channel("c1", &["a"]),
+            channel("c2", &["b"]),
+            channel("c3", &["a"]),
+        ];
+        let entry = br#"{"channel_id":"c1","upstream_model":"a",
+            "canary":{"route":{"channel_id":"c2","upstream_model":"b"},"percent":5,"window_s":300,
+                      "max_error_rate_delta_bps":500,"max_p95_ratio_pct":150,"min_requests":50},
+            "shadow":{"route":{"channel_id":"c3","upstream_model":"a"},"percent":10}}"#;
+        let target = parse_model_target(entry, "m.", 7).unwrap();
+        assert_eq!(target.canary.as_ref().map(|c| c.percent), Some(5));
+        assert_eq!(target.shadow.as_ref().map(|s| s.percent), Some(10));
+        // What a GET shows is what a PUT takes.
+        assert_eq!(parse_model_target(&body(&target), "m.", 7).unwrap(), target);
+        let map: ModelMap = [("m".to_string(), target.clone())].into();
+        check_model_map(&map, &channels).unwrap();
+        assert_eq!(parse_model_map_body(&body(&map), &map, 99).unwrap(), map);
+        // Errors name the field under the entry.
+        let param = |v: Value| {
+            parse_model_map_body(&body(json!({"m": v})), &ModelMap::new(), 1)
+                .unwrap_err()
+                .param()
+                .map(str::to_string)
+        };
+        let mut bad = json!(target);
+        bad["canary"]["percent"] = json!(101);
+        assert_eq!(param(bad).as_deref(), Some("m.canary.percent"));
+        let mut bad = json!(target);
+        bad["shadow"]["route"] = json!({"channel_id": "c1", "upstream_model": "a"});
+        assert_eq!(param(bad).as_deref(), Some("m.shadow.route"));
+        let mut bad = json!(target);
+        bad["canary"]["min_requests"] = json!(0);
+        assert_eq!(param(bad).as_deref(), Some("m.canary.min_requests"));
+        // null is none.
+        let mut none = json!(target);
+        none["canary"] = Value::Null;
+        let t = parse_model_target(&body(&none), "m.", 7).unwrap();
+        assert!(t.canary.is_none() && t.shadow.is_some());
+        // The canary's and the shadow's routes must exist and serve their models.
+        let missing = vec![channel("c1", &["a"]), channel("c3", &["a"])];
+        assert_eq!(
+            check_model_map(&map, &missing).unwrap_err().param(),
+            Some("m.canary.route.channel_id")
+        );
+        let narrow = vec![
+            channel("c1", &["a"]),
+            channel("c2", &["b"]),
+            channel("c3", &["z"]),
+        ];
+        assert_eq!(
+            check_model_map(&map, &narrow).unwrap_err().param(),
+            Some("m.shadow.route.upstream_model")
+        );
+        assert!(check_channel_keeps_its_models(&map, &channel("c2", &["x"])).is_err());
+        assert_eq!(models_using_channel(&map, "c3"), ["m"]);
     }
 
     #[test]

@@ -293,6 +293,7 @@ pub async fn handle(
             let budget = tenant.settings.budget.clone().map(|budget| BudgetCtx {
                 tenant_id: id.clone(),
                 budget,
+                tag: None,
             });
             let usage = limiter::peek(env, &place, &tenant.limits, budget).await?;
             (

@@ -136,9 +136,11 @@ impl BudgetStatus {
     }
 }
 
-/// The soft-limit notice, as POSTed to the tenant's webhook.
+/// The soft-limit notice, as POSTed to the tenant's webhook. `tag`: the tag of a tag budget
+/// (`ledger::tags`), absent from the notice for the tenant's own budget.
 pub fn soft_limit_body(
     tenant_id: &str,
+    tag: Option<&str>,
     budget: &Budget,
     period_start_ms: i64,
     period_end_ms: i64,
@@ -147,15 +149,19 @@ pub fn soft_limit_body(
 ) -> String {
     if budget.webhook_format == WebhookFormat::Slack {
         let soft = budget.soft_micros.unwrap_or(0);
+        let whose = match tag {
+            Some(tag) => format!("tag `{tag}` of tenant `{tenant_id}`"),
+            None => format!("tenant `{tenant_id}`"),
+        };
         return json!({
             "text": format!(
-                ":warning: edgerelay: tenant `{tenant_id}` has spent {spent_micros} of its {} soft budget of {soft} micro-units.",
+                ":warning: edgerelay: {whose} has spent {spent_micros} of its {} soft budget of {soft} micro-units.",
                 budget.period.name()
             )
         })
         .to_string();
     }
-    json!({
+    let mut body = json!({
         "type": "budget.soft_limit_reached",
         "tenant_id": tenant_id,
         "period": budget.period.name(),
@@ -166,8 +172,11 @@ pub fn soft_limit_body(
         "hard_limit_micros": budget.hard_micros,
         "on_hard": budget.on_hard,
         "at_ms": now_ms,
-    })
-    .to_string()
+    });
+    if let (Some(tag), Some(map)) = (tag, body.as_object_mut()) {
+        map.insert("tag".into(), json!(tag));
+    }
+    body.to_string()
 }
 
 #[cfg(test)]
@@ -201,7 +210,7 @@ mod tests {
             ..budget()
         };
         let body: serde_json::Value =
-            serde_json::from_str(&soft_limit_body("t1", &slack, 0, 1, 1500, 0)).unwrap();
+            serde_json::from_str(&soft_limit_body("t1", None, &slack, 0, 1, 1500, 0)).unwrap();
         assert!(body["text"].as_str().unwrap().contains("t1"));
     }
 
@@ -282,8 +291,21 @@ mod tests {
     #[test]
     fn the_notice_names_tenant_period_and_spend() {
         let body: serde_json::Value =
-            serde_json::from_str(&soft_limit_body("t1", &budget(), 10, 20, 1500, 15)).unwrap();
+            serde_json::from_str(&soft_limit_body("t1", None, &budget(), 10, 20, 1500, 15))
+                .unwrap();
         assert_eq!(body["type"], "budget.soft_limit_reached");
+        assert!(body.get("tag").is_none());
+        let tagged: serde_json::Value = serde_json::from_str(&soft_limit_body(
+            "t1",
+            Some("team:search"),
+            &budget(),
+            10,
+            20,
+            1500,
+            15,
+        ))
+        .unwrap();
+        assert_eq!(tagged["tag"], "team:search");
         assert_eq!(body["tenant_id"], "t1");
         assert_eq!(body["period"], "month");
         assert_eq!(body["spent_micros"], 1500);

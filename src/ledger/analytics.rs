@@ -1,6 +1,7 @@
 //! Usage analytics over ledger rows: the query an analytics request carries, the aggregate
-//! `Stats` (counts, token and cost sums, latency percentiles), breakdowns by one dimension,
-//! zero-filled time series on UTC hour/day buckets, and CSV export.
+//! `Stats` (counts, token and cost sums, latency percentiles), breakdowns by one dimension (a
+//! column, or one tag's value: `by=tag:team`), zero-filled time series on UTC hour/day
+//! buckets, and CSV export.
 //!
 //! Pure: rows come in as `&[UsageRow]` (the store fetches them), the current time as `now_ms`.
 //! Money stays in integer micro-units; the only float is `error_rate`, a display convenience
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::RelayError;
 use crate::ledger::row::{Cell, UsageRow, COLUMN_NAMES};
+use crate::ledger::tags::{self, Tag, TagSet};
 use crate::support::url::query_pairs;
 
 use crate::support::calendar::{parse_rfc3339, DAY_MS, HOUR_MS};
@@ -36,7 +38,7 @@ const MIN_PLAUSIBLE_MS: i64 = 100_000_000_000;
 const MAX_MS: i64 = 253_402_300_799_999;
 
 /// What a breakdown groups by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dimension {
     Tenant,
     Key,
@@ -44,9 +46,34 @@ pub enum Dimension {
     Channel,
     UpstreamModel,
     Status,
+    /// `tag:<name>`: rows by their value of that tag; rows without it under `NO_VALUE`. A row
+    /// has at most one value per tag name, so the groups still add up to the total.
+    Tag(ByTag),
+}
+
+/// The tag a breakdown groups by, kept as it is written (`tag:team`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByTag {
+    spec: String,
+}
+
+impl ByTag {
+    const PREFIX: &'static str = "tag:";
+
+    pub fn new(name: &str) -> Result<ByTag, &'static str> {
+        tags::check_name(name)?;
+        Ok(ByTag {
+            spec: format!("{}{name}", ByTag::PREFIX),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.spec.get(ByTag::PREFIX.len()..).unwrap_or("")
+    }
 }
 
 impl Dimension {
+    /// The column dimensions (a tag dimension names its tag).
     pub const ALL: [Dimension; 6] = [
         Dimension::Tenant,
         Dimension::Key,
@@ -57,10 +84,13 @@ impl Dimension {
     ];
 
     pub fn parse(s: &str) -> Option<Dimension> {
+        if let Some(name) = s.strip_prefix(ByTag::PREFIX) {
+            return ByTag::new(name).ok().map(Dimension::Tag);
+        }
         Dimension::ALL.into_iter().find(|d| d.as_str() == s)
     }
 
-    pub fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Dimension::Tenant => "tenant",
             Dimension::Key => "key",
@@ -68,6 +98,7 @@ impl Dimension {
             Dimension::Channel => "channel",
             Dimension::UpstreamModel => "upstream_model",
             Dimension::Status => "status",
+            Dimension::Tag(t) => &t.spec,
         }
     }
 
@@ -81,6 +112,10 @@ impl Dimension {
             Dimension::Channel => or_none(&row.channel_id),
             Dimension::UpstreamModel => or_none(&row.upstream_model),
             Dimension::Status => row.status.to_string(),
+            Dimension::Tag(t) => TagSet::from_canonical(&row.tags)
+                .value_of(t.name())
+                .unwrap_or(NO_VALUE)
+                .to_string(),
         }
     }
 }
@@ -153,6 +188,8 @@ pub struct Query {
     pub model: Option<String>,
     pub channel_id: Option<String>,
     pub status: Option<u16>,
+    /// Only rows carrying this tag (`tag=team:search`).
+    pub tag: Option<Tag>,
     pub by: Option<Dimension>,
     pub bucket: Option<Bucket>,
     pub limit: u32,
@@ -180,10 +217,14 @@ impl Query {
             && eq_opt(&self.model, &row.model)
             && eq_opt(&self.channel_id, &row.channel_id)
             && self.status.is_none_or(|s| s == row.status)
+            && self
+                .tag
+                .as_ref()
+                .is_none_or(|t| TagSet::from_canonical(&row.tags).contains(t))
     }
 }
 
-const QUERY_PARAMS: [&str; 12] = [
+const QUERY_PARAMS: [&str; 13] = [
     "from",
     "to",
     "tenant_id",
@@ -191,6 +232,7 @@ const QUERY_PARAMS: [&str; 12] = [
     "model",
     "channel_id",
     "status",
+    "tag",
     "by",
     "bucket",
     "limit",
@@ -267,12 +309,15 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
                 })
         })
         .transpose()?;
+    let tag = get("tag")
+        .map(|v| Tag::parse(v).map_err(|m| RelayError::invalid_value("tag", m)))
+        .transpose()?;
     let by = get("by")
         .map(|v| {
             Dimension::parse(v).ok_or_else(|| {
                 RelayError::invalid_value(
                     "by",
-                    "must be one of tenant, key, model, channel, upstream_model, status",
+                    "must be one of tenant, key, model, channel, upstream_model, status, or tag:<name> (a tag name is 1 to 32 of a-z, 0-9, _ and -)",
                 )
             })
         })
@@ -309,6 +354,7 @@ pub fn parse_query(query_string: &str, now_ms: i64) -> Result<Query, RelayError>
         model: text("model"),
         channel_id: text("channel_id"),
         status,
+        tag,
         by,
         bucket,
         limit,
@@ -782,19 +828,19 @@ mod tests {
         let csv = to_csv(&[r, row("plain", T0)]);
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0], CSV_HEADER);
-        assert_eq!(lines[0].split(',').count(), 27);
+        assert_eq!(lines[0].split(',').count(), 28);
         assert!(csv.starts_with(
             "request_id,created_at,tenant_id,key_id,endpoint,model,upstream_model,channel_id,"
         ));
         assert_eq!(
             lines[1],
             "\"req,1\",1793491200000,t1,k1,\"'=HYPERLINK(\"\"x\"\")\",\"say \"\"hi\"\"\",,c1,\
-             false,200,\"line\nbreak\",10,5,15,100,1,false,reported,500,,not_billed,0,0,0,,,"
+             false,200,\"line\nbreak\",10,5,15,100,1,false,reported,500,,not_billed,0,0,0,,,,"
         );
         assert_eq!(
             lines[2],
             "plain,1793491200000,t1,k1,chat/completions,gpt-4o,gpt-4o-2024-08-06,c1,false,200,,\
-             10,5,15,100,1,false,reported,500,100,not_billed,0,0,0,,,"
+             10,5,15,100,1,false,reported,500,100,not_billed,0,0,0,,,,"
         );
         assert_eq!(lines[3], "");
         assert_eq!(to_csv(&[]), format!("{CSV_HEADER}\r\n"));
@@ -807,7 +853,7 @@ mod tests {
         assert_eq!(q.limit, 100);
         assert_eq!(q.format, Format::Json);
         assert_eq!(
-            (q.by, q.bucket, q.status, q.before_ms),
+            (q.by.clone(), q.bucket, q.status, q.before_ms),
             (None, None, None, None)
         );
         assert_eq!(q.tenant_id, None);
@@ -913,6 +959,71 @@ mod tests {
         assert_eq!((q.from_ms, q.to_ms), (T0 - 12 * HOUR_MS, T0));
         let q = parse_query("to=2026-10-20", T0).unwrap();
         assert_eq!(q.to_ms - q.from_ms, DAY_MS);
+    }
+
+    fn tagged(id: &str, tags: &str, cost: u64) -> UsageRow {
+        let mut r = row(id, T0);
+        r.tags = tags.into();
+        r.cost_micros = cost;
+        r
+    }
+
+    #[test]
+    fn breakdown_by_tag_groups_by_its_value_and_adds_up() {
+        let rows = vec![
+            tagged("a", "app:web,team:search", 100),
+            tagged("b", "team:search", 50),
+            tagged("c", "app:web,team:ads", 500),
+            tagged("d", "", 7),
+            tagged("e", "env:prod", 1),
+        ];
+        let by = Dimension::parse("tag:team").unwrap();
+        assert_eq!(by.as_str(), "tag:team");
+        let b = breakdown(&rows, by);
+        let got: Vec<(&str, u64, u64)> = b
+            .iter()
+            .map(|(l, s)| (l.as_str(), s.requests, s.cost_micros))
+            .collect();
+        assert_eq!(got, [("ads", 1, 500), ("search", 2, 150), (NO_VALUE, 2, 8)]);
+        let total: u64 = b.iter().map(|(_, s)| s.requests).sum();
+        assert_eq!(total, rows.len() as u64);
+        // Through the query string too.
+        let q = parse_query("by=tag:app&tag=team:search", T0).unwrap();
+        assert_eq!(q.by.as_ref().map(Dimension::as_str), Some("tag:app"));
+        let selected: Vec<UsageRow> = rows
+            .iter()
+            .filter(|r| {
+                let mut r = (*r).clone();
+                r.created_at = T0 - 1;
+                q.matches(&r)
+            })
+            .cloned()
+            .collect();
+        let ids: Vec<&str> = selected.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let by_app = breakdown(&selected, q.by.clone().unwrap());
+        assert_eq!(by_app[0].0, "web");
+        assert_eq!(by_app[1].0, NO_VALUE);
+    }
+
+    #[test]
+    fn tag_parameters_are_validated() {
+        assert_eq!(param_of("by=tag:").as_deref(), Some("by"));
+        assert_eq!(param_of("by=tag:Team").as_deref(), Some("by"));
+        assert_eq!(param_of("by=tag:team:search").as_deref(), Some("by"));
+        assert_eq!(param_of("tag=team").as_deref(), Some("tag"));
+        assert_eq!(param_of("tag=team:").as_deref(), Some("tag"));
+        assert_eq!(param_of("tag=a:b&tag=c:d").as_deref(), Some("tag"));
+        let q = parse_query("tag=team%3Asearch", T0).unwrap();
+        assert_eq!(q.tag.map(|t| t.to_string()).as_deref(), Some("team:search"));
+        // The exported tags column is quoted (it holds commas) and the last column.
+        let csv = to_csv(&[tagged("a", "app:web,team:search", 1)]);
+        assert!(csv
+            .split("\r\n")
+            .nth(1)
+            .unwrap()
+            .ends_with(",\"app:web,team:search\""));
+        assert!(CSV_HEADER.ends_with(",tags"));
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct UsageRow {
     /// The fingerprint of the upstream key used (never the key).
     #[serde(default)]
     pub upstream_key: Option<String>,
+    /// The request's tags in canonical form (`ledger::tags::TagSet::canonical`: sorted,
+    /// comma-separated, `""` for none).
+    #[serde(default)]
+    pub tags: String,
     /// Each attempt, when there was more than one (written to `usage_attempts`, not a column).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_log: Vec<AttemptRow>,
@@ -303,6 +307,7 @@ pub const COLUMNS: &[Column] = &[
     column!(inbound, Blob(10)),
     column!(colo, Blob(9)),
     column!(upstream_key),
+    column!(tags, Blob(11)),
 ];
 
 const fn names_len() -> usize {
@@ -465,6 +470,10 @@ mod tests {
             "0014_request_bodies.sql",
             include_str!("../../migrations/0014_request_bodies.sql"),
         ),
+        (
+            "0015_tags.sql",
+            include_str!("../../migrations/0015_tags.sql"),
+        ),
     ];
 
     /// The `usage` table's columns and their declared types after every migration, in the order
@@ -568,6 +577,7 @@ mod tests {
             inbound: Some("anthropic".into()),
             colo: Some("FRA".into()),
             upstream_key: Some("fp_abcd".into()),
+            tags: "app:web,team:search".into(),
             attempt_log: Vec::new(),
             bodies: None,
             usage_source: "reported".into(),
@@ -716,8 +726,8 @@ mod tests {
 
     #[test]
     fn the_data_point_keeps_the_readme_layout() {
-        // README "Workers Analytics Engine": blob1..10 and double1..10, which queries name.
-        const BLOBS: [&str; 10] = [
+        // README "Workers Analytics Engine": blob1..11 and double1..10, which queries name.
+        const BLOBS: [&str; 11] = [
             "tenant_id",
             "key_id",
             "model",
@@ -728,6 +738,7 @@ mod tests {
             "error_code",
             "colo",
             "inbound",
+            "tags",
         ];
         const DOUBLES: [&str; 10] = [
             "status",
@@ -792,7 +803,8 @@ mod tests {
                 "chat/completions",
                 "upstream_stream_broken",
                 "FRA",
-                "anthropic"
+                "anthropic",
+                "app:web,team:search"
             ]
         );
         assert_eq!(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::governance::alerts::{AlertQueue, PendingAlert, WebhookFormat};
+use crate::governance::notices::{Notice, Severity};
 use crate::routing::breaker::{
     Admit, Breaker, BreakerConfig, BreakerPhase, BreakerState, BreakerView,
 };
@@ -269,6 +270,49 @@ fn alert_body(
     .to_string()
 }
 
+/// A breaker alert as a tenant webhook's notice (`governance::notices`): the operator alert's
+/// `circuit_breaker.opened` is the notice's `breaker.opened`, and `channel.error_rate_spike`
+/// keeps its name. `None` for a kind that has no notice.
+pub fn breaker_notice(
+    kind: &str,
+    channel: &str,
+    model: &str,
+    view: &BreakerView,
+    now_ms: i64,
+) -> Option<Notice> {
+    let (event_type, severity, what) = match kind {
+        "circuit_breaker.opened" => (
+            "breaker.opened",
+            Severity::Critical,
+            "circuit breaker opened",
+        ),
+        "channel.error_rate_spike" => (
+            "channel.error_rate_spike",
+            Severity::Warning,
+            "error-rate spike",
+        ),
+        _ => return None,
+    };
+    Some(Notice {
+        id: format!("{event_type}:{channel}:{model}:{now_ms}"),
+        event_type,
+        severity,
+        tenant_id: None,
+        summary: format!(
+            "{what} on channel {channel}, model {model}: {} failures, {} successes in the window.",
+            view.failures, view.successes
+        ),
+        at_ms: now_ms,
+        data: serde_json::json!({
+            "channel_id": channel,
+            "upstream_model": model,
+            "failures": view.failures,
+            "successes": view.successes,
+            "open_until_ms": view.open_until_ms,
+        }),
+    })
+}
+
 /// The probe decision as the object replies it.
 pub fn parse_admit(value: &serde_json::Value) -> Admit {
     serde_json::from_value(value.clone()).unwrap_or(Admit::No { retry_in_ms: 1000 })
@@ -405,6 +449,23 @@ mod tests {
         assert!(!r.urgent());
         assert!(failures("m", 1).urgent());
         assert!(Report::default().is_empty());
+    }
+
+    #[test]
+    fn breaker_alerts_become_tenant_notices() {
+        let mut h = ChannelHealth::default();
+        h.apply(&failures("m", 8), quick(), 0);
+        let view = h.view(0).breakers["m"];
+        let n = breaker_notice("circuit_breaker.opened", "ch_1", "m", &view, 5).unwrap();
+        assert_eq!(
+            (n.event_type, n.severity),
+            ("breaker.opened", Severity::Critical)
+        );
+        assert!(crate::governance::notices::EVENT_TYPES.contains(&n.event_type));
+        assert_eq!(n.data["failures"], 8);
+        let spike = breaker_notice("channel.error_rate_spike", "ch_1", "m", &view, 5).unwrap();
+        assert!(crate::governance::notices::EVENT_TYPES.contains(&spike.event_type));
+        assert!(breaker_notice("other", "ch_1", "m", &view, 5).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! cooldowns, budgets) is integer arithmetic, so it cannot drift between isolates.
 
 pub mod breaker;
+pub mod canary;
 pub mod channel;
 pub mod geo;
 pub mod health;

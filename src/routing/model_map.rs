@@ -1,5 +1,6 @@
 //! The model map: each public model name and the routes (channel, upstream model, priority,
-//! weight) that may serve it, stored as one KV document.
+//! weight) that may serve it, with an optional canary and shadow route (`canary.rs`), stored as
+//! one KV document.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::RelayError;
 use crate::governance::access::{model_allowed, ModelGroups};
 use crate::governance::grant::KeyGrant;
+use crate::routing::canary::{Canary, RouteRef, Shadow};
 
 /// What a public model name resolves to. `channel_id`/`upstream_model` name the first route
 /// (the only one, for a plain entry); `routes` lists every candidate when there are several.
@@ -26,6 +28,12 @@ pub struct ModelTarget {
     /// route (on another channel) starts too, and the first to answer wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge_ms: Option<u64>,
+    /// A route trying a share of the traffic, rolled back automatically when it does worse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    /// A route getting a copy of a share of the requests, its answers discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +70,38 @@ impl ModelTarget {
         self.all_routes() == other.all_routes() && self.hedge_ms == other.hedge_ms
     }
 
+    /// Whether any route, the canary's and the shadow's included, goes to `channel_id`.
     pub fn uses_channel(&self, channel_id: &str) -> bool {
         self.all_routes().iter().any(|r| r.channel_id == channel_id)
+            || self.extra_routes().any(|r| r.channel_id == channel_id)
+    }
+
+    /// The entry's own routes as the canary and shadow compare with them.
+    pub fn route_refs(&self) -> Vec<RouteRef> {
+        self.all_routes()
+            .into_iter()
+            .map(|r| RouteRef {
+                channel_id: r.channel_id,
+                upstream_model: r.upstream_model,
+            })
+            .collect()
+    }
+
+    /// The canary's and the shadow's routes, where there are.
+    pub fn extra_routes(&self) -> impl Iterator<Item = &RouteRef> {
+        let canary = self.canary.as_ref().map(|c| &c.route);
+        let shadow = self.shadow.as_ref().map(|s| &s.route);
+        canary.into_iter().chain(shadow)
+    }
+
+    /// The entry after its canary was rolled back: the canary kept, at 0 % (so the operator
+    /// sees what was tried, and can raise it again once fixed).
+    pub fn with_canary_paused(&self) -> ModelTarget {
+        let mut target = self.clone();
+        if let Some(c) = target.canary.as_mut() {
+            c.percent = 0;
+        }
+        target
     }
 }
 
@@ -163,10 +201,32 @@ mod tests {
                         created: 0,
                         routes: Vec::new(),
                         hedge_ms: None,
+                        canary: None,
+                        shadow: None,
                     },
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn entries_without_canary_or_shadow_read_and_write_as_before() {
+        let old = r#"{"channel_id":"c","upstream_model":"m","created":5,"routes":[{"channel_id":"c","upstream_model":"m","priority":1,"weight":2}]}"#;
+        let t: ModelTarget = serde_json::from_str(old).unwrap();
+        assert_eq!((t.canary.as_ref(), t.shadow.as_ref()), (None, None));
+        assert_eq!(serde_json::to_string(&t).unwrap(), old);
+        let with: ModelTarget = serde_json::from_value(serde_json::json!({
+            "channel_id": "c", "upstream_model": "m",
+            "canary": {"route": {"channel_id": "c2", "upstream_model": "m2"}, "percent": 5},
+            "shadow": {"route": {"channel_id": "c3", "upstream_model": "m"}, "percent": 10},
+        }))
+        .unwrap();
+        assert!(with.uses_channel("c2") && with.uses_channel("c3") && !with.uses_channel("c4"));
+        let back: ModelTarget =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+        let paused = with.with_canary_paused();
+        assert_eq!(paused.canary.map(|c| c.percent), Some(0));
     }
 
     #[test]

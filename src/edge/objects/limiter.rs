@@ -238,6 +238,7 @@ async fn admit_side(
                 limits: side.limits.clone(),
                 budget: side.budget.clone(),
                 downgraded,
+                credit: None,
             },
         )
         .await?;
@@ -284,6 +285,7 @@ async fn admit_side(
             limits: side.limits.clone(),
             budget: side.budget.clone(),
             downgraded,
+            credit: None,
         },
     )
     .await;
@@ -345,6 +347,7 @@ fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lea
                 limits: side.limits.clone(),
                 budget: side.budget.clone(),
                 downgraded: false,
+                credit: None,
             },
         )
         .await;
@@ -378,6 +381,7 @@ pub async fn reserve(
     let budget = grant.settings.budget.clone().map(|budget| BudgetCtx {
         tenant_id: grant.tenant_id.clone(),
         budget,
+        tag: None,
     });
     let mut key = Side {
         place: Place::key(&grant.key_id, jurisdiction),
@@ -492,6 +496,7 @@ async fn close(env: &Env, held: &Held, used: Option<Ask>) {
                 used,
                 limits,
                 budget: side.budget.clone(),
+                credit: None,
             },
             None => LimiterCall::Release { id, limits },
         };
@@ -511,6 +516,7 @@ async fn return_leases(env: &Env, returns: Vec<(Side, Return)>) {
             used: r.used,
             limits: side.limits.clone(),
             budget: side.budget.clone(),
+            credit: None,
         };
         if let Err(e) = call::<Decision>(env, &side.place, &c).await {
             worker::console_error!("return {} at {}: {:?}", r.lease_id, side.place.object, e);

@@ -1,10 +1,13 @@
 //! What the relay and a limiter Durable Object say to each other: the calls (reserve, settle,
-//! release, lease, peek, revoke), the decisions and lease grants the object answers with, and
-//! which limit a refusal hit. All JSON over the object's fetch.
+//! release, lease, peek, revoke, and a prepaid tenant's top-up and credit view), the decisions
+//! and lease grants the object answers with, and which limit a refusal hit. All JSON over the
+//! object's fetch.
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::RelayError;
 use crate::governance::budget::{Budget, BudgetStatus};
+use crate::governance::credits::{CreditCtx, CreditEntry, CreditView, TopUpOutcome};
 use crate::governance::limits::{is_false, Ask, Limits, RateInfo};
 use crate::support::calendar::Period;
 
@@ -24,6 +27,8 @@ pub enum LimitHit {
     Budget {
         period: Period,
     },
+    /// A prepaid tenant's balance does not cover the request's worst-case cost.
+    Credit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,8 +55,36 @@ impl LimitHit {
                 format!("{what} per {}", period.name())
             }
             LimitHit::Budget { period } => format!("budget per {}", period.name()),
+            LimitHit::Credit => "prepaid credit".into(),
         }
     }
+}
+
+/// The error a refused decision is answered with; `scope` says whose limiter refused ("key"
+/// or "tenant"). `None` for an admitted request.
+pub fn refusal_error(d: &Decision, scope: &'static str) -> Option<RelayError> {
+    if d.admitted {
+        return None;
+    }
+    Some(match d.hit {
+        Some(LimitHit::Revoked) => RelayError::KeyRevoked,
+        Some(LimitHit::Budget { period }) => RelayError::BudgetExceeded {
+            period: period.name(),
+            retry_after_ms: d.retry_after_ms,
+        },
+        Some(LimitHit::Credit) => RelayError::InsufficientBalance,
+        hit @ (None
+        | Some(LimitHit::Concurrency)
+        | Some(LimitHit::RequestsPerMinute)
+        | Some(LimitHit::TokensPerMinute)
+        | Some(LimitHit::Quota { .. })) => RelayError::LimitExceeded {
+            limit: hit.map_or_else(|| "requests".to_string(), |h| h.describe()),
+            scope,
+            quota: matches!(hit, Some(LimitHit::Quota { .. })),
+            retry_after_ms: d.retry_after_ms,
+            rate_headers: crate::governance::limits::rate_headers(&d.rate),
+        },
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,11 +99,13 @@ pub struct Decision {
     pub budget: Option<BudgetStatus>,
 }
 
-/// A tenant's budget as its limiter applies it.
+/// A tenant's budget as its limiter applies it; a tag budget (`ledger::tags`) names its tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetCtx {
     pub tenant_id: String,
     pub budget: Budget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// Capacity an isolate may spend on its own until `expires_ms`, taken from a limiter in one
@@ -101,6 +136,9 @@ pub enum LimiterCall {
         budget: Option<BudgetCtx>,
         #[serde(default, skip_serializing_if = "is_false")]
         downgraded: bool,
+        /// A prepaid tenant: `ask.cost_micros` is held against its balance too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<CreditCtx>,
     },
     /// Take capacity for an isolate to spend on its own (lease mode).
     Lease {
@@ -113,6 +151,9 @@ pub enum LimiterCall {
         budget: Option<BudgetCtx>,
         #[serde(default, skip_serializing_if = "is_false")]
         downgraded: bool,
+        /// A prepaid tenant: the lease's spend is held against its balance.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<CreditCtx>,
     },
     /// Replace a reservation (or a lease) by what it used.
     Settle {
@@ -121,6 +162,8 @@ pub enum LimiterCall {
         limits: Limits,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         budget: Option<BudgetCtx>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<CreditCtx>,
     },
     /// Undo a reservation another limiter made pointless.
     Release {
@@ -134,6 +177,25 @@ pub enum LimiterCall {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         budget: Option<BudgetCtx>,
     },
+    /// Add prepaid credit (a tenant's limiter); answered with a `TopUpReply`.
+    TopUp {
+        entry: CreditEntry,
+        credit: CreditCtx,
+    },
+    /// The `GET …/credits` view with the last `last` entries; answered with a `CreditView`.
+    Credits {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<usize>,
+    },
+}
+
+/// What a top-up did: `Duplicate` for a retried call, and the entry as applied (with the
+/// balance after it) when it is still kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpReply {
+    pub outcome: TopUpOutcome,
+    pub entry: Option<CreditEntry>,
+    pub credit: CreditView,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +203,9 @@ pub enum LimiterCall {
 pub enum LimiterReply {
     Lease(LeaseDecision),
     Decision(Decision),
+    // Before `Rate`, whose fields are all optional and would read any object.
+    TopUp(TopUpReply),
+    Credit(CreditView),
     Rate(RateInfo),
     Usage(UsageView),
 }
@@ -160,6 +225,9 @@ pub struct UsageView {
     /// Budget webhooks waiting to be delivered.
     #[serde(default)]
     pub pending_alerts: usize,
+    /// A prepaid tenant's balance (entries are left to `Credits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<CreditView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

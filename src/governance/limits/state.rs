@@ -1,11 +1,15 @@
 //! The limiter's state machine — one per key and one per tenant, held by a Durable Object:
-//! reserve before a request goes upstream, settle after, lease capacity to isolates, and keep
-//! the budget's webhook queue, with the time passed in.
+//! reserve before a request goes upstream, settle after, lease capacity to isolates, hold a
+//! prepaid tenant's credit balance, and keep the budget's and the balance's webhook queue, with
+//! the time passed in.
 //!
 //! Exactness comes from where this runs: one Durable Object per key serialises every reserve
 //! and settle, so "N requests a day" admits exactly N however many isolates ask at once.
 //! A request reserves its worst case (prompt estimate + maximum output) and settles to what it
-//! used, so a token quota is never exceeded by more than one request's under-estimate.
+//! used, so a token quota is never exceeded by more than one request's under-estimate. The
+//! credit balance (`governance::credits`) is held the same way: each reservation and lease
+//! records what it holds against it, and every way a reservation ends (settle, release,
+//! expiry, revocation) gives that hold back or charges it.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::governance::alerts::{AlertQueue, PendingAlert};
 use crate::governance::budget::{self, Budget, BudgetStatus};
+use crate::governance::credits::{
+    self, CreditBalance, CreditCtx, CreditEntry, CreditView, TopUpOutcome,
+};
 use crate::governance::limits::bucket::{Bucket, UNIT};
 use crate::governance::limits::protocol::{
     BudgetCtx, Decision, LeaseDecision, LeaseGrant, LimitHit, LimiterCall, LimiterReply, Measure,
-    PeriodView, UsageView,
+    PeriodView, TopUpReply, UsageView,
 };
 use crate::governance::limits::{one, Ask, Limits, RateInfo, RESERVATION_TTL_MS};
 use crate::support::calendar::{period_bounds, Period, MINUTE_MS};
@@ -41,6 +48,22 @@ struct Reservation {
     /// When an unsettled reservation lapses, if not `RESERVATION_TTL_MS` after `at_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     until_ms: Option<i64>,
+    /// Held against the prepaid balance (0 for a tenant that is not prepaid).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    credit_micros: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What a call brings beside the limits: the tenant's budget, whether the request was
+/// downgraded past it, and the prepaid balance's context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Governed<'a> {
+    pub budget: Option<&'a BudgetCtx>,
+    pub downgraded: bool,
+    pub credit: Option<&'a CreditCtx>,
 }
 
 /// A lease not returned this long after its expiry is taken as used in full: its isolate is
@@ -63,6 +86,9 @@ pub struct LimiterState {
     /// Start of the budget period whose soft limit has been announced already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     soft_announced: Option<i64>,
+    /// A prepaid tenant's balance (its tenant limiter only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credit: Option<CreditBalance>,
 }
 
 /// A lease takes at most this fraction of what remains under a limit, so capacity left in
@@ -84,10 +110,54 @@ impl LimiterState {
         }
     }
 
-    /// Settles reservations whose request was never settled, at what they reserved.
+    /// Settles reservations whose request was never settled, at what they reserved (credit
+    /// included: an isolate that died may have spent all of it).
     fn expire(&mut self, now_ms: i64) {
-        self.in_flight
-            .retain(|_, r| now_ms < r.until_ms.unwrap_or(r.at_ms + RESERVATION_TTL_MS));
+        let lapsed: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, r)| now_ms >= r.until_ms.unwrap_or(r.at_ms + RESERVATION_TTL_MS))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lapsed {
+            if let Some(r) = self.in_flight.remove(&id) {
+                self.charge_credit(&r, r.credit_micros);
+            }
+        }
+    }
+
+    /// End `r`'s hold on the prepaid balance, charging `actual`.
+    fn charge_credit(&mut self, r: &Reservation, actual: u64) {
+        if let Some(balance) = self.credit.as_mut() {
+            balance.settle(
+                credits::Reservation {
+                    micros: r.credit_micros,
+                },
+                actual,
+            );
+        }
+    }
+
+    /// Queue the low-balance notice when the balance has just dipped below the tenant's
+    /// threshold (once per crossing).
+    fn announce_low_balance(&mut self, ctx: Option<&CreditCtx>, now_ms: i64) {
+        let (Some(ctx), Some(balance)) = (ctx, self.credit.as_mut()) else {
+            return;
+        };
+        let Some(threshold) = ctx.low_balance_micros else {
+            return;
+        };
+        if let Some(notice) = balance.low_balance_notice(&ctx.tenant_id, threshold, now_ms) {
+            for alert in ctx.deliveries(&notice, now_ms) {
+                self.alerts.push(alert);
+            }
+        }
+    }
+
+    fn available_credit(&self) -> i64 {
+        self.credit
+            .as_ref()
+            .map_or(0, CreditBalance::available_micros)
     }
 
     fn rate_info(&self, limits: &Limits) -> RateInfo {
@@ -148,10 +218,14 @@ impl LimiterState {
         &self,
         limits: &Limits,
         ask: Ask,
-        budget: Option<&BudgetCtx>,
-        downgraded: bool,
+        gov: Governed<'_>,
         now_ms: i64,
     ) -> Option<(LimitHit, Option<u64>)> {
+        let Governed {
+            budget,
+            downgraded,
+            credit,
+        } = gov;
         if limits
             .concurrency
             .is_some_and(|c| self.in_flight.len() as u64 >= c)
@@ -217,11 +291,24 @@ impl LimiterState {
                 return Some((LimitHit::Budget { period: b.period }, Some(until_reset)));
             }
         }
+        // Prepaid money binds downgraded requests too; no retry time, since only a top-up helps.
+        if credit.is_some() && i128::from(self.available_credit()) < i128::from(ask.cost_micros) {
+            return Some((LimitHit::Credit, None));
+        }
         None
     }
 
-    /// Hold `ask` under `id` until it is settled or released.
-    fn hold(&mut self, limits: &Limits, id: &str, ask: Ask, now_ms: i64) {
+    /// Hold `ask` under `id` until it is settled or released; with `credit`, its cost is held
+    /// against the prepaid balance too (`refusal` has made sure that it fits).
+    fn hold(&mut self, limits: &Limits, id: &str, ask: Ask, credit: bool, now_ms: i64) {
+        let credit_micros = if credit {
+            self.credit
+                .get_or_insert_with(CreditBalance::default)
+                .reserve(ask.cost_micros)
+                .map_or(0, |r| r.micros)
+        } else {
+            0
+        };
         if limits.rpm.is_some() {
             self.requests.take(i128::from(ask.requests));
         }
@@ -241,6 +328,7 @@ impl LimiterState {
                 cost_micros: ask.cost_micros,
                 at_ms: now_ms,
                 until_ms: None,
+                credit_micros,
             },
         );
     }
@@ -261,17 +349,38 @@ impl LimiterState {
         ask: Ask,
         now_ms: i64,
     ) -> Decision {
+        let gov = Governed {
+            budget,
+            downgraded,
+            credit: None,
+        };
+        self.reserve_governed(limits, gov, id, ask, now_ms)
+    }
+
+    /// `reserve` under everything a call may bring: budget, downgrade and prepaid credit.
+    pub fn reserve_governed(
+        &mut self,
+        limits: &Limits,
+        gov: Governed<'_>,
+        id: &str,
+        ask: Ask,
+        now_ms: i64,
+    ) -> Decision {
+        let budget = gov.budget;
         self.advance(limits, now_ms);
+        // Expiry may have charged a lapsed hold.
+        self.announce_low_balance(gov.credit, now_ms);
         if self.revoked {
             return self.decision(limits, budget, Some((LimitHit::Revoked, None)));
         }
         // A key without limits is consulted only for revocation: nothing to hold or settle.
-        if (limits.is_empty() && budget.is_none()) || self.in_flight.contains_key(id) {
+        let nothing_to_hold = limits.is_empty() && budget.is_none() && gov.credit.is_none();
+        if nothing_to_hold || self.in_flight.contains_key(id) {
             return self.decision(limits, budget, None);
         }
-        let refused = self.refusal(limits, ask, budget, downgraded, now_ms);
+        let refused = self.refusal(limits, ask, gov, now_ms);
         if refused.is_none() {
-            self.hold(limits, id, ask, now_ms);
+            self.hold(limits, id, ask, gov.credit.is_some(), now_ms);
         }
         self.decision(limits, budget, refused)
     }
@@ -293,7 +402,31 @@ impl LimiterState {
         lease_ms: i64,
         now_ms: i64,
     ) -> LeaseDecision {
+        let gov = Governed {
+            budget,
+            downgraded,
+            credit: None,
+        };
+        self.lease_governed(limits, gov, id, want, need, lease_ms, now_ms)
+    }
+
+    /// `lease` under everything a call may bring. A prepaid tenant's lease holds its spend
+    /// grant against the balance (a quarter of what is available, at least the request at
+    /// hand), and is settled against it when returned, as a reservation is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lease_governed(
+        &mut self,
+        limits: &Limits,
+        gov: Governed<'_>,
+        id: &str,
+        want: Ask,
+        need: Ask,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> LeaseDecision {
+        let budget = gov.budget;
         self.advance(limits, now_ms);
+        self.announce_low_balance(gov.credit, now_ms);
         if self.revoked {
             let decision = self.decision(limits, budget, Some((LimitHit::Revoked, None)));
             return LeaseDecision {
@@ -301,14 +434,18 @@ impl LimiterState {
                 grant: None,
             };
         }
-        if let Some(refused) = self.refusal(limits, need, budget, downgraded, now_ms) {
+        if let Some(refused) = self.refusal(limits, need, gov, now_ms) {
             let decision = self.decision(limits, budget, Some(refused));
             return LeaseDecision {
                 decision,
                 grant: None,
             };
         }
-        let room = self.room(limits, budget, downgraded);
+        let mut room = self.room(limits, budget, gov.downgraded);
+        if gov.credit.is_some() {
+            let available = u64::try_from(self.available_credit()).unwrap_or(0);
+            room.cost_micros = min_opt(room.cost_micros, Some(available));
+        }
         let share = |room: Option<u64>, want: u64, need: u64| -> Option<u64> {
             room.map(|r| {
                 (r / LEASE_SHARE_DIVISOR)
@@ -341,6 +478,7 @@ impl LimiterState {
                 tokens: tokens.unwrap_or(0),
                 cost_micros: cost_micros.unwrap_or(0),
             },
+            gov.credit.is_some(),
             now_ms,
         );
         if let Some(r) = self.in_flight.get_mut(id) {
@@ -408,11 +546,16 @@ impl LimiterState {
         }
         self.soft_announced = Some(p.start_ms);
         if let Some(url) = &ctx.budget.webhook_url {
+            let id = match &ctx.tag {
+                Some(tag) => format!("soft:{}:{tag}:{}", ctx.tenant_id, p.start_ms),
+                None => format!("soft:{}:{}", ctx.tenant_id, p.start_ms),
+            };
             self.alerts.push(PendingAlert {
-                id: format!("soft:{}:{}", ctx.tenant_id, p.start_ms),
+                id,
                 url: url.clone(),
                 body: budget::soft_limit_body(
                     &ctx.tenant_id,
+                    ctx.tag.as_deref(),
                     &ctx.budget,
                     p.start_ms,
                     p.end_ms,
@@ -462,9 +605,32 @@ impl LimiterState {
         used: Ask,
         now_ms: i64,
     ) -> Decision {
+        self.settle_governed(limits, budget, None, id, used, now_ms)
+    }
+
+    /// `settle` under a budget and a prepaid balance: the reservation's credit hold is
+    /// replaced by the cost exactly, and a dip below the threshold queues the notice.
+    pub fn settle_governed(
+        &mut self,
+        limits: &Limits,
+        budget: Option<&BudgetCtx>,
+        credit: Option<&CreditCtx>,
+        id: &str,
+        used: Ask,
+        now_ms: i64,
+    ) -> Decision {
         self.roll_periods(limits, now_ms);
         let reserved = self.in_flight.remove(id);
         if let Some(r) = &reserved {
+            // A request admitted against the balance pays from it even if the tenant has
+            // stopped being prepaid since; one made prepaid while it was in flight held
+            // nothing, and pays now.
+            if credit.is_some() || r.credit_micros > 0 {
+                if self.credit.is_none() {
+                    self.credit = Some(CreditBalance::default());
+                }
+                self.charge_credit(r, used.cost_micros);
+            }
             // What the request used beyond (or below) its reservation, in this period only:
             // a reservation made in a period that has since ended is that period's business.
             let requests_delta = i128::from(used.requests) - i128::from(r.requests);
@@ -493,6 +659,7 @@ impl LimiterState {
         if let Some(ctx) = budget {
             self.announce_soft_limit(ctx, now_ms);
         }
+        self.announce_low_balance(credit, now_ms);
         self.decision(limits, budget, None)
     }
 
@@ -503,6 +670,11 @@ impl LimiterState {
         let Some(r) = self.in_flight.remove(id) else {
             return;
         };
+        if let Some(balance) = self.credit.as_mut() {
+            balance.release(credits::Reservation {
+                micros: r.credit_micros,
+            });
+        }
         for usage in &mut self.periods {
             if r.at_ms >= usage.start_ms {
                 usage.requests = usage.requests.saturating_sub(r.requests);
@@ -564,9 +736,17 @@ impl LimiterState {
                 limits,
                 budget,
                 downgraded,
+                credit,
             } => {
-                let d = self.reserve_within(&limits, budget.as_ref(), downgraded, &id, ask, now_ms);
-                let changed = d.admitted;
+                let gov = Governed {
+                    budget: budget.as_ref(),
+                    downgraded,
+                    credit: credit.as_ref(),
+                };
+                let alerts = self.alerts.len();
+                let d = self.reserve_governed(&limits, gov, &id, ask, now_ms);
+                // Expiry may have charged lapsed holds and queued a notice: that is a change.
+                let changed = d.admitted || self.alerts.len() != alerts;
                 (LimiterReply::Decision(d), changed)
             }
             LimiterCall::Lease {
@@ -577,18 +757,16 @@ impl LimiterState {
                 limits,
                 budget,
                 downgraded,
+                credit,
             } => {
-                let d = self.lease(
-                    &limits,
-                    budget.as_ref(),
+                let gov = Governed {
+                    budget: budget.as_ref(),
                     downgraded,
-                    &id,
-                    want,
-                    need,
-                    lease_ms,
-                    now_ms,
-                );
-                let changed = d.grant.is_some();
+                    credit: credit.as_ref(),
+                };
+                let alerts = self.alerts.len();
+                let d = self.lease_governed(&limits, gov, &id, want, need, lease_ms, now_ms);
+                let changed = d.grant.is_some() || self.alerts.len() != alerts;
                 (LimiterReply::Lease(d), changed)
             }
             LimiterCall::Settle {
@@ -596,10 +774,12 @@ impl LimiterState {
                 used,
                 limits,
                 budget,
+                credit,
             } => (
-                LimiterReply::Decision(self.settle_within(
+                LimiterReply::Decision(self.settle_governed(
                     &limits,
                     budget.as_ref(),
+                    credit.as_ref(),
                     &id,
                     used,
                     now_ms,
@@ -612,8 +792,19 @@ impl LimiterState {
             }
             LimiterCall::Revoke => {
                 self.revoked = true;
-                self.in_flight.clear();
+                // As at expiry: what was held is taken as spent.
+                for r in std::mem::take(&mut self.in_flight).into_values() {
+                    self.charge_credit(&r, r.credit_micros);
+                }
                 (LimiterReply::Rate(RateInfo::default()), true)
+            }
+            LimiterCall::TopUp { entry, credit } => {
+                let (reply, applied) = self.top_up(entry, &credit);
+                (LimiterReply::TopUp(reply), applied)
+            }
+            LimiterCall::Credits { last } => {
+                let last = last.unwrap_or(credits::DEFAULT_VIEW_ENTRIES);
+                (LimiterReply::Credit(self.credit_view(last)), false)
             }
             LimiterCall::Peek { limits, budget } => {
                 self.roll_periods(&limits, now_ms);
@@ -633,10 +824,32 @@ impl LimiterState {
                     rate: self.rate_info(&limits),
                     budget: budget.as_ref().map(|b| self.budget_status(&b.budget)),
                     pending_alerts: self.alerts.len(),
+                    credit: self.credit.as_ref().map(|c| c.view(0)),
                 };
                 (LimiterReply::Usage(usage), false)
             }
         }
+    }
+
+    /// Apply a top-up once (a retried call with the same entry id changes nothing). Returns
+    /// the reply and whether the state changed.
+    pub fn top_up(&mut self, entry: CreditEntry, ctx: &CreditCtx) -> (TopUpReply, bool) {
+        let id = entry.id.clone();
+        let balance = self.credit.get_or_insert_with(CreditBalance::default);
+        let outcome = balance.top_up(entry, ctx.low_balance_micros);
+        let reply = TopUpReply {
+            outcome,
+            entry: balance.entry(&id).cloned(),
+            credit: balance.view(credits::DEFAULT_VIEW_ENTRIES),
+        };
+        (reply, outcome == TopUpOutcome::Applied)
+    }
+
+    /// The prepaid balance and its last `last` entries (zero for a tenant never topped up).
+    pub fn credit_view(&self, last: usize) -> CreditView {
+        self.credit
+            .as_ref()
+            .map_or_else(|| CreditBalance::default().view(0), |c| c.view(last))
     }
 }
 
@@ -1081,6 +1294,7 @@ mod tests {
                 webhook_url: Some("https://hooks.example.com/b".into()),
                 webhook_format: Default::default(),
             },
+            tag: None,
         }
     }
 
@@ -1187,6 +1401,7 @@ mod tests {
             limits: daily(Some(10), None, None),
             budget: Some(ctx(Some(1), None)),
             downgraded: true,
+            credit: Some(credit_ctx(Some(5))),
         };
         let json = serde_json::to_string(&call).unwrap();
         assert_eq!(serde_json::from_str::<LimiterCall>(&json).unwrap(), call);
@@ -1196,5 +1411,476 @@ mod tests {
             panic!("not a settle");
         };
         assert_eq!((used.requests, budget), (1, None));
+    }
+
+    // ---- prepaid credit -------------------------------------------------------------------
+
+    fn credit_ctx(low: Option<u64>) -> CreditCtx {
+        CreditCtx {
+            tenant_id: "t1".into(),
+            low_balance_micros: low,
+            webhooks: vec![crate::governance::notices::WebhookConfig {
+                url: "https://hooks.example.com/credit".into(),
+                events: vec!["credit.*".into()],
+                format: Default::default(),
+            }],
+        }
+    }
+
+    fn top_up_entry(id: &str, amount: u64) -> CreditEntry {
+        CreditEntry {
+            id: id.into(),
+            amount_micros: amount,
+            note: "test".into(),
+            actor: "admin".into(),
+            at_ms: T0,
+            balance_after_micros: 0,
+        }
+    }
+
+    fn prepaid(amount: u64, low: Option<u64>) -> (LimiterState, CreditCtx) {
+        let mut s = LimiterState::default();
+        let c = credit_ctx(low);
+        s.top_up(top_up_entry("seed", amount), &c);
+        (s, c)
+    }
+
+    fn gov(c: &CreditCtx) -> Governed<'_> {
+        Governed {
+            credit: Some(c),
+            ..Governed::default()
+        }
+    }
+
+    fn balance(s: &LimiterState) -> (i64, u64) {
+        let c = s.credit.as_ref().expect("a balance");
+        (c.balance_micros(), c.reserved_micros())
+    }
+
+    /// What the state holds against the balance, from the reservations themselves: it must
+    /// always equal the balance's own `reserved_micros`.
+    fn held(s: &LimiterState) -> u64 {
+        s.in_flight.values().map(|r| r.credit_micros).sum()
+    }
+
+    fn cost(micros: u64) -> Ask {
+        Ask::request(0, micros)
+    }
+
+    #[test]
+    fn credit_is_reserved_at_worst_case_and_settled_exactly() {
+        let limits = Limits::default();
+        let (mut s, c) = prepaid(1_000, None);
+        let d = s.reserve_governed(&limits, gov(&c), "a", cost(700), T0);
+        assert!(d.admitted);
+        assert_eq!(balance(&s), (1_000, 700));
+        let d = s.reserve_governed(&limits, gov(&c), "b", cost(400), T0);
+        assert_eq!(
+            (d.admitted, d.hit, d.retry_after_ms),
+            (false, Some(LimitHit::Credit), None)
+        );
+        assert_eq!(
+            refusal_error(&d).map(|e| (e.status(), e.code())),
+            Some((402, "insufficient_balance"))
+        );
+        // Settled below the reservation: the rest is free again.
+        s.settle_governed(&limits, None, Some(&c), "a", cost(250), T0 + 1);
+        assert_eq!(balance(&s), (750, 0));
+        // Above it: the balance dips by exactly the excess, and then nothing passes.
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "b", cost(700), T0 + 2)
+                .admitted
+        );
+        s.settle_governed(&limits, None, Some(&c), "b", cost(800), T0 + 3);
+        assert_eq!(balance(&s), (-50, 0));
+        let d = s.reserve_governed(&limits, gov(&c), "z", cost(0), T0 + 4);
+        assert_eq!(
+            d.hit,
+            Some(LimitHit::Credit),
+            "an overdraft refuses even free requests"
+        );
+        // A top-up restores service.
+        s.top_up(top_up_entry("t2", 1_050), &c);
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "c", cost(1_000), T0 + 5)
+                .admitted
+        );
+        // Released (another limiter refused): the hold comes back whole.
+        s.release(&limits, "c", T0 + 6);
+        assert_eq!(balance(&s), (1_000, 0));
+        // Downgraded requests still pay.
+        let downgraded = Governed {
+            downgraded: true,
+            ..gov(&c)
+        };
+        assert!(
+            !s.reserve_governed(&limits, downgraded, "d", cost(1_001), T0 + 7)
+                .admitted
+        );
+    }
+
+    fn refusal_error(d: &Decision) -> Option<crate::error::RelayError> {
+        crate::governance::limits::protocol::refusal_error(d, "tenant")
+    }
+
+    /// Deterministic xorshift32 for the interleaving below.
+    fn prng(seed: u32) -> impl FnMut() -> u32 {
+        let mut x = seed.max(1);
+        move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        }
+    }
+
+    #[test]
+    fn interleaved_reservations_never_overdraw_beyond_the_under_estimates_in_flight() {
+        // 64 requests against a balance that covers a few at a time, reserved and settled in
+        // an order a PRNG picks, with occasional top-ups; each uses less than it reserved, or
+        // up to 40 % more. After every step: what is reserved fits the balance, the state's
+        // holds and the balance agree, and the overdraft is at most the excesses of the
+        // requests that were in flight together when the last of the settled ones was
+        // admitted (so with one request at a time, one request's under-estimate).
+        let limits = Limits::default();
+        let mut overdrafts = 0;
+        for seed in 1..=40u32 {
+            let mut rnd = prng(seed.wrapping_mul(2_654_435_761));
+            let (mut s, c) = prepaid(3_000, Some(500));
+            let mut topped_up: i128 = 3_000;
+            let mut next = 0u32;
+            // id -> (reserved, will use)
+            let mut in_flight: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            // id -> (reserved, used, the ids in flight just after its admission)
+            let mut settled: BTreeMap<String, (u64, u64, Vec<String>)> = BTreeMap::new();
+            let mut admissions: Vec<(String, Vec<String>)> = Vec::new();
+            let mut spent: i128 = 0;
+            let mut refused = 0;
+            while next < 64 || !in_flight.is_empty() {
+                let roll = rnd() % 100;
+                if next < 64 && (roll < 50 || in_flight.is_empty()) {
+                    let id = format!("r{next}");
+                    next += 1;
+                    let worst = 100 + u64::from(rnd() % 1_400);
+                    let used = if rnd().is_multiple_of(3) {
+                        worst + u64::from(rnd()) % (worst * 2 / 5 + 1)
+                    } else {
+                        u64::from(rnd()) % (worst + 1)
+                    };
+                    let before = s.clone();
+                    let d = s.reserve_governed(&limits, gov(&c), &id, cost(worst), T0);
+                    if d.admitted {
+                        in_flight.insert(id.clone(), (worst, used));
+                        let together: Vec<String> = in_flight.keys().cloned().collect();
+                        admissions.push((id, together));
+                        let credit = s.credit.as_ref().unwrap();
+                        assert!(
+                            credit.available_micros() >= 0,
+                            "a reservation never overdraws"
+                        );
+                    } else {
+                        refused += 1;
+                        assert_eq!(d.hit, Some(LimitHit::Credit));
+                        assert_eq!(s, before, "a refusal changes nothing");
+                    }
+                } else if roll < 95 && !in_flight.is_empty() {
+                    let pick = usize::try_from(rnd()).unwrap_or(0) % in_flight.len();
+                    let id = in_flight.keys().nth(pick).cloned().unwrap();
+                    let (worst, used) = in_flight.remove(&id).unwrap();
+                    s.settle_governed(&limits, None, Some(&c), &id, cost(used), T0);
+                    spent += i128::from(used);
+                    let together = admissions
+                        .iter()
+                        .find(|(a, _)| *a == id)
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_default();
+                    settled.insert(id, (worst, used, together));
+                } else {
+                    let amount = 200 + u64::from(rnd() % 800);
+                    s.top_up(top_up_entry(&format!("t{seed}-{next}-{roll}"), amount), &c);
+                    topped_up += i128::from(amount);
+                }
+                let (bal, reserved) = balance(&s);
+                assert_eq!(reserved, held(&s), "holds and the balance agree");
+                assert_eq!(i128::from(bal), topped_up - spent, "settled exactly");
+                // The bound: the latest admitted among the settled requests.
+                let last = admissions
+                    .iter()
+                    .rev()
+                    .find(|(id, _)| settled.contains_key(id));
+                let allowance: u64 = last.map_or(0, |(_, together)| {
+                    together
+                        .iter()
+                        .filter_map(|id| settled.get(id))
+                        .map(|(w, u, _)| u.saturating_sub(*w))
+                        .sum()
+                });
+                assert!(
+                    i128::from(bal) >= -i128::from(allowance),
+                    "seed {seed}: balance {bal} below -{allowance}"
+                );
+                if bal < 0 {
+                    overdrafts += 1;
+                }
+            }
+            assert!(
+                refused > 0,
+                "seed {seed}: the balance is small enough to refuse some"
+            );
+            assert_eq!(balance(&s).1, 0);
+        }
+        assert!(
+            overdrafts > 0,
+            "under-estimates did overdraw, so the bound was tested"
+        );
+    }
+
+    #[test]
+    fn one_at_a_time_the_overdraft_is_one_under_estimate() {
+        let limits = Limits::default();
+        let (mut s, c) = prepaid(1_000, None);
+        let mut largest_excess = 0;
+        for i in 0..64u64 {
+            let worst = 90 + i % 7;
+            let used = worst + (i * 13) % 40;
+            largest_excess = largest_excess.max(used - worst);
+            let id = format!("r{i}");
+            if s.reserve_governed(&limits, gov(&c), &id, cost(worst), T0)
+                .admitted
+            {
+                s.settle_governed(&limits, None, Some(&c), &id, cost(used), T0);
+            }
+            assert!(balance(&s).0 >= -(largest_excess as i64));
+        }
+        assert!(balance(&s).0 < 0, "the loop ran the balance out");
+    }
+
+    #[test]
+    fn leases_hold_credit_too() {
+        let limits = Limits::default();
+        let (mut s, c) = prepaid(10_000, None);
+        let want = Ask {
+            requests: 100,
+            tokens: 0,
+            cost_micros: 100_000,
+        };
+        let d = s.lease_governed(&limits, gov(&c), "l1", want, cost(500), 5_000, T0);
+        let g = d.grant.expect("a lease");
+        assert_eq!(g.cost_micros, Some(2_500), "a quarter of what is available");
+        assert_eq!(balance(&s), (10_000, 2_500));
+        // A reservation beside it sees only what the lease left.
+        assert!(
+            !s.reserve_governed(&limits, gov(&c), "r1", cost(7_501), T0)
+                .admitted
+        );
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "r1", cost(7_500), T0)
+                .admitted
+        );
+        // No room left for another lease's request.
+        let d = s.lease_governed(&limits, gov(&c), "l2", want, cost(1), 5_000, T0);
+        assert_eq!((d.grant, d.decision.hit), (None, Some(LimitHit::Credit)));
+        // The lease comes back with what its requests used: settled exactly.
+        s.settle_governed(&limits, None, Some(&c), "l1", cost(1_200), T0 + 6_000);
+        s.settle_governed(&limits, None, Some(&c), "r1", cost(7_000), T0 + 6_000);
+        assert_eq!(balance(&s), (1_800, 0));
+        // A lease never returned lapses, charged in full.
+        let g = s
+            .lease_governed(&limits, gov(&c), "l3", want, cost(100), 1_000, T0 + 7_000)
+            .grant
+            .unwrap();
+        assert_eq!(g.cost_micros, Some(450));
+        let lapse = g.expires_ms + LEASE_GRACE_MS;
+        s.reserve_governed(&limits, gov(&c), "probe", cost(0), lapse);
+        assert_eq!(balance(&s), (1_350, 0));
+        assert_eq!(held(&s), 0);
+    }
+
+    #[test]
+    fn low_balance_notices_go_to_the_tenants_webhooks_once_per_crossing() {
+        let limits = Limits::default();
+        let (mut s, c) = prepaid(1_000, Some(400));
+        for (i, used) in [300u64, 200, 100].into_iter().enumerate() {
+            let id = format!("r{i}");
+            assert!(
+                s.reserve_governed(&limits, gov(&c), &id, cost(used), T0)
+                    .admitted
+            );
+            s.settle_governed(&limits, None, Some(&c), &id, cost(used), T0 + 1);
+        }
+        // 1000 → 700 → 500 → 400: not below yet.
+        assert_eq!(s.next_alert_ms(), None);
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "r3", cost(1), T0)
+                .admitted
+        );
+        s.settle_governed(&limits, None, Some(&c), "r3", cost(1), T0 + 2);
+        let due = s.due_alerts(T0 + 2);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].url, "https://hooks.example.com/credit");
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["type"], "credit.low_balance");
+        assert_eq!(body["data"]["balance_micros"], 399);
+        // Further spend in the same dip: no second notice.
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "r4", cost(9), T0)
+                .admitted
+        );
+        s.settle_governed(&limits, None, Some(&c), "r4", cost(9), T0 + 3);
+        assert_eq!(s.due_alerts(T0 + 3).len(), 1);
+        // A top-up back above re-arms it; the next dip is announced again.
+        s.top_up(top_up_entry("t2", 500), &c);
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "r5", cost(600), T0)
+                .admitted
+        );
+        s.settle_governed(&limits, None, Some(&c), "r5", cost(600), T0 + 4);
+        assert_eq!(s.due_alerts(T0 + 4).len(), 2);
+        // Webhooks that did not ask for credit events get nothing.
+        let quiet = CreditCtx {
+            webhooks: vec![crate::governance::notices::WebhookConfig {
+                url: "https://hooks.example.com/budget".into(),
+                events: vec!["budget.*".into()],
+                format: Default::default(),
+            }],
+            ..c.clone()
+        };
+        let (mut q, _) = prepaid(100, Some(400));
+        q.reserve_governed(&limits, gov(&quiet), "x", cost(1), T0);
+        q.settle_governed(&limits, None, Some(&quiet), "x", cost(1), T0);
+        assert_eq!(q.next_alert_ms(), None);
+    }
+
+    #[test]
+    fn top_ups_and_the_credit_view_over_the_json_protocol() {
+        let mut s = LimiterState::default();
+        let call: LimiterCall = serde_json::from_value(serde_json::json!({
+            "op": "top_up",
+            "entry": {"id": "cr_1", "amount_micros": 5000, "note": "PO 7", "actor": "admin", "at_ms": T0},
+            "credit": {"tenant_id": "t1", "low_balance_micros": 100}
+        }))
+        .unwrap();
+        let (reply, changed) = s.handle(call.clone(), T0);
+        assert!(changed);
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["outcome"], "applied");
+        assert_eq!(json["entry"]["balance_after_micros"], 5000);
+        let back: LimiterReply = serde_json::from_value(json).unwrap();
+        assert_eq!(back, reply, "the untagged reply reads back as a top-up");
+        // The same call again (a retry) changes nothing.
+        let (reply, changed) = s.handle(call, T0 + 1);
+        assert!(!changed);
+        let LimiterReply::TopUp(r) = reply else {
+            panic!("a top-up reply")
+        };
+        assert_eq!(
+            (r.outcome, r.credit.balance_micros),
+            (TopUpOutcome::Duplicate, 5000)
+        );
+        // A reservation over JSON holds credit; the credit view shows it.
+        let call: LimiterCall = serde_json::from_value(serde_json::json!({
+            "op": "reserve", "id": "r1", "ask": {"tokens": 0, "cost_micros": 1200},
+            "limits": {}, "credit": {"tenant_id": "t1"}
+        }))
+        .unwrap();
+        let json = serde_json::to_string(&call).unwrap();
+        assert_eq!(serde_json::from_str::<LimiterCall>(&json).unwrap(), call);
+        let (reply, changed) = s.handle(call, T0 + 2);
+        assert!(
+            changed
+                && matches!(
+                    reply,
+                    LimiterReply::Decision(Decision { admitted: true, .. })
+                )
+        );
+        let (reply, changed) = s.handle(LimiterCall::Credits { last: Some(5) }, T0 + 3);
+        assert!(!changed);
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(
+            (
+                json["balance_micros"].clone(),
+                json["reserved_micros"].clone(),
+                json["available_micros"].clone()
+            ),
+            (
+                serde_json::json!(5000),
+                serde_json::json!(1200),
+                serde_json::json!(3800)
+            )
+        );
+        assert_eq!(json["entries"][0]["note"], "PO 7");
+        assert_eq!(serde_json::from_value::<LimiterReply>(json).unwrap(), reply);
+        // Peek shows the balance without the entries; settle over JSON settles it.
+        let settle: LimiterCall = serde_json::from_value(serde_json::json!({
+            "op": "settle", "id": "r1", "used": {"tokens": 0, "cost_micros": 1000},
+            "limits": {}, "credit": {"tenant_id": "t1"}
+        }))
+        .unwrap();
+        s.handle(settle, T0 + 4);
+        let (LimiterReply::Usage(u), _) = s.handle(
+            LimiterCall::Peek {
+                limits: Limits::default(),
+                budget: None,
+            },
+            T0 + 5,
+        ) else {
+            panic!("a usage view")
+        };
+        let credit = u.credit.unwrap();
+        assert_eq!((credit.balance_micros, credit.reserved_micros), (4000, 0));
+        assert!(credit.entries.is_empty());
+        // A limiter that never held credit answers a zero view, and old states read back.
+        let fresh = LimiterState::default();
+        assert_eq!(fresh.credit_view(5).balance_micros, 0);
+        let stored = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LimiterState>(&stored).unwrap(), s);
+        // A limiter of a tenant that is not prepaid stores what it stored before.
+        let mut plain = LimiterState::default();
+        let day = daily(Some(5), None, None);
+        assert!(plain.reserve(&day, "a", Ask::request(1, 2), T0).admitted);
+        let stored = serde_json::to_string(&plain).unwrap();
+        assert!(!stored.contains("credit"), "{stored}");
+        let old: LimiterState = serde_json::from_str(&stored).unwrap();
+        assert_eq!(old.in_flight.get("a").map(|r| r.credit_micros), Some(0));
+    }
+
+    #[test]
+    fn expiry_and_revocation_charge_what_was_held() {
+        let limits = Limits::default();
+        let (mut s, c) = prepaid(1_000, None);
+        assert!(
+            s.reserve_governed(&limits, gov(&c), "a", cost(300), T0)
+                .admitted
+        );
+        // Its isolate died: after the TTL the hold is taken as spent.
+        s.reserve_governed(&limits, gov(&c), "b", cost(100), T0 + RESERVATION_TTL_MS);
+        assert_eq!(balance(&s), (700, 100));
+        s.handle(LimiterCall::Revoke, T0 + RESERVATION_TTL_MS + 1);
+        assert_eq!(balance(&s), (600, 0));
+        // A settle arriving after expiry finds nothing to settle: not charged twice.
+        s.settle_governed(
+            &limits,
+            None,
+            Some(&c),
+            "a",
+            cost(300),
+            T0 + RESERVATION_TTL_MS + 2,
+        );
+        assert_eq!(balance(&s), (600, 0));
+    }
+
+    #[test]
+    fn tag_budgets_announce_their_tag() {
+        let limits = Limits::default();
+        let mut b = ctx(Some(100), None);
+        b.tag = Some("team:search".into());
+        let mut s = LimiterState::default();
+        s.reserve_within(&limits, Some(&b), false, "r1", Ask::request(0, 150), T0);
+        s.settle_within(&limits, Some(&b), "r1", Ask::request(0, 150), T0);
+        let due = s.due_alerts(T0);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].id.contains("team:search"));
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["tag"], "team:search");
     }
 }
