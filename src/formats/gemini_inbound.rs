@@ -1662,6 +1662,7 @@ fn retry_delay(err: &RelayError) -> Option<u64> {
         UpstreamRateLimited { retry_after } | UpstreamOverloaded { retry_after } => {
             retry_after.as_deref().and_then(|s| s.trim().parse().ok())
         }
+        RelayDisabled { retry_after_s, .. } => retry_after_s.map(u64::from),
         _ => None,
     }
 }
@@ -1690,9 +1691,10 @@ pub fn error_body(err: &RelayError) -> (u16, Value) {
         MethodNotAllowed { .. } => (405, "UNIMPLEMENTED"),
         Conflict { .. } => (409, "ABORTED"),
         // A spent budget is a spent quota to a Gemini client, which knows no 402.
-        LimitExceeded { .. } | BudgetExceeded { .. } | UpstreamRateLimited { .. } => {
-            (429, "RESOURCE_EXHAUSTED")
-        }
+        LimitExceeded { .. }
+        | BudgetExceeded { .. }
+        | InsufficientBalance
+        | UpstreamRateLimited { .. } => (429, "RESOURCE_EXHAUSTED"),
         UpstreamInvalidRequest { status, .. } => status_for_code(*status),
         Internal { .. } => (500, "INTERNAL"),
         UpstreamAuthFailed | UpstreamError { .. } | UpstreamBadResponse { .. } => {
@@ -1700,7 +1702,9 @@ pub fn error_body(err: &RelayError) -> (u16, Value) {
         }
         // Worth retrying, which is what UNAVAILABLE tells Google's clients.
         UpstreamUnreachable | UpstreamStreamBroken => (err.status(), "UNAVAILABLE"),
-        ChannelUnavailable { .. } | UpstreamOverloaded { .. } => (503, "UNAVAILABLE"),
+        ChannelUnavailable { .. } | UpstreamOverloaded { .. } | RelayDisabled { .. } => {
+            (503, "UNAVAILABLE")
+        }
         UpstreamTimeout { .. } => (504, "DEADLINE_EXCEEDED"),
     };
     let mut details = Vec::new();
