@@ -109,6 +109,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
             "rules",
             "jurisdiction",
             "lease_ms",
+            "strict_limits",
             "budget",
             "price_multiplier_ppm",
             "log_bodies",
@@ -131,6 +132,7 @@ pub fn parse_new_tenant(bytes: &[u8], allow_loopback_http: bool) -> Result<NewTe
         },
         settings: TenantSettings {
             lease_ms: f.lease_ms()?.flatten(),
+            strict_limits: f.boolean("strict_limits")?.unwrap_or(false),
             budget: f.budget(allow_loopback_http)?.flatten(),
             price_multiplier_ppm: f.multiplier()?.flatten(),
             log_bodies: f.boolean("log_bodies")?.unwrap_or(false),
@@ -146,8 +148,9 @@ pub struct TenantPatch {
     pub status: Option<Status>,
     pub limits: Option<Limits>,
     pub rules: Option<AccessRules>,
-    /// `Some(None)` turns lease mode off.
+    /// `Some(None)`: back to the default lease length.
     pub lease_ms: Option<Option<u64>>,
+    pub strict_limits: Option<bool>,
     /// `Some(None)` removes the budget.
     pub budget: Option<Option<Budget>>,
     /// `Some(None)`: back to list price.
@@ -189,6 +192,7 @@ pub fn parse_tenant_patch(
             "limits",
             "rules",
             "lease_ms",
+            "strict_limits",
             "budget",
             "price_multiplier_ppm",
             "log_bodies",
@@ -213,6 +217,7 @@ pub fn parse_tenant_patch(
         limits: f.limits()?,
         rules: f.rules()?,
         lease_ms: f.lease_ms()?,
+        strict_limits: f.boolean("strict_limits")?,
         budget: f.budget(allow_loopback_http)?,
         price_multiplier_ppm: f.multiplier()?,
         log_bodies: f.boolean("log_bodies")?,
@@ -238,6 +243,9 @@ impl TenantPatch {
         }
         if let Some(lease_ms) = self.lease_ms {
             tenant.settings.lease_ms = lease_ms;
+        }
+        if let Some(strict) = self.strict_limits {
+            tenant.settings.strict_limits = strict;
         }
         if let Some(budget) = &self.budget {
             tenant.settings.budget = budget.clone();

@@ -4,3 +4,4 @@
 
 pub mod listing;
 pub mod routes;
+pub mod server_timing;

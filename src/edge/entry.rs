@@ -1,6 +1,8 @@
 //! [edge] The Worker's fetch entry point: request id, routing, CORS, and turning every failure
 //! into an OpenAI-shaped error response.
 
+use std::rc::Rc;
+
 use serde_json::json;
 use worker::wasm_bindgen::JsValue;
 use worker::{event, Context, Env, MessageBatch, Request, Response};
@@ -85,14 +87,16 @@ async fn dispatch(
     };
     let settings = Settings::get(env);
     let store = Store::new(env);
-    let rc = store.as_ref().map(|store| RelayCtx {
+    // The relay path builds its own store per read; a missing binding fails it here.
+    let rc = store.as_ref().map(|_| RelayCtx {
         env,
         ctx,
         settings: &settings,
-        store,
         request_id,
         started_ms,
+        timing: Default::default(),
     });
+    let is_admin = route.is_admin();
     let result = match route {
         Route::Health => Ok(json_value(
             200,
@@ -143,19 +147,26 @@ async fn dispatch(
             .await
         }
     };
-    result.unwrap_or_else(|e| {
+    let mut response = result.unwrap_or_else(|e| {
         if let RelayError::Internal { detail } = &e {
             worker::console_error!("request {}: {}", request_id, detail);
         }
         relay::client_error(format, &e)
-    })
+    });
+    // Every relay response says what it waited on, refusals before the relay path included.
+    if let Ok(rc) = &rc {
+        if !is_admin && !response.headers().has("server-timing").unwrap_or(false) {
+            rc.server_timing(&mut response);
+        }
+    }
+    response
 }
 
 /// The relay API's caller, by its key.
 async fn with_key<'r, 'a>(
     req: &Request,
     rc: &'r Result<RelayCtx<'a>, &RelayError>,
-) -> Result<(&'r RelayCtx<'a>, KeyGrant), RelayError> {
+) -> Result<(&'r RelayCtx<'a>, Rc<KeyGrant>), RelayError> {
     let rc = rc.as_ref().map_err(|e| (*e).clone())?;
     Ok((rc, relay::authenticate(req, rc).await?))
 }

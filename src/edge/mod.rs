@@ -3,6 +3,7 @@
 //! modules of the crate; this code moves bytes and reads the clock and the random source.
 
 mod admin;
+mod config;
 mod entry;
 mod gcp_auth;
 mod http;
@@ -10,3 +11,5 @@ mod objects;
 mod relay;
 mod state;
 mod store;
+mod stream;
+mod upstream;

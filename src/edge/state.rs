@@ -74,8 +74,10 @@ impl Settings {
 
 pub struct Caches {
     ttl_ms: i64,
-    pub grants: TtlCache<String, KeyGrant>,
-    pub channels: TtlCache<String, Rc<Channel>>,
+    /// By key hash; `None` remembers a key that does not exist.
+    pub grants: TtlCache<String, Option<Rc<KeyGrant>>>,
+    /// `None` remembers a channel that does not exist.
+    pub channels: TtlCache<String, Option<Rc<Channel>>>,
     pub model_map: TtlCache<(), Rc<ModelMap>>,
     pub model_groups: TtlCache<(), Rc<ModelGroups>>,
     pub prices: TtlCache<(), Rc<PriceTable>>,

@@ -28,10 +28,14 @@ impl Status {
 /// Tenant options stored together (one JSON column).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSettings {
-    /// Lease mode: isolates spend capacity leased for this long (ms) without a Durable
-    /// Object call per request. `None`: every request is decided at the limiter.
+    /// How long a lease an isolate spends without a Durable Object call lasts (ms); `None`:
+    /// `DEFAULT_LEASE_MS`.
     #[serde(default)]
     pub lease_ms: Option<u64>,
+    /// Every request of the tenant is decided at its limiters (exact per-minute buckets,
+    /// revocation at once everywhere) instead of from leases: one limiter round trip a request.
+    #[serde(default, skip_serializing_if = "crate::governance::limits::is_false")]
+    pub strict_limits: bool,
     #[serde(default)]
     pub budget: Option<Budget>,
     /// The tenant's price ratio in parts per million (1 000 000 = list price): every cost of

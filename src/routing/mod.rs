@@ -11,6 +11,7 @@
 //! Floating point is used for geography only; every decision that is counted (breaker windows,
 //! cooldowns, budgets) is integer arithmetic, so it cannot drift between isolates.
 
+pub mod attempts;
 pub mod breaker;
 pub mod canary;
 pub mod channel;

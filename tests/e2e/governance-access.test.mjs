@@ -26,7 +26,8 @@ describe("governance: access rules", () => {
   before(async () => {
     fake = await startFakeOpenAI();
     relay = await startRelay();
-    s = await relay.seed({ upstreamBaseUrl: fake.baseUrl, models: { "a-ok": "gpt-ok" } });
+    // Strict, so the key's limiter counts each admitted request as it happens.
+    s = await relay.seed({ upstreamBaseUrl: fake.baseUrl, models: { "a-ok": "gpt-ok" }, tenant: { strict_limits: true } });
   }, { timeout: 60_000 });
   after(async () => {
     await fake?.close();

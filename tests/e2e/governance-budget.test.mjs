@@ -51,7 +51,8 @@ describe("governance: budgets and regions", () => {
 
   async function tenantKey(extra) {
     const n = ++seq;
-    const tenant = await relay.adminOk("POST", "/admin/tenants", { name: `budget-${n}`, models: null, ...extra }, [201]);
+    // Strict: each request settles its spend at the tenant's limiter, which these tests read.
+    const tenant = await relay.adminOk("POST", "/admin/tenants", { name: `budget-${n}`, models: null, strict_limits: true, ...extra }, [201]);
     const key = await relay.adminOk("POST", `/admin/tenants/${tenant.id}/keys`, { name: `bk-${n}`, models: null, expires_at: null }, [201]);
     return { tenant, key };
   }

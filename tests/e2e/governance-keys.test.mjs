@@ -35,8 +35,11 @@ describe("governance: revocation, rotation and validation", () => {
       assert.equal(lim.usage.revoked, true, "the key's limiter knows it is revoked");
     });
 
-    it("the key's Durable Object refuses a revoked key even where D1 (a stale cache) still says active", async () => {
-      const k = await relay.newKey(s.tenantId);
+    it("a strict tenant's key is refused by its Durable Object even where D1 (a stale cache) still says active", async () => {
+      // Strict tenants consult the key's limiter on every request, so revocation there holds
+      // everywhere at once; others rely on the cached grant (within CONFIG_CACHE_TTL_MS).
+      const strict = await relay.adminOk("POST", "/admin/tenants", { name: "gov-strict", models: null, strict_limits: true }, [201]);
+      const k = await relay.newKey(strict.id);
       assert.equal((await chat(k.key)).status, 200);
       await relay.adminOk("POST", `/admin/keys/${k.id}/revoke`, undefined, [200]);
       // Put D1 back to "active" behind the relay's back: what another isolate with a cached

@@ -1,6 +1,6 @@
-// Governance, lease mode (src/lease.rs, src/edge/limiter.rs): a tenant with `lease_ms` lets
-// isolates take capacity from the key's limiter in one call and decide later requests on their
-// own. These tests show the lease is taken (the limiter holds more than the one request made),
+// Governance, lease mode (governance/limits/lease.rs, edge/objects/limiter.rs) — the default: an
+// isolate takes capacity from the key's limiter in one call and decides later requests on its
+// own (`lease_ms` sets the lease's length, 2 s unless the tenant chooses). These tests show the lease is taken (the limiter holds more than the one request made),
 // that it never admits beyond a quota even under 64-way concurrency, and that what a lease did
 // not use goes back to the limiter when it is returned.
 //
@@ -108,5 +108,49 @@ describe("governance: lease mode", () => {
       const r = await relay.admin("POST", "/admin/tenants", { name: "bad-lease", lease_ms });
       assertOpenAIError(r, { status: 400, param: "lease_ms" });
     }
+  });
+
+  /** Sequential requests until the first refusal; returns how many were served. */
+  async function serveUntilRefused(key, max = 100) {
+    for (let n = 0; n < max; n++) {
+      const r = await chat(key, `seq-${randomUUID()}`);
+      if (r.status === 429) {
+        assertOpenAIError(r, { status: 429, code: "insufficient_quota" });
+        return n;
+      }
+      assert.equal(r.status, 200, r.text);
+    }
+    return max;
+  }
+
+  it("a tenant with no lease_ms is in lease mode by default; strict_limits decides each request at the limiter", async () => {
+    const plain = await relay.adminOk("POST", "/admin/tenants", { name: `default-${++seq}`, models: null }, [201]);
+    const key = await relay.adminOk("POST", `/admin/tenants/${plain.id}/keys`, { name: "d", models: null, expires_at: null, limits: { day: { requests: 1000 } } }, [201]);
+    assert.equal((await chat(key.key, `default-${randomUUID()}`)).status, 200);
+    assert.ok((await keyLimits(key.id)).usage.day.requests >= 8, "a lease of several requests was taken");
+    const strict = await relay.adminOk("POST", "/admin/tenants", { name: `strict-${++seq}`, models: null, strict_limits: true }, [201]);
+    assert.equal(strict.strict_limits, true, "the tenant shows it");
+    const skey = await relay.adminOk("POST", `/admin/tenants/${strict.id}/keys`, { name: "s", models: null, expires_at: null, limits: { day: { requests: 1000 } } }, [201]);
+    assert.equal((await chat(skey.key, `strict-${randomUUID()}`)).status, 200);
+    const l = await pollUntil(() => keyLimits(skey.id), (l) => l.usage.in_flight === 0, { what: "settled at the limiter" });
+    assert.equal(l.usage.day.requests, 1, "one request, one decision");
+    assertOpenAIError(await relay.admin("PATCH", `/admin/tenants/${strict.id}`, { strict_limits: "yes" }), { status: 400, param: "strict_limits" });
+  });
+
+  it("no quota is stranded: a leased key serves as many sequential requests as a strict one", async () => {
+    // day.tokens = 400 and requests of a fixed size: the strict key serves exactly what fits;
+    // the leased key must serve the same, although leases hold a share of what remains and
+    // expire unreturned while every later request is refused.
+    const limits = { day: { tokens: 400 } };
+    const strictTenant = await relay.adminOk("POST", "/admin/tenants", { name: `strand-s-${++seq}`, models: null, strict_limits: true }, [201]);
+    const strictKey = await relay.adminOk("POST", `/admin/tenants/${strictTenant.id}/keys`, { name: "s", models: null, expires_at: null, limits }, [201]);
+    const { key: leased } = await leasedKey({ leaseMs: 2000, keyLimits: limits });
+    const strictServed = await serveUntilRefused(strictKey.key);
+    assert.ok(strictServed > 3, `the strict key served ${strictServed}`);
+    const leasedServed = await serveUntilRefused(leased.key);
+    assert.equal(leasedServed, strictServed, "the leased key serves as many as the strict one");
+    // And the quota it used is what those requests used, once its leases are back.
+    const used = (await pollUntil(() => keyLimits(leased.id), (l) => l.usage.in_flight === 0, { what: "leases returned", timeoutMs: 15_000, onPoll: () => chat(leased.key, "nudge") })).usage.day.tokens;
+    assert.equal(used, strictServed * CHAT_USAGE.total_tokens);
   });
 });

@@ -62,10 +62,12 @@ describe("governance: limits, quotas and reservations", () => {
     await relay?.dispose();
   }, { timeout: 30_000 });
 
-  /** A new tenant (optionally with limits) and one key (optionally with limits). */
+  /** A new tenant (optionally with limits) and one key (optionally with limits). The tenant is
+   *  strict: every request is decided at the limiter, so what the limiter holds is what one
+   *  request reserved and settled (lease mode, the default, is governance-lease.test.mjs). */
   async function tenantAndKey({ tenantLimits, keyLimits } = {}) {
     const n = ++seq;
-    const tenantBody = { name: `gov-tenant-${n}`, models: null };
+    const tenantBody = { name: `gov-tenant-${n}`, models: null, strict_limits: true };
     if (tenantLimits) tenantBody.limits = tenantLimits;
     const tenant = await relay.adminOk("POST", "/admin/tenants", tenantBody, [201]);
     const key = await newKey(tenant.id, keyLimits);

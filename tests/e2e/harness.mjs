@@ -237,10 +237,11 @@ export async function startRelay({ vars = {}, extra = {}, inspect = false } = {}
     expiresAt = null,
     name,
     options,
+    tenant: tenantSettings = {},
   } = {}) {
     const n = `${name ?? "seed"}-${++seq}`;
     const map = Array.isArray(models) ? Object.fromEntries(models.map((m) => [m, m])) : { ...models };
-    const tenant = await adminOk("POST", "/admin/tenants", { name: `tenant-${n}`, models: tenantModels }, [201]);
+    const tenant = await adminOk("POST", "/admin/tenants", { name: `tenant-${n}`, models: tenantModels, ...tenantSettings }, [201]);
     const keyObj = await adminOk(
       "POST",
       `/admin/tenants/${tenant.id}/keys`,

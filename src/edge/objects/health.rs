@@ -14,7 +14,7 @@ use crate::error::RelayError;
 use crate::governance::alerts::WebhookFormat;
 use crate::routing::breaker::{Admit, BreakerConfig};
 use crate::routing::channel::key_fingerprint;
-use crate::routing::health::{self, AlertTarget, ChannelHealth, Gate, HealthCall, Report};
+use crate::routing::health::{self, AlertTarget, ChannelHealth, HealthCall, Report};
 
 #[durable_object]
 pub struct Health {
@@ -113,26 +113,27 @@ fn with_copy<R>(channel_id: &str, f: impl FnOnce(&mut Copy) -> R) -> R {
     COPIES.with(|c| f(c.borrow_mut().entry(channel_id.to_string()).or_default()))
 }
 
-/// This isolate's view of a channel now, never waited for: a stale copy is refreshed in the
-/// background (carrying the successes gathered meanwhile).
-pub fn snapshot(
+/// Work with this isolate's view of a channel now, never waited for and never copied: a stale
+/// copy is refreshed in the background (carrying the successes gathered meanwhile).
+pub fn view<R>(
     env: &Env,
     ctx: &Context,
     channel_id: &str,
     config: BreakerConfig,
-) -> ChannelHealth {
+    f: impl FnOnce(&ChannelHealth) -> R,
+) -> R {
     let now = crate::edge::state::now_ms();
-    let (state, stale) = with_copy(channel_id, |c| {
+    let (result, stale) = with_copy(channel_id, |c| {
         let stale = !c.refreshing && now - c.fetched_ms >= FRESH_MS;
         if stale {
             c.refreshing = true;
         }
-        (c.state.clone(), stale)
+        (f(&c.state), stale)
     });
     if stale {
         flush(env, ctx, channel_id, config);
     }
-    state
+    result
 }
 
 /// Send what this isolate gathered and take the object's state, in the background. News that
@@ -263,11 +264,6 @@ pub async fn admit_probe(env: &Env, channel_id: &str, model: &str, config: Break
             false
         }
     }
-}
-
-/// The gate for `model` in an isolate's copy.
-pub fn gate(state: &ChannelHealth, model: &str) -> Gate {
-    state.gate(model, crate::edge::state::now_ms())
 }
 
 /// The object's own state, for the admin API (and this isolate's copy refreshed with it).

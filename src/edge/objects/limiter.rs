@@ -12,12 +12,14 @@ use worker::{
 };
 
 use super::{self as objects, JsonRow};
+use crate::api::server_timing::{ServerTiming, Wait};
 use crate::edge::state::random_bytes;
 use crate::error::RelayError;
+use crate::governance::budget::BudgetStatus;
 use crate::governance::grant::KeyGrant;
-use crate::governance::limits::lease::{LeaseBook, Return, Taken};
+use crate::governance::limits::lease::{LeaseBook, Return, Taken, DEFAULT_LEASE_MS};
 use crate::governance::limits::protocol::{
-    BudgetCtx, Decision, LeaseDecision, LimitHit, LimiterCall,
+    BudgetCtx, Decision, LeaseDecision, LeaseReturn, LimitHit, LimiterCall,
 };
 use crate::governance::limits::state::LimiterState;
 use crate::governance::limits::{Ask, Limits, RateInfo};
@@ -180,6 +182,15 @@ fn with_book<R>(place: &Place, f: impl FnOnce(&mut LeaseBook) -> R) -> R {
 const LEASE_MIN_REQUESTS: u64 = 8;
 const LEASE_MAX_REQUESTS: u64 = 1024;
 
+/// How a request is decided at a limiter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// At the limiter, per request: exact per-minute buckets, concurrency, immediate revocation.
+    Strict,
+    /// From capacity leased to this isolate for this long (the default).
+    Lease(u64),
+}
+
 /// One limiter's part in a request: what it holds there, and how.
 #[derive(Clone)]
 struct Side {
@@ -192,7 +203,8 @@ struct Side {
     direct: bool,
 }
 
-/// What a reservation holds, to be settled when the request is done.
+/// What a reservation holds, to be settled when the request is done. A request of a key and
+/// tenant without limits holds nothing and was never at a limiter.
 #[derive(Clone)]
 pub struct Held {
     request_id: String,
@@ -214,23 +226,55 @@ fn new_lease_id() -> String {
     )
 }
 
-/// Decide one side: from a lease when the tenant uses lease mode (asking the limiter only
-/// when the isolate holds no lease with room), else at the limiter.
+fn admitted_from(taken: Taken, budget: Option<BudgetStatus>) -> Decision {
+    Decision {
+        admitted: true,
+        hit: None,
+        retry_after_ms: None,
+        rate: taken.rate,
+        budget,
+    }
+}
+
+/// A limiter call the request waits for, timed in its Server-Timing.
+async fn timed<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    timing: &RefCell<ServerTiming>,
+    place: &Place,
+    c: &LimiterCall,
+) -> Result<T, RelayError> {
+    let t0 = worker::js_sys::Date::now();
+    let reply = call(env, place, c).await;
+    timing
+        .borrow_mut()
+        .add(Wait::Limiter, worker::js_sys::Date::now() - t0);
+    reply
+}
+
+/// Decide one side: in lease mode from a lease this isolate holds (asking the limiter only
+/// when none has room, and fetching the next one in the background before it runs out), else
+/// at the limiter. Finished leases go back to the limiter with the next call made to it.
+#[allow(clippy::too_many_arguments)]
 async fn admit_side(
     env: &Env,
     ctx: &Context,
+    timing: &RefCell<ServerTiming>,
     side: &mut Side,
     request_id: &str,
     ask: Ask,
-    lease_ms: Option<u64>,
+    mode: Mode,
     downgraded: bool,
 ) -> Result<Decision, RelayError> {
     // Concurrency limits count requests in flight at the limiter, which a lease cannot;
     // downgraded requests pass the hard budget a lease is bounded by. Both go direct.
-    let leasing = lease_ms.filter(|_| side.limits.concurrency.is_none() && !downgraded);
+    let leasing = match mode {
+        Mode::Lease(ms) if side.limits.concurrency.is_none() && !downgraded => Some(ms),
+        Mode::Lease(_) | Mode::Strict => None,
+    };
     let Some(lease_ms) = leasing else {
-        let d: Decision = call(
+        let d: Decision = timed(
             env,
+            timing,
             &side.place,
             &LimiterCall::Reserve {
                 id: request_id.to_string(),
@@ -246,8 +290,14 @@ async fn admit_side(
         return Ok(d);
     };
     let now = crate::edge::state::now_ms();
-    let (taken, refresh, want) = with_book(&side.place, |book| {
+    let (taken, refresh, want, returns) = with_book(&side.place, |book| {
         let taken = book.take(ask, now);
+        // A miss brings this isolate's pieces of capacity back together for the next lease.
+        let returns = match &taken {
+            Some(_) => book.finished(now),
+            None => book.consolidate(now),
+        };
+        let returns: Vec<LeaseReturn> = returns.into_iter().map(lease_return).collect();
         let refresh = book.wants_refresh(now);
         if refresh {
             book.refreshing = true;
@@ -256,26 +306,23 @@ async fn admit_side(
             taken,
             refresh,
             book.want(ask, LEASE_MIN_REQUESTS, LEASE_MAX_REQUESTS),
+            returns,
         )
     });
     if let Some(taken) = taken {
         if refresh {
-            refresh_lease(env, ctx, side, ask, want, lease_ms);
+            refresh_lease(env, ctx, side, ask, want, lease_ms, returns);
+        } else if !returns.is_empty() {
+            return_leases_later(env, ctx, side, returns);
         }
-        let rate = taken.rate;
-        side.lease = Some(taken);
-        return Ok(Decision {
-            admitted: true,
-            hit: None,
-            retry_after_ms: None,
-            rate,
-            budget: None,
-        });
+        side.lease = Some(taken.clone());
+        return Ok(admitted_from(taken, None));
     }
     // No lease with room: take one now, this request first in it.
     let id = new_lease_id();
-    let reply: std::result::Result<LeaseDecision, RelayError> = call(
+    let reply: std::result::Result<LeaseDecision, RelayError> = timed(
         env,
+        timing,
         &side.place,
         &LimiterCall::Lease {
             id: id.clone(),
@@ -286,6 +333,7 @@ async fn admit_side(
             budget: side.budget.clone(),
             downgraded,
             credit: None,
+            returns,
         },
     )
     .await;
@@ -299,17 +347,9 @@ async fn admit_side(
     if reply.grant.is_none() && reply.decision.hit != Some(LimitHit::Revoked) {
         // Refused because the rest is leased out — perhaps to this isolate, by a request that
         // overtook this one: what it holds here is this key's too.
-        let taken = with_book(&side.place, |book| book.take(ask, now));
-        if let Some(taken) = taken {
-            let rate = taken.rate;
-            side.lease = Some(taken);
-            return Ok(Decision {
-                admitted: true,
-                hit: None,
-                retry_after_ms: None,
-                rate,
-                budget: reply.decision.budget,
-            });
+        if let Some(taken) = with_book(&side.place, |book| book.take(ask, now)) {
+            side.lease = Some(taken.clone());
+            return Ok(admitted_from(taken, reply.decision.budget));
         }
     }
     if let Some(grant) = reply.grant {
@@ -326,8 +366,24 @@ async fn admit_side(
     Ok(reply.decision)
 }
 
-/// Fetch the next lease in the background, so steady traffic never waits for one.
-fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lease_ms: u64) {
+fn lease_return(r: Return) -> LeaseReturn {
+    LeaseReturn {
+        id: r.lease_id,
+        used: r.used,
+    }
+}
+
+/// Fetch the next lease in the background, so steady traffic never waits for one; finished
+/// leases go back with it.
+fn refresh_lease(
+    env: &Env,
+    ctx: &Context,
+    side: &Side,
+    ask: Ask,
+    want: Ask,
+    lease_ms: u64,
+    returns: Vec<LeaseReturn>,
+) {
     let env = env.clone();
     let side = side.clone();
     ctx.wait_until(async move {
@@ -348,6 +404,7 @@ fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lea
                 budget: side.budget.clone(),
                 downgraded: false,
                 credit: None,
+                returns,
             },
         )
         .await;
@@ -365,31 +422,71 @@ fn refresh_lease(env: &Env, ctx: &Context, side: &Side, ask: Ask, want: Ask, lea
     });
 }
 
-/// Reserve `ask` for a request at the key's limiter (always: it also knows whether the key
-/// was revoked) and, when the tenant has limits or a budget, at the tenant's, both at once.
-/// A request one of them refuses is released at the other.
+/// Send finished leases back when no other call to their limiter is due.
+fn return_leases_later(env: &Env, ctx: &Context, side: &Side, returns: Vec<LeaseReturn>) {
+    let env = env.clone();
+    let side = side.clone();
+    ctx.wait_until(async move { return_leases(&env, &side, returns).await });
+}
+
+/// `admit_side` for a side that exists; nothing for one that does not.
+#[allow(clippy::too_many_arguments)]
+async fn admit_optional(
+    env: &Env,
+    ctx: &Context,
+    timing: &RefCell<ServerTiming>,
+    side: Option<&mut Side>,
+    request_id: &str,
+    ask: Ask,
+    mode: Mode,
+    downgraded: bool,
+) -> Result<Option<Decision>, RelayError> {
+    match side {
+        Some(side) => admit_side(env, ctx, timing, side, request_id, ask, mode, downgraded)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How a tenant's requests are decided: strict when it asked for per-request decisions, else
+/// from leases of `lease_ms` (2 s unless the tenant chose otherwise).
+fn mode_of(grant: &KeyGrant) -> Mode {
+    if grant.settings.strict_limits {
+        Mode::Strict
+    } else {
+        Mode::Lease(grant.settings.lease_ms.unwrap_or(DEFAULT_LEASE_MS))
+    }
+}
+
+/// Reserve `ask` for a request at the limiters that have something to decide: the key's when
+/// it has limits (or its tenant is strict, where the key's limiter also answers for
+/// revocation at once), the tenant's when it has limits or a budget — both at once. A request
+/// one of them refuses is released at the other. A key and tenant without limits are never at
+/// a limiter: revocation reaches them through the key's cached grant within the config TTL.
 pub async fn reserve(
     env: &Env,
     ctx: &Context,
+    timing: &RefCell<ServerTiming>,
     grant: &KeyGrant,
     request_id: &str,
     ask: Ask,
     downgraded: bool,
 ) -> Result<Admitted, RelayError> {
     let jurisdiction = grant.jurisdiction.as_deref();
-    let lease_ms = grant.settings.lease_ms;
+    let mode = mode_of(grant);
     let budget = grant.settings.budget.clone().map(|budget| BudgetCtx {
         tenant_id: grant.tenant_id.clone(),
         budget,
         tag: None,
     });
-    let mut key = Side {
+    let mut key = (!grant.key_limits.is_empty() || mode == Mode::Strict).then(|| Side {
         place: Place::key(&grant.key_id, jurisdiction),
         limits: grant.key_limits.clone(),
         budget: None,
         lease: None,
         direct: false,
-    };
+    });
     let mut tenant = (!grant.tenant_limits.is_empty() || budget.is_some()).then(|| Side {
         place: Place::tenant(&grant.tenant_id, jurisdiction),
         limits: grant.tenant_limits.clone(),
@@ -397,17 +494,29 @@ pub async fn reserve(
         lease: None,
         direct: false,
     });
-    let key_decision = admit_side(env, ctx, &mut key, request_id, ask, lease_ms, downgraded);
-    let (key_decision, tenant_decision) = match tenant.as_mut() {
-        Some(t) => {
-            let (k, t) = futures::join!(
-                key_decision,
-                admit_side(env, ctx, t, request_id, ask, lease_ms, downgraded)
-            );
-            (k?, Some(t?))
-        }
-        None => (key_decision.await?, None),
-    };
+    let (key_decision, tenant_decision) = futures::join!(
+        admit_optional(
+            env,
+            ctx,
+            timing,
+            key.as_mut(),
+            request_id,
+            ask,
+            mode,
+            downgraded
+        ),
+        admit_optional(
+            env,
+            ctx,
+            timing,
+            tenant.as_mut(),
+            request_id,
+            ask,
+            mode,
+            downgraded
+        ),
+    );
+    let (key_decision, tenant_decision) = (key_decision?, tenant_decision?);
     let refused = |d: &Decision, scope: &'static str| -> Option<RelayError> {
         if d.admitted {
             return None;
@@ -427,11 +536,13 @@ pub async fn reserve(
             },
         })
     };
-    let failure = refused(&key_decision, "key")
+    let failure = key_decision
+        .as_ref()
+        .and_then(|k| refused(k, "key"))
         .or_else(|| tenant_decision.as_ref().and_then(|t| refused(t, "tenant")));
     let held = Held {
         request_id: request_id.to_string(),
-        sides: std::iter::once(key).chain(tenant).collect(),
+        sides: key.into_iter().chain(tenant).collect(),
     };
     if let Some(err) = failure {
         // Whichever side admitted must not keep the reservation.
@@ -439,15 +550,13 @@ pub async fn reserve(
         return Err(err);
     }
     // The headers describe the tighter of the two when both limit the same thing.
+    let key_rate = key_decision.as_ref().map(|k| k.rate);
     let rate = match (
-        key_decision
-            .rate
-            .limit_requests
-            .or(key_decision.rate.limit_tokens),
+        key_rate.and_then(|r| r.limit_requests.or(r.limit_tokens)),
         &tenant_decision,
     ) {
         (None, Some(t)) => t.rate,
-        _ => key_decision.rate,
+        _ => key_rate.unwrap_or_default(),
     };
     let budget_warning = tenant_decision
         .as_ref()
@@ -465,28 +574,25 @@ async fn release(env: &Env, held: &Held) {
     close(env, held, None).await
 }
 
-/// Replace the reservation by what the request used (zero when it failed). A key without
-/// limits held nothing (its limiter only checked revocation), so it is not called again;
-/// a request admitted from a lease settles in the isolate, and only a finished lease is
-/// settled at the limiter.
+/// Replace the reservation by what the request used (zero when it failed). A request admitted
+/// from a lease settles in the isolate, and only a finished lease is settled at the limiter.
 pub async fn settle(env: &Env, held: &Held, used: Ask) {
     close(env, held, Some(used)).await
 }
 
-/// Settle (`Some`) or release (`None`) every side of a request.
+/// Settle (`Some`) or release (`None`) every side of a request, the sides at once.
 async fn close(env: &Env, held: &Held, used: Option<Ask>) {
     let now = crate::edge::state::now_ms();
-    let mut returns = Vec::new();
-    for side in &held.sides {
+    let sides = held.sides.iter().map(|side| async move {
         if let Some(t) = &side.lease {
             let done = with_book(&side.place, |b| match used {
                 Some(used) => b.settle(&t.lease_id, t.reserved, used, now),
                 None => b.release(&t.lease_id, t.reserved, now),
             });
-            returns.extend(done.into_iter().map(|r| (side.clone(), r)));
+            return_leases(env, side, done.into_iter().map(lease_return).collect()).await;
         }
         if !side.direct {
-            continue;
+            return;
         }
         let id = held.request_id.clone();
         let limits = side.limits.clone();
@@ -503,23 +609,23 @@ async fn close(env: &Env, held: &Held, used: Option<Ask>) {
         if let Err(e) = call::<serde_json::Value>(env, &side.place, &c).await {
             worker::console_error!("{:?} at {}: {:?}", c, side.place.object, e);
         }
-    }
-    return_leases(env, returns).await;
+    });
+    futures::future::join_all(sides).await;
 }
 
-/// Settle finished leases at their limiters. Failures are logged: the lease then lapses at
-/// the limiter `LEASE_GRACE_MS` after its expiry, counted as fully used.
-async fn return_leases(env: &Env, returns: Vec<(Side, Return)>) {
-    for (side, r) in returns {
+/// Settle finished leases at their limiter. Failures are logged: the lease then lapses at the
+/// limiter `LEASE_GRACE_MS` after its expiry, counted as fully used.
+async fn return_leases(env: &Env, side: &Side, returns: Vec<LeaseReturn>) {
+    for r in returns {
         let c = LimiterCall::Settle {
-            id: r.lease_id.clone(),
+            id: r.id.clone(),
             used: r.used,
             limits: side.limits.clone(),
             budget: side.budget.clone(),
             credit: None,
         };
         if let Err(e) = call::<Decision>(env, &side.place, &c).await {
-            worker::console_error!("return {} at {}: {:?}", r.lease_id, side.place.object, e);
+            worker::console_error!("return {} at {}: {:?}", r.id, side.place.object, e);
         }
     }
 }

@@ -10,6 +10,11 @@
 use crate::governance::limits::protocol::LeaseGrant;
 use crate::governance::limits::{Ask, RateInfo};
 
+/// How long a lease lasts unless the tenant chose otherwise (`lease_ms`): the same bound as
+/// the config cache, so a limit change reaches every isolate within about `CONFIG_CACHE_TTL_MS`
+/// either way.
+pub const DEFAULT_LEASE_MS: u64 = 2_000;
+
 /// A new lease is fetched ahead of need once the live ones have less than this fraction of
 /// their requests or time left, so steady traffic never waits for one.
 const REFRESH_DIVISOR: u64 = 2;
@@ -27,11 +32,13 @@ struct Local {
     used: Ask,
     outstanding: u32,
     rate: RateInfo,
+    /// Takes no more requests; goes back once its last outstanding request settles.
+    closing: bool,
 }
 
 impl Local {
     fn live(&self, now_ms: i64) -> bool {
-        now_ms < self.expires_ms
+        now_ms < self.expires_ms && !self.closing
     }
 
     fn fits(&self, ask: Ask) -> bool {
@@ -131,6 +138,7 @@ impl LeaseBook {
             used: zero,
             outstanding: u32::from(taken.is_some()),
             rate,
+            closing: false,
         });
     }
 
@@ -193,6 +201,18 @@ impl LeaseBook {
             false
         });
         done
+    }
+
+    /// No lease has room for a request: every lease with nothing outstanding goes back now,
+    /// live or not, and the others take no more requests and go back when their last one
+    /// settles — so capacity left in pieces too small for a request comes together again in
+    /// the next lease instead of stranding while the pieces live. Returns what goes back now
+    /// (expired leases included).
+    pub fn consolidate(&mut self, now_ms: i64) -> Vec<Return> {
+        for l in &mut self.leases {
+            l.closing = true;
+        }
+        self.finished(now_ms)
     }
 
     /// Should the caller fetch the next lease in the background now?
@@ -436,5 +456,62 @@ mod tests {
         );
         let t = book.take(Ask::request(1, 0), 1).unwrap();
         assert_eq!(t.rate.remaining_requests, Some(78));
+    }
+
+    #[test]
+    fn a_miss_sends_idle_leases_back_and_closes_the_busy_ones() {
+        let mut book = LeaseBook::default();
+        let need = Ask::request(21, 0);
+        // Two live leases, each with 16 tokens left: room for no request of 21.
+        book.add(
+            "idle".into(),
+            grant(8, Some(16), 10_000),
+            None,
+            RateInfo::default(),
+            0,
+        );
+        book.add(
+            "busy".into(),
+            grant(8, Some(37), 10_000),
+            None,
+            RateInfo::default(),
+            0,
+        );
+        let busy = book.take(need, 1).unwrap();
+        assert_eq!(busy.lease_id, "busy");
+        assert_eq!(book.take(need, 2), None);
+        let back = book.consolidate(2);
+        assert_eq!(
+            back,
+            vec![Return {
+                lease_id: "idle".into(),
+                used: Ask {
+                    requests: 0,
+                    tokens: 0,
+                    cost_micros: 0
+                }
+            }]
+        );
+        // The busy lease takes nothing more, and goes back with its request when that settles.
+        book.add(
+            "next".into(),
+            grant(8, Some(100), 10_000),
+            None,
+            RateInfo::default(),
+            3,
+        );
+        assert_eq!(book.take(need, 4).unwrap().lease_id, "next");
+        let done = book.settle(&busy.lease_id, busy.reserved, Ask::request(20, 0), 5);
+        assert_eq!(
+            done,
+            vec![Return {
+                lease_id: "busy".into(),
+                used: Ask {
+                    requests: 1,
+                    tokens: 20,
+                    cost_micros: 0
+                }
+            }]
+        );
     }
 }

@@ -125,6 +125,13 @@ pub struct LeaseDecision {
 }
 
 /// A call to a limiter Durable Object (JSON over its fetch).
+/// A finished lease handed back: its id and what its requests used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReturn {
+    pub id: String,
+    pub used: Ask,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LimiterCall {
@@ -154,6 +161,11 @@ pub enum LimiterCall {
         /// A prepaid tenant: the lease's spend is held against its balance.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         credit: Option<CreditCtx>,
+        /// Leases of this isolate that ended, settled with what they used before the new one
+        /// is granted — so what they did not use is free again for this very grant, even when
+        /// every request since was refused.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        returns: Vec<LeaseReturn>,
     },
     /// Replace a reservation (or a lease) by what it used.
     Settle {

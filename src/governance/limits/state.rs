@@ -758,7 +758,19 @@ impl LimiterState {
                 budget,
                 downgraded,
                 credit,
+                returns,
             } => {
+                let returned = !returns.is_empty();
+                for r in returns {
+                    self.settle_governed(
+                        &limits,
+                        budget.as_ref(),
+                        credit.as_ref(),
+                        &r.id,
+                        r.used,
+                        now_ms,
+                    );
+                }
                 let gov = Governed {
                     budget: budget.as_ref(),
                     downgraded,
@@ -766,7 +778,7 @@ impl LimiterState {
                 };
                 let alerts = self.alerts.len();
                 let d = self.lease_governed(&limits, gov, &id, want, need, lease_ms, now_ms);
-                let changed = d.grant.is_some() || self.alerts.len() != alerts;
+                let changed = returned || d.grant.is_some() || self.alerts.len() != alerts;
                 (LimiterReply::Lease(d), changed)
             }
             LimiterCall::Settle {
@@ -860,6 +872,7 @@ fn apply(value: u64, delta: i128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::governance::limits::protocol::LeaseReturn;
     use crate::governance::limits::{parse_limits, Quota};
 
     const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, a Thursday
@@ -1394,6 +1407,10 @@ mod tests {
     #[test]
     fn lease_calls_round_trip_as_json() {
         let call = LimiterCall::Lease {
+            returns: vec![LeaseReturn {
+                id: "l0".into(),
+                used: ask(3),
+            }],
             id: "l".into(),
             want: ask(5),
             need: ask(1),
@@ -1882,5 +1899,59 @@ mod tests {
         assert!(due[0].id.contains("team:search"));
         let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
         assert_eq!(body["tag"], "team:search");
+    }
+
+    /// The quota an isolate's finished leases hold comes back with its next lease call, before
+    /// the new grant is sized: even when every request since was refused, nothing stays stranded.
+    #[test]
+    fn finished_leases_return_with_the_next_lease_call() {
+        let limits = daily(None, Some(400), None);
+        let mut s = LimiterState::default();
+        let want = Ask {
+            requests: 8,
+            tokens: 8 * 15,
+            cost_micros: 0,
+        };
+        let lease_call = |id: &str, returns: Vec<LeaseReturn>| LimiterCall::Lease {
+            id: id.into(),
+            want,
+            need: ask(15),
+            lease_ms: 2_000,
+            limits: limits.clone(),
+            budget: None,
+            downgraded: false,
+            credit: None,
+            returns,
+        };
+        let granted = |reply: LimiterReply| match reply {
+            LimiterReply::Lease(d) => d.grant,
+            other => panic!("{other:?}"),
+        };
+        let (reply, _) = s.handle(lease_call("l1", vec![]), T0);
+        let g1 = granted(reply).unwrap();
+        assert_eq!(g1.tokens, Some(100), "a quarter of what remains");
+        // Leases keep coming while the first is held; the quota runs low.
+        let (reply, _) = s.handle(lease_call("l2", vec![]), T0 + 10);
+        assert_eq!(granted(reply).unwrap().tokens, Some(75));
+        // The first lease expired having used 30 tokens: returned with the next call, its unused
+        // 70 are free before this grant is made.
+        let (reply, changed) = s.handle(
+            lease_call(
+                "l3",
+                vec![LeaseReturn {
+                    id: "l1".into(),
+                    used: Ask {
+                        requests: 2,
+                        tokens: 30,
+                        cost_micros: 0,
+                    },
+                }],
+            ),
+            T0 + 2_500,
+        );
+        assert!(changed);
+        // 400 − 30 used − 75 held by l2 = 295 left: a quarter, at least the request's 15.
+        assert_eq!(granted(reply).unwrap().tokens, Some(73));
+        assert_eq!(s.period_usage(Period::Day).1, 30 + 75 + 73);
     }
 }
