@@ -249,7 +249,9 @@ async function main() {
       `load generator: ${loadgenDesc}, ${CONCURRENCY} connections, ${SECONDS} s per row after ${WARMUP} s warm-up\n` +
       `pinning: ${L.pinning.why}\n` +
       `CPU ms/req: the gateway's process CPU (utime+stime, with children) over the measured window / requests served` +
-      ` (upstream row: the fake upstream's own)\n` +
+      ` (upstream row: the fake upstream's own);\n` +
+      `CPU %: that CPU over the window's wall time; core ${L.GATEWAY_CORE} %: how busy core ${L.GATEWAY_CORE} was, whoever used it` +
+      ` (well above CPU %: other processes shared the gateway's core)\n` +
       (portkey ? `portkey: @portkey-ai/gateway ${portkey.version} (node), headers x-portkey-provider: openai, x-portkey-custom-host: <fake upstream>/v1\n` : "") +
       (portkeyNote ? `portkey: ${portkeyNote}\n` : ""),
   );
@@ -265,8 +267,10 @@ async function main() {
         fmt(r.p99, 2),
         fmt(r.ttfb50, 2),
         fmt(r.cpuMsPerRequest, 3),
+        fmt(100 * r.cpuUtilisation),
+        fmt(100 * r.coresBusy[L.GATEWAY_CORE]),
       ]),
-      ["target", "mode", "requests", "errors", "req/s", "p50 ms", "p99 ms", "ttfb p50 ms", "CPU ms/req"],
+      ["target", "mode", "requests", "errors", "req/s", "p50 ms", "p99 ms", "ttfb p50 ms", "CPU ms/req", "CPU %", `core ${L.GATEWAY_CORE} %`],
     ),
   );
 

@@ -202,6 +202,26 @@ export function rssBytes(pid) {
   }
 }
 
+/** Per-core jiffies from /proc/stat: [{busy, total}] indexed by core. */
+export function coreTimes() {
+  const out = [];
+  try {
+    for (const line of fs.readFileSync("/proc/stat", "utf8").split("\n")) {
+      const m = /^cpu(\d+) (.*)$/.exec(line);
+      if (!m) continue;
+      const v = m[2].trim().split(/\s+/).map(Number);
+      const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // guest time is inside user
+      out[Number(m[1])] = { busy: total - v[3] - v[4], total };
+    }
+  } catch {}
+  return out;
+}
+
+/** Busy share of each core between two coreTimes() readings. */
+export function coreBusy(a, b) {
+  return b.map((x, i) => (a[i] && x.total > a[i].total ? (x.busy - a[i].busy) / (x.total - a[i].total) : NaN));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pinning
 
@@ -618,6 +638,7 @@ export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = []
     else await nodeLoad(t, { seconds: warmup, concurrency });
   }
   const cpu0 = cpuPids.map(cpuSeconds);
+  const cores0 = coreTimes();
   const t0 = process.hrtime.bigint();
   let done;
   const finished = new Promise((r) => (done = r));
@@ -631,6 +652,7 @@ export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = []
   const p = probing ? await probing : null;
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu1 = cpuPids.map(cpuSeconds);
+  const coresBusy = coreBusy(cores0, coreTimes());
   const cpu = cpu1.reduce((s, c, i) => s + (c - cpu0[i]), 0);
   const served = main.n + (p?.n ?? 0);
   return {
@@ -641,6 +663,7 @@ export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = []
     cpuSeconds: cpuPids.length ? cpu : NaN,
     cpuMsPerRequest: cpuPids.length && served ? (1000 * cpu) / served : NaN,
     cpuUtilisation: cpuPids.length ? cpu / wall : NaN,
+    coresBusy, // share of each core busy over the window, whoever used it
     served,
   };
 }

@@ -38,3 +38,16 @@ ensure_portkey() {
   fi
   return 0
 }
+
+# Builds the Worker unless build/ is newer than everything it is built from (wasm-opt alone takes
+# a minute on a busy machine); BENCH_REBUILD=1 builds anyway.
+build_if_stale() {
+  local wasm=build/index_bg.wasm
+  if [ "${BENCH_REBUILD:-}" != 1 ] && [ -f "$wasm" ] && [ -f build/index.js ] \
+    && [ -z "$(find src Cargo.toml Cargo.lock scripts/build.sh scripts/versions.sh -newer "$wasm" -print -quit 2>/dev/null)" ] \
+    && { [ ! -e build.rs ] || [ build.rs -ot "$wasm" ]; }; then
+    bench_say "build/ is up to date (BENCH_REBUILD=1 to build anyway)"
+    return 0
+  fi
+  bash scripts/build.sh >/dev/null
+}

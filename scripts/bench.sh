@@ -17,5 +17,5 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,portkey,* ]]; then ensure
 if [ -z "${BENCH_ONLY:-}" ] || [[ ",$BENCH_ONLY," == *,translate,* ]]; then
   cargo run --quiet --release --example translate_bench
 fi
-bash scripts/build.sh >/dev/null
+build_if_stale
 exec node bench/bench.mjs "$@"

@@ -9,5 +9,5 @@ source scripts/env.sh
 source scripts/bench-tools.sh
 ensure_wrk
 ensure_taskset
-bash scripts/build.sh >/dev/null
+build_if_stale
 exec node bench/profile.mjs "$@"
