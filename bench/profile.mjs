@@ -145,7 +145,8 @@ function analyse(profile, requests) {
   const typical = sorted[Math.floor(sorted.length / 2)] ?? 0;
   // The interval after sample i belongs to sample i (as DevTools does).
   const dur = (i) => (i + 1 < n ? Math.max(0, deltas[i + 1]) : typical);
-  const key = (cf) => `${cf.functionName}|${cf.url}|${cf.lineNumber}|${cf.columnNumber}`;
+  // By the name shown: the monomorphisations of one Rust function (same name, other hash) add up.
+  const key = (cf) => displayName(cf);
   const self = new Map();
   const incl = new Map();
   const names = new Map();
