@@ -10,7 +10,8 @@
 //     relay-lease    the same quota, tenant in lease mode (lease_ms 2000)
 //     relay-mock     the relay with a `mock` channel (no upstream hop)
 //     portkey        the Portkey AI Gateway (node), same request, pointed at the fake upstream
-//   for each: req/s, p50/p99, errors, TTFB p50 (a 2-connection probe beside the load), and the
+//   for each: req/s, p50/p99, errors, TTFB p50 (a 2-connection probe beside the load, and one
+//   request at a time before it), and the
 //   CPU the gateway's process(es) used over the measured window per request served (utime+stime
 //   from /proc of workerd, or Portkey's node, with their children); then ratios.
 //   resilience     one upstream failing half its requests: direct vs the relay with a second route
@@ -25,6 +26,7 @@
 //   node bench/bench.mjs            (needs build/index.js: bash scripts/build.sh; npm run bench does it)
 // Environment: BENCH_SECONDS (10) per measured row, BENCH_WARMUP (2) seconds of warm-up per row,
 // BENCH_CONCURRENCY (32), BENCH_LIMITER_CONCURRENCY (64), BENCH_LONG_MB (100),
+// BENCH_IDLE (1.5) seconds of one-at-a-time requests per row (latency without load),
 // BENCH_MODES (non-stream,stream), BENCH_LOADGEN (wrk|node), BENCH_ONLY (comma-separated of
 // upstream, passthrough, relay, relay-limited, relay-strict, relay-lease, relay-mock, portkey,
 // resilience, limiter, memory; default: all). Raw results: bench/out/bench-<timestamp>.json.
@@ -54,7 +56,7 @@ const GATEWAY_ROWS = ["passthrough", ...RELAY_ROWS, "portkey"];
 // The longest a default run can take, with room to spare; then everything is cleaned up.
 {
   const rows = MODES.length * 8 + 3;
-  L.hardTimeout(rows * (SECONDS + WARMUP + 8) + 300);
+  L.hardTimeout(rows * (SECONDS + WARMUP + 10) + 300);
 }
 
 function sizes() {
@@ -196,13 +198,14 @@ async function main() {
   }
 
   const opts = { seconds: SECONDS, warmup: WARMUP, concurrency: CONCURRENCY, loadgen: LOADGEN };
+  const IDLE = Number(process.env.BENCH_IDLE ?? 1.5);
   const results = [];
   for (const mode of MODES) {
     for (const t of targets) {
       if (!want(t.name)) continue;
       const tt = L.target(t.url, { key: t.key, body: bodyFor(t.model ?? "bench", mode === "stream"), headers: t.headers });
       log(`${t.name} ${mode}: ${SECONDS} s, ${CONCURRENCY} connections (+${WARMUP} s warm-up)`);
-      const r = await L.measureRow(tt, { ...opts, cpuPids: t.cpuPids });
+      const r = await L.measureRow(tt, { ...opts, idle: IDLE, cpuPids: t.cpuPids });
       results.push({ target: t.name, mode, ...r });
       if (r.errors) log(`  ${t.name} ${mode}: ${r.errors} errors ${JSON.stringify(r.errorsDetail ?? r.statuses)}`);
     }
@@ -250,6 +253,7 @@ async function main() {
       `pinning: ${L.pinning.why}\n` +
       `CPU ms/req: the gateway's process CPU (utime+stime, with children) over the measured window / requests served` +
       ` (upstream row: the fake upstream's own);\n` +
+      `ttfb p50: first body byte, from a 2-connection probe beside the load; idle ttfb: one request at a time, ${IDLE} s, before the load\n` +
       `CPU %: that CPU over the window's wall time; core ${L.GATEWAY_CORE} %: how busy core ${L.GATEWAY_CORE} was, whoever used it` +
       ` (well above CPU %: other processes shared the gateway's core)\n` +
       (portkey ? `portkey: @portkey-ai/gateway ${portkey.version} (node), headers x-portkey-provider: openai, x-portkey-custom-host: <fake upstream>/v1\n` : "") +
@@ -266,11 +270,12 @@ async function main() {
         fmt(r.p50, 2),
         fmt(r.p99, 2),
         fmt(r.ttfb50, 2),
+        fmt(r.idle?.ttfb50, 2),
         fmt(r.cpuMsPerRequest, 3),
         fmt(100 * r.cpuUtilisation),
         fmt(100 * r.coresBusy[L.GATEWAY_CORE]),
       ]),
-      ["target", "mode", "requests", "errors", "req/s", "p50 ms", "p99 ms", "ttfb p50 ms", "CPU ms/req", "CPU %", `core ${L.GATEWAY_CORE} %`],
+      ["target", "mode", "requests", "errors", "req/s", "p50 ms", "p99 ms", "ttfb p50 ms", "idle ttfb ms", "CPU ms/req", "CPU %", `core ${L.GATEWAY_CORE} %`],
     ),
   );
 
@@ -299,12 +304,13 @@ async function main() {
         pt ? fmt(rl.cpuMsPerRequest / pt.cpuMsPerRequest, 2) : "-",
         pk && name !== "portkey" ? fmt(rl.rps / pk.rps, 2) : "-",
         pt && mode === "stream" ? fmt(rl.ttfb50 - pt.ttfb50, 2) : "-",
+        pt && mode === "stream" ? fmt((rl.idle?.ttfb50 ?? NaN) - (pt.idle?.ttfb50 ?? NaN), 2) : "-",
       ]);
     }
   }
   if (ratios.length) {
     console.log("\nratios (same run): vs the passthrough Worker, vs Portkey\n");
-    console.log(table(ratios, ["row", "mode", "req/s × pt", "CPU/req × pt", "req/s × portkey", "+ttfb p50 ms vs pt"]));
+    console.log(table(ratios, ["row", "mode", "req/s × pt", "CPU/req × pt", "req/s × portkey", "+ttfb p50 ms (load)", "+ttfb p50 ms (idle)"]));
   }
 
   if (resilience.length) {

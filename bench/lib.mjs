@@ -628,15 +628,18 @@ export function target(url, { key, body, headers = {} }) {
 }
 
 /**
- * Measures a row: warm-up, then the measured load (wrk, or node without wrk) with a 2-connection
+ * Measures a row: warm-up, `idle` seconds of one request at a time (latency without load), then
+ * the measured load (wrk, or node without wrk) with a 2-connection
  * TTFB probe from this process beside it, and the CPU the gateway's processes used in between.
  * cpuPids: the processes whose CPU is the gateway's.
  */
-export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = [], statuses = false, probe = 2, loadgen }) {
+export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = [], statuses = false, probe = 2, idle = 0, loadgen }) {
   if (warmup > 0) {
     if (loadgen === "wrk") await runWrk(t, { seconds: warmup, concurrency });
     else await nodeLoad(t, { seconds: warmup, concurrency });
   }
+  // Latency without load: one connection, one request after the other.
+  const quiet = idle > 0 ? await nodeLoad(t, { seconds: idle, concurrency: 1 }) : null;
   const cpu0 = cpuPids.map(cpuSeconds);
   const cores0 = coreTimes();
   const t0 = process.hrtime.bigint();
@@ -659,6 +662,7 @@ export async function measureRow(t, { seconds, warmup, concurrency, cpuPids = []
     ...main,
     ttfb50: p?.ttfb50 ?? main.ttfb50 ?? NaN,
     ttfb99: p?.ttfb99 ?? main.ttfb99 ?? NaN,
+    idle: quiet ? { n: quiet.n, p50: quiet.p50, p99: quiet.p99, ttfb50: quiet.ttfb50, statuses: quiet.statuses } : null,
     probe: p ? { n: p.n, p50: p.p50, p99: p.p99, ttfb50: p.ttfb50, ttfb99: p.ttfb99, statuses: p.statuses } : null,
     cpuSeconds: cpuPids.length ? cpu : NaN,
     cpuMsPerRequest: cpuPids.length && served ? (1000 * cpu) / served : NaN,
