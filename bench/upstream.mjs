@@ -1,7 +1,14 @@
-// A fast fake OpenAI upstream for the benchmark, run in its own worker thread (so it does not
-// share an event loop with the load generator): fixed small replies, keep-alive.
+// A fast fake OpenAI upstream for the benchmark, run as its own process (bench/lib.mjs starts it
+// pinned to the load generator's core): fixed small replies, keep-alive. It prints
+// {"port": N} on stdout once listening, and exits when its stdin closes (its parent is gone) or
+// on SIGTERM.
+//
+//   /v1/chat/completions          a small completion, or a 12-event stream when "stream":true
+//   /flaky/v1/...                 every other request fails with a 500 (the resilience rows)
+//   /long/<bytes>/v1/...          a stream of ~<bytes> bytes of small events (the memory row),
+//                                 written as fast as the reader takes it (bench/longstream.mjs)
 import http from "node:http";
-import { parentPort } from "node:worker_threads";
+import { EVENT, FIRST, eventCount, tail } from "./longstream.mjs";
 
 const completion = JSON.stringify({
   id: "chatcmpl-bench",
@@ -30,6 +37,28 @@ const streamWithout = streamBody(false);
 const failure = JSON.stringify({ error: { message: "The server had an error while processing your request.", type: "server_error", param: null, code: null } });
 let flakyCount = 0;
 
+/** Writes `count` events in batches, waiting for 'drain' whenever the socket is full. */
+function longStream(res, count) {
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  const BATCH = 32; // 32 small events (~6 KB) per write: small chunks, few syscalls
+  const batch = EVENT.repeat(BATCH);
+  let sent = 0;
+  res.write(FIRST);
+  const pump = () => {
+    while (sent < count) {
+      const n = Math.min(BATCH, count - sent);
+      sent += n;
+      if (!res.write(n === BATCH ? batch : EVENT.repeat(n))) {
+        res.once("drain", pump);
+        return;
+      }
+    }
+    res.end(tail(count));
+  };
+  res.on("close", () => (sent = count)); // the reader went away: stop
+  pump();
+}
+
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
@@ -40,6 +69,8 @@ const server = http.createServer((req, res) => {
       res.end(failure);
       return;
     }
+    const long = /^\/long\/(\d+)\//.exec(req.url);
+    if (long) return longStream(res, eventCount(Number(long[1])));
     // cheap checks instead of JSON.parse: this server must not be the bottleneck
     if (raw.includes('"stream":true')) {
       const body = raw.includes('"include_usage":true') ? streamWith : streamWithout;
@@ -56,10 +87,15 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
-server.listen(0, "127.0.0.1", () => parentPort.postMessage({ port: server.address().port }));
-parentPort.on("message", (m) => {
-  if (m === "close") {
-    server.closeAllConnections();
-    server.close(() => process.exit(0));
-  }
-});
+server.listen(0, "127.0.0.1", () => process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n"));
+
+const quit = () => {
+  server.closeAllConnections();
+  server.close(() => process.exit(0));
+  setTimeout(() => process.exit(0), 1000).unref();
+};
+process.stdin.on("end", quit);
+process.stdin.on("error", quit);
+process.stdin.resume();
+process.on("SIGTERM", quit);
+process.on("SIGINT", quit);
