@@ -657,16 +657,36 @@ pub struct Header {
     pub typ: Option<String>,
 }
 
-/// A decoded token, nothing of it verified yet.
+/// A decoded token, nothing of it verified yet. Only [`parse`] makes one, so its claims are
+/// always the payload its signature covers: nothing can pair a good signature with other
+/// claims on the way to [`VerifiedClaims`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
-    pub header: Header,
-    /// Untrusted until [`Verifier`] turns them into [`VerifiedClaims`].
-    pub claims: Map<String, Value>,
+    header: Header,
+    claims: Map<String, Value>,
+    signing_input: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Parsed {
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Untrusted until a [`Verifier`] turns them into [`VerifiedClaims`].
+    pub fn unverified_claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
     /// `BASE64URL(header) '.' BASE64URL(payload)` exactly as the token spells it: the bytes
     /// the signature covers (RFC 7515 §5.2 step 8).
-    pub signing_input: Vec<u8>,
-    pub signature: Vec<u8>,
+    pub fn signing_input(&self) -> &[u8] {
+        &self.signing_input
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
 }
 
 /// The JWS layer: header, payload bytes, signing input, signature.
