@@ -57,6 +57,8 @@ seeds_for() {
     bedrock_stream) echo 'bedrock/*.json' ;;
     request_decoders) echo '*/request_*.json' ;;
     reply_decoders) echo '*/*.json' ;;
+    # Tokens and origins: only its own seeds (fuzz/seeds/bearer_tokens/).
+    bearer_tokens) echo 'no-fixtures/*' ;;
     *) echo '*/*' ;;
   esac
 }

@@ -29,9 +29,32 @@ pub enum RelayError {
     KeyRevoked,
     KeyExpired,
     InvalidAdminToken,
+    /// A tenant-signed bearer token (JWT) that is not one: malformed, a bad signature, an
+    /// algorithm or key id the tenant does not use. `reason` is safe to show: it never says what
+    /// the tenant's configuration expects.
+    TokenInvalid {
+        reason: &'static str,
+    },
+    TokenExpired,
+    /// `nbf` (or `iat`) is later than now, beyond the allowed clock skew.
+    TokenNotYetValid,
+    /// The token lives longer than the relay accepts (`exp - iat`, or `exp - now`).
+    TokenLifetimeTooLong,
+    TokenWrongIssuer,
+    TokenWrongAudience,
     TenantDisabled,
     /// A tenant-scoped admin token reaching for what only the operator may touch.
     Forbidden,
+    /// A tenant admin token whose role does not cover this admin operation.
+    RoleForbidden {
+        role: &'static str,
+    },
+    /// A browser request (it has an `Origin`) that the key or its tenant does not admit:
+    /// `server_only` for a key that browsers may never use, else an origin not in the tenant's
+    /// CORS list with `refuse_others` set.
+    OriginNotAllowed {
+        server_only: bool,
+    },
     /// An access rule of the key or its tenant refuses this client.
     AccessDenied {
         reason: &'static str,
@@ -201,8 +224,15 @@ impl RelayError {
             | InvalidValue { .. } => 400,
             UnsupportedEndpoint { .. } | FieldNotSupported { .. } => 400,
             MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => 401,
+            TokenInvalid { .. }
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenLifetimeTooLong
+            | TokenWrongIssuer
+            | TokenWrongAudience => 401,
             BudgetExceeded { .. } | InsufficientBalance => 402,
             TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => 403,
+            RoleForbidden { .. } | OriginNotAllowed { .. } => 403,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             Conflict { .. } => 409,
@@ -241,10 +271,19 @@ impl RelayError {
             | InvalidApiKey
             | KeyRevoked
             | KeyExpired
-            | InvalidAdminToken => "invalid_request_error",
-            TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => {
-                "permission_error"
-            }
+            | InvalidAdminToken
+            | TokenInvalid { .. }
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenLifetimeTooLong
+            | TokenWrongIssuer
+            | TokenWrongAudience => "invalid_request_error",
+            TenantDisabled
+            | AccessDenied { .. }
+            | Forbidden
+            | RoleForbidden { .. }
+            | OriginNotAllowed { .. }
+            | RegionNotServed { .. } => "permission_error",
             LimitExceeded { quota: true, .. } | BudgetExceeded { .. } | InsufficientBalance => {
                 "insufficient_quota"
             }
@@ -274,9 +313,17 @@ impl RelayError {
             KeyRevoked => "key_revoked",
             KeyExpired => "key_expired",
             InvalidAdminToken => "invalid_admin_token",
+            TokenInvalid { .. } => "token_invalid",
+            TokenExpired => "token_expired",
+            TokenNotYetValid => "token_not_yet_valid",
+            TokenLifetimeTooLong => "token_lifetime_too_long",
+            TokenWrongIssuer => "token_wrong_issuer",
+            TokenWrongAudience => "token_wrong_audience",
             TenantDisabled => "tenant_disabled",
             AccessDenied { .. } => "access_denied",
             Forbidden => "forbidden",
+            RoleForbidden { .. } => "role_forbidden",
+            OriginNotAllowed { .. } => "origin_not_allowed",
             LimitExceeded { quota: false, .. } => "rate_limit_exceeded",
             LimitExceeded { quota: true, .. } => "insufficient_quota",
             BudgetExceeded { .. } => "budget_exceeded",
@@ -332,9 +379,18 @@ impl RelayError {
             KeyRevoked => "This API key has been revoked.".into(),
             KeyExpired => "This API key has expired.".into(),
             InvalidAdminToken => "Missing or incorrect admin token.".into(),
+            TokenInvalid { reason } => format!("The bearer token was refused: {reason}."),
+            TokenExpired => "The bearer token has expired; get a new one from the app's backend.".into(),
+            TokenNotYetValid => "The bearer token is not valid yet (its nbf or iat is in the future, beyond 60 s of clock skew).".into(),
+            TokenLifetimeTooLong => "The bearer token lives longer than 24 hours (exp - iat); issue shorter-lived tokens.".into(),
+            TokenWrongIssuer => "The bearer token's iss is not the issuer configured for its tenant.".into(),
+            TokenWrongAudience => "The bearer token's aud does not include the audience configured for its tenant.".into(),
             TenantDisabled => "The tenant this key belongs to is disabled.".into(),
             AccessDenied { reason } => format!("This key may not be used {reason}."),
             Forbidden => "This token manages only its own tenant's keys, limits, usage and audit log.".into(),
+            RoleForbidden { role } => format!("This admin token has the role '{role}', which does not allow this operation."),
+            OriginNotAllowed { server_only: true } => "This key is for servers only; requests from a browser (with an Origin header) are refused.".into(),
+            OriginNotAllowed { server_only: false } => "Requests from this origin are not allowed by the tenant's CORS settings.".into(),
             LimitExceeded { limit, scope, quota, retry_after_ms, .. } => {
                 let when = retry_after_ms.map(|ms| format!(" Try again in {}s.", ms.div_ceil(1000))).unwrap_or_default();
                 let what = if *quota { "quota" } else { "limit" };
@@ -418,6 +474,15 @@ impl RelayError {
                 .map(|after| ("retry-after", after.clone()))
                 .into_iter()
                 .collect(),
+            // RFC 6750 §3: a bearer token that was presented and refused.
+            TokenInvalid { .. }
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenLifetimeTooLong
+            | TokenWrongIssuer
+            | TokenWrongAudience => {
+                vec![("www-authenticate", r#"Bearer error="invalid_token""#.into())]
+            }
             InvalidJson { .. }
             | MissingParameter { .. }
             | InvalidType { .. }
@@ -430,6 +495,8 @@ impl RelayError {
             | TenantDisabled
             | InsufficientBalance
             | Forbidden
+            | RoleForbidden { .. }
+            | OriginNotAllowed { .. }
             | AccessDenied { .. }
             | RegionNotServed { .. }
             | ModelNotFound { .. }
@@ -537,6 +604,17 @@ mod tests {
                 reason: "from this address",
             },
             Forbidden,
+            TokenInvalid {
+                reason: "its signature does not verify",
+            },
+            TokenExpired,
+            TokenNotYetValid,
+            TokenLifetimeTooLong,
+            TokenWrongIssuer,
+            TokenWrongAudience,
+            RoleForbidden { role: "viewer" },
+            OriginNotAllowed { server_only: true },
+            OriginNotAllowed { server_only: false },
             LimitExceeded {
                 limit: "requests per minute".into(),
                 scope: "key",
@@ -640,5 +718,36 @@ mod tests {
             retry_after: Some("7".into()),
         };
         assert_eq!(e.headers(), vec![("retry-after", "7".to_string())]);
+    }
+
+    #[test]
+    fn token_refusals_are_401_with_distinct_codes_and_a_bearer_challenge() {
+        use RelayError::*;
+        let refusals = [
+            TokenInvalid { reason: "x" },
+            TokenExpired,
+            TokenNotYetValid,
+            TokenLifetimeTooLong,
+            TokenWrongIssuer,
+            TokenWrongAudience,
+        ];
+        let mut codes: Vec<_> = refusals.iter().map(RelayError::code).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), refusals.len());
+        for e in refusals {
+            assert_eq!(e.status(), 401, "{e:?}");
+            assert_eq!(
+                e.headers(),
+                vec![(
+                    "www-authenticate",
+                    r#"Bearer error="invalid_token""#.to_string()
+                )]
+            );
+        }
+        assert_eq!(RoleForbidden { role: "keys" }.status(), 403);
+        assert_eq!(
+            OriginNotAllowed { server_only: true }.code(),
+            "origin_not_allowed"
+        );
     }
 }

@@ -2,10 +2,12 @@
 //! does not compile until each place that dispatches on routes handles it. A path that exists
 //! with the wrong method is a 405 whose `Allow` comes from the same table that routes, a path
 //! that does not exist a 404. The facts each route carries (what the audit log calls a change,
-//! what a tenant token may do) live here too, each one exhaustive over the routes.
+//! what a tenant token may do, what each tenant token role may do) live here too, each one
+//! exhaustive over the routes.
 
 use crate::error::RelayError;
 use crate::formats::openai::Endpoint;
+use crate::governance::roles::Role;
 use crate::support::url::percent_decode;
 
 /// A request's method, parsed once at the entry.
@@ -90,6 +92,22 @@ pub enum AdminRoute {
     EnableTenant(String),
     /// `GET /admin/tenants/{id}/limits`: what the tenant's limiter holds now.
     TenantLimits(String),
+    /// `GET /admin/tenants/{id}/budget`: the tenant's budget (what `budget` of its GET shows).
+    GetTenantBudget(String),
+    /// `PUT /admin/tenants/{id}/budget`: the budget alone, so a tenant's billing token can set
+    /// it without the rest of the tenant.
+    PutTenantBudget(String),
+    /// `GET /admin/tenants/{tenant}/plans`
+    ListPlans(String),
+    /// `GET /admin/tenants/{tenant}/plans/{name}`
+    GetPlan { tenant: String, plan: String },
+    /// `PUT /admin/tenants/{tenant}/plans/{name}`
+    PutPlan { tenant: String, plan: String },
+    /// `DELETE /admin/tenants/{tenant}/plans/{name}`
+    DeletePlan { tenant: String, plan: String },
+    /// `GET /admin/tenants/{tenant}/users/{user}`: one end user's limiter state and usage (a
+    /// user id may contain `/`, so it takes the rest of the path).
+    GetEndUser { tenant: String, user: String },
     /// `GET /admin/tenants/{tenant}/keys`
     ListKeys(String),
     /// `POST /admin/tenants/{tenant}/keys`
@@ -189,6 +207,10 @@ enum Resource {
     TenantDisable(String),
     TenantEnable(String),
     TenantLimits(String),
+    TenantBudget(String),
+    TenantPlans(String),
+    TenantPlan(String, String),
+    TenantUser(String, String),
     TenantKeys(String),
     TenantTokens(String),
     Key(String),
@@ -246,6 +268,10 @@ impl Resource {
             ["admin", "keys", k, "rotate"] => Resource::KeyRotate(id(k)?),
             ["admin", "keys", k, "limits"] => Resource::KeyLimits(id(k)?),
             ["admin", "tenants", t, "limits"] => Resource::TenantLimits(id(t)?),
+            ["admin", "tenants", t, "budget"] => Resource::TenantBudget(id(t)?),
+            ["admin", "tenants", t, "plans"] => Resource::TenantPlans(id(t)?),
+            ["admin", "tenants", t, "plans", p] => Resource::TenantPlan(id(t)?, id(p)?),
+            ["admin", "tenants", t, "users", _, ..] => Resource::TenantUser(id(t)?, rest_from(4)?),
             ["admin", "channels"] => Resource::Channels,
             ["admin", "channels", c] => Resource::Channel(id(c)?),
             ["admin", "channels", c, "health"] => Resource::ChannelHealth(id(c)?),
@@ -295,6 +321,29 @@ impl Resource {
             Resource::TenantDisable(t) => vec![admin(Post, A::DisableTenant(t))],
             Resource::TenantEnable(t) => vec![admin(Post, A::EnableTenant(t))],
             Resource::TenantLimits(t) => vec![admin(Get, A::TenantLimits(t))],
+            Resource::TenantBudget(t) => vec![
+                admin(Get, A::GetTenantBudget(t.clone())),
+                admin(Put, A::PutTenantBudget(t)),
+            ],
+            Resource::TenantPlans(t) => vec![admin(Get, A::ListPlans(t))],
+            Resource::TenantPlan(tenant, plan) => vec![
+                admin(
+                    Get,
+                    A::GetPlan {
+                        tenant: tenant.clone(),
+                        plan: plan.clone(),
+                    },
+                ),
+                admin(
+                    Put,
+                    A::PutPlan {
+                        tenant: tenant.clone(),
+                        plan: plan.clone(),
+                    },
+                ),
+                admin(Delete, A::DeletePlan { tenant, plan }),
+            ],
+            Resource::TenantUser(tenant, user) => vec![admin(Get, A::GetEndUser { tenant, user })],
             Resource::TenantKeys(t) => vec![
                 admin(Get, A::ListKeys(t.clone())),
                 admin(Post, A::CreateKey(t)),
@@ -474,10 +523,33 @@ impl AdminRoute {
             DeleteModelGroup(g) => ("model_group.delete", "model_group", Some(g.as_str()), Gone),
             PutPrice(m) => ("price.set", "price", Some(m.as_str()), Reply),
             DeletePrice(m) => ("price.delete", "price", Some(m.as_str()), Gone),
-            ListTenants | GetTenant(_) | TenantLimits(_) | ListKeys(_) | GetKey(_)
-            | KeyLimits(_) | ListTenantTokens(_) | ListChannels | GetChannel(_)
-            | ChannelHealth(_) | GetModelMap | GetModelMapEntry(_) | ListModelGroups
-            | GetModelGroup(_) | ListPrices | GetPrice(_) | ListUsage | GetUsage(_) | ListAudit
+            PutTenantBudget(t) => ("tenant.budget_set", "tenant", Some(t.as_str()), Reply),
+            // A plan's name is unique within its tenant; the row's `tenant_id` says which.
+            PutPlan { plan, .. } => ("plan.set", "plan", Some(plan.as_str()), Reply),
+            DeletePlan { plan, .. } => ("plan.delete", "plan", Some(plan.as_str()), Gone),
+            ListTenants
+            | GetTenant(_)
+            | TenantLimits(_)
+            | GetTenantBudget(_)
+            | ListPlans(_)
+            | GetPlan { .. }
+            | GetEndUser { .. }
+            | ListKeys(_)
+            | GetKey(_)
+            | KeyLimits(_)
+            | ListTenantTokens(_)
+            | ListChannels
+            | GetChannel(_)
+            | ChannelHealth(_)
+            | GetModelMap
+            | GetModelMapEntry(_)
+            | ListModelGroups
+            | GetModelGroup(_)
+            | ListPrices
+            | GetPrice(_)
+            | ListUsage
+            | GetUsage(_)
+            | ListAudit
             | Analytics(_) => return None,
         };
         Some(Audit {
@@ -497,6 +569,13 @@ impl AdminRoute {
             GetTenant(t) | TenantLimits(t) | ListKeys(t) | CreateKey(t) => {
                 TenantScope::OwnTenant(t)
             }
+            // The budget is the tenant's own spending cap; which tokens may set it is the
+            // role's question (`allowed`).
+            GetTenantBudget(t) | PutTenantBudget(t) | ListPlans(t) => TenantScope::OwnTenant(t),
+            GetPlan { tenant, .. }
+            | PutPlan { tenant, .. }
+            | DeletePlan { tenant, .. }
+            | GetEndUser { tenant, .. } => TenantScope::OwnTenant(tenant),
             GetKey(k) | UpdateKey(k) | RevokeKey(k) | RotateKey(k) | KeyLimits(k) => {
                 TenantScope::OwnKey(k)
             }
@@ -532,6 +611,63 @@ impl AdminRoute {
             | DeletePrice(_) => TenantScope::Forbidden,
         }
     }
+}
+
+/// May a tenant token with `role` take `route`? Checked with [`AdminRoute::tenant_scope`]
+/// (which decides whose objects), and never for the operator's token, which may do anything.
+/// Routes outside every tenant token's reach are refused for every role, so `admin` may do
+/// exactly what a tenant token could before roles existed.
+/// - `keys`: keys and plans, reading and changing them (and a key's limiter state).
+/// - `viewer`: every read a tenant token has, nothing that changes anything.
+/// - `billing`: spend — usage, analytics, prices, the tenant, its limiter and end users — and
+///   the budget, read and set; not the audit log or a request's stored bodies.
+pub fn allowed(role: Role, route: &AdminRoute) -> bool {
+    use AdminRoute::*;
+    use Role::{Admin, Billing, Keys, Viewer};
+    let roles: &[Role] = match route {
+        GetTenant(_) | TenantLimits(_) | GetTenantBudget(_) => &[Admin, Viewer, Billing],
+        PutTenantBudget(_) => &[Admin, Billing],
+        ListKeys(_) | GetKey(_) | KeyLimits(_) | ListPlans(_) | GetPlan { .. } => {
+            &[Admin, Keys, Viewer]
+        }
+        CreateKey(_)
+        | UpdateKey(_)
+        | RevokeKey(_)
+        | RotateKey(_)
+        | PutPlan { .. }
+        | DeletePlan { .. } => &[Admin, Keys],
+        GetEndUser { .. } | ListUsage | Analytics(_) | ListPrices => &[Admin, Viewer, Billing],
+        // One request's row carries its stored bodies; the audit log, every admin change.
+        GetUsage(_) | ListAudit => &[Admin, Viewer],
+        ListTenants
+        | CreateTenant
+        | UpdateTenant(_)
+        | DisableTenant(_)
+        | EnableTenant(_)
+        | ListTenantTokens(_)
+        | CreateTenantToken(_)
+        | RevokeTenantToken(_)
+        | ListChannels
+        | CreateChannel
+        | GetChannel(_)
+        | UpdateChannel(_)
+        | DeleteChannel(_)
+        | ChannelHealth(_)
+        | EnableChannelKey { .. }
+        | GetModelMap
+        | ReplaceModelMap
+        | GetModelMapEntry(_)
+        | PutModelMapEntry(_)
+        | DeleteModelMapEntry(_)
+        | ListModelGroups
+        | GetModelGroup(_)
+        | PutModelGroup(_)
+        | DeleteModelGroup(_)
+        | GetPrice(_)
+        | PutPrice(_)
+        | DeletePrice(_) => &[],
+    };
+    roles.contains(&role)
 }
 
 #[cfg(test)]
@@ -656,6 +792,53 @@ mod tests {
                 "GET",
                 "/admin/tenants/x%2Fy/limits",
                 a(A::TenantLimits(decoded())),
+            ),
+            (
+                "GET",
+                "/admin/tenants/x%2Fy/budget",
+                a(A::GetTenantBudget(decoded())),
+            ),
+            (
+                "PUT",
+                "/admin/tenants/x%2Fy/budget",
+                a(A::PutTenantBudget(decoded())),
+            ),
+            (
+                "GET",
+                "/admin/tenants/x%2Fy/plans",
+                a(A::ListPlans(decoded())),
+            ),
+            (
+                "GET",
+                "/admin/tenants/x%2Fy/plans/free",
+                a(A::GetPlan {
+                    tenant: decoded(),
+                    plan: "free".into(),
+                }),
+            ),
+            (
+                "PUT",
+                "/admin/tenants/x%2Fy/plans/free",
+                a(A::PutPlan {
+                    tenant: decoded(),
+                    plan: "free".into(),
+                }),
+            ),
+            (
+                "DELETE",
+                "/admin/tenants/x%2Fy/plans/free",
+                a(A::DeletePlan {
+                    tenant: decoded(),
+                    plan: "free".into(),
+                }),
+            ),
+            (
+                "GET",
+                "/admin/tenants/x%2Fy/users/a%2Fb/c",
+                a(A::GetEndUser {
+                    tenant: decoded(),
+                    user: "a/b/c".into(),
+                }),
             ),
             (
                 "GET",
@@ -832,6 +1015,10 @@ mod tests {
             ("/admin/tenants/t/disable", "POST"),
             ("/admin/tenants/t/enable", "POST"),
             ("/admin/tenants/t/limits", "GET"),
+            ("/admin/tenants/t/budget", "GET, PUT"),
+            ("/admin/tenants/t/plans", "GET"),
+            ("/admin/tenants/t/plans/free", "GET, PUT, DELETE"),
+            ("/admin/tenants/t/users/u", "GET"),
             ("/admin/tenants/t/keys", "GET, POST"),
             ("/admin/tenants/t/tokens", "GET, POST"),
             ("/admin/keys/k", "GET, PATCH"),
@@ -874,7 +1061,7 @@ mod tests {
         // Both tables cover every path that exists, and agree.
         let mut paths: Vec<_> = every_route().into_iter().map(|(_, p, _)| p).collect();
         paths.dedup();
-        assert_eq!((paths.len(), table.len()), (39, 39));
+        assert_eq!((paths.len(), table.len()), (43, 43));
         for (method, path, _) in every_route() {
             let allow = at("OPTIONS", path).unwrap_err().headers()[0].1.clone();
             assert!(allow.split(", ").any(|m| m == method), "{method} {path}");
@@ -958,5 +1145,122 @@ mod tests {
                 "{forbidden:?}"
             );
         }
+    }
+
+    #[test]
+    fn tenant_tokens_reach_their_own_plans_users_and_budget() {
+        let own = |r: AdminRoute| r.tenant_scope() == TenantScope::OwnTenant("t1");
+        assert!(own(A::ListPlans("t1".into())));
+        assert!(own(A::PutPlan {
+            tenant: "t1".into(),
+            plan: "free".into()
+        }));
+        assert!(own(A::GetEndUser {
+            tenant: "t1".into(),
+            user: "u".into()
+        }));
+        assert!(own(A::PutTenantBudget("t1".into())));
+        assert_eq!(
+            A::PutPlan {
+                tenant: "t1".into(),
+                plan: "free".into()
+            }
+            .audit()
+            .map(|a| (a.action, a.target_type, a.target_id)),
+            Some(("plan.set", "plan", Some("free")))
+        );
+        assert_eq!(
+            A::PutTenantBudget("t1".into()).audit().map(|a| a.target_id),
+            Some(Some("t1"))
+        );
+    }
+
+    /// Every admin route × role: one arm per route and no catch-all, so a new route does not
+    /// compile until its row is written here.
+    #[rustfmt::skip]
+    fn role_table(route: &AdminRoute) -> [bool; 4] {
+        use AdminRoute::*;
+        const Y: bool = true;
+        const N: bool = false;
+        match route {
+            //                         [admin, keys, viewer, billing]
+            ListTenants =>             [N,     N,    N,      N],
+            CreateTenant =>            [N,     N,    N,      N],
+            GetTenant(_) =>            [Y,     N,    Y,      Y],
+            UpdateTenant(_) =>         [N,     N,    N,      N],
+            DisableTenant(_) =>        [N,     N,    N,      N],
+            EnableTenant(_) =>         [N,     N,    N,      N],
+            TenantLimits(_) =>         [Y,     N,    Y,      Y],
+            GetTenantBudget(_) =>      [Y,     N,    Y,      Y],
+            PutTenantBudget(_) =>      [Y,     N,    N,      Y],
+            ListPlans(_) =>            [Y,     Y,    Y,      N],
+            GetPlan { .. } =>          [Y,     Y,    Y,      N],
+            PutPlan { .. } =>          [Y,     Y,    N,      N],
+            DeletePlan { .. } =>       [Y,     Y,    N,      N],
+            GetEndUser { .. } =>       [Y,     N,    Y,      Y],
+            ListKeys(_) =>             [Y,     Y,    Y,      N],
+            CreateKey(_) =>            [Y,     Y,    N,      N],
+            GetKey(_) =>               [Y,     Y,    Y,      N],
+            UpdateKey(_) =>            [Y,     Y,    N,      N],
+            RevokeKey(_) =>            [Y,     Y,    N,      N],
+            RotateKey(_) =>            [Y,     Y,    N,      N],
+            KeyLimits(_) =>            [Y,     Y,    Y,      N],
+            ListTenantTokens(_) =>     [N,     N,    N,      N],
+            CreateTenantToken(_) =>    [N,     N,    N,      N],
+            RevokeTenantToken(_) =>    [N,     N,    N,      N],
+            ListChannels =>            [N,     N,    N,      N],
+            CreateChannel =>           [N,     N,    N,      N],
+            GetChannel(_) =>           [N,     N,    N,      N],
+            UpdateChannel(_) =>        [N,     N,    N,      N],
+            DeleteChannel(_) =>        [N,     N,    N,      N],
+            ChannelHealth(_) =>        [N,     N,    N,      N],
+            EnableChannelKey { .. } => [N,     N,    N,      N],
+            GetModelMap =>             [N,     N,    N,      N],
+            ReplaceModelMap =>         [N,     N,    N,      N],
+            GetModelMapEntry(_) =>     [N,     N,    N,      N],
+            PutModelMapEntry(_) =>     [N,     N,    N,      N],
+            DeleteModelMapEntry(_) =>  [N,     N,    N,      N],
+            ListModelGroups =>         [N,     N,    N,      N],
+            GetModelGroup(_) =>        [N,     N,    N,      N],
+            PutModelGroup(_) =>        [N,     N,    N,      N],
+            DeleteModelGroup(_) =>     [N,     N,    N,      N],
+            ListPrices =>              [Y,     N,    Y,      Y],
+            GetPrice(_) =>             [N,     N,    N,      N],
+            PutPrice(_) =>             [N,     N,    N,      N],
+            DeletePrice(_) =>          [N,     N,    N,      N],
+            ListUsage =>               [Y,     N,    Y,      Y],
+            GetUsage(_) =>             [Y,     N,    Y,      N],
+            ListAudit =>               [Y,     N,    Y,      N],
+            Analytics(_) =>            [Y,     N,    Y,      Y],
+        }
+    }
+
+    #[test]
+    fn every_admin_route_has_an_answer_for_every_role() {
+        let mut variants = std::collections::HashSet::new();
+        for (method, path, route) in every_route() {
+            let Route::Admin(route) = route else {
+                continue;
+            };
+            variants.insert(std::mem::discriminant(&route));
+            for (role, expected) in Role::ALL.into_iter().zip(role_table(&route)) {
+                assert_eq!(allowed(role, &route), expected, "{role:?} {method} {path}");
+            }
+            // `admin` is what a tenant token could do before roles; no role reaches further.
+            let in_reach = route.tenant_scope() != TenantScope::Forbidden;
+            assert_eq!(allowed(Role::Admin, &route), in_reach, "{method} {path}");
+            for role in Role::ALL {
+                assert!(
+                    !allowed(role, &route) || in_reach,
+                    "{role:?} {method} {path}"
+                );
+            }
+            // A viewer changes nothing.
+            if allowed(Role::Viewer, &route) {
+                assert_eq!(method, "GET", "{path}");
+            }
+        }
+        // every_route() names every variant, so the table above is checked row by row.
+        assert_eq!(variants.len(), 48);
     }
 }

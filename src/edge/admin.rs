@@ -553,6 +553,18 @@ pub async fn handle(
         }
         // Its replies are not all JSON (CSV exports), and it changes nothing.
         AdminRoute::Analytics(view) => return analytics(&req, view, store, actor).await,
+        // Routed, not served yet: plans, end users and the budget route land with their store.
+        AdminRoute::GetTenantBudget(_)
+        | AdminRoute::PutTenantBudget(_)
+        | AdminRoute::ListPlans(_)
+        | AdminRoute::GetPlan { .. }
+        | AdminRoute::PutPlan { .. }
+        | AdminRoute::DeletePlan { .. }
+        | AdminRoute::GetEndUser { .. } => {
+            return Err(RelayError::NotFound {
+                what: "This admin operation".into(),
+            })
+        }
     };
     if let Some((action, target_type, target_id, after)) = audit {
         invalidate_all();
@@ -645,7 +657,14 @@ async fn snapshot(store: &Store, route: &AdminRoute) -> Option<serde_json::Value
         | ListUsage
         | GetUsage(_)
         | ListAudit
-        | Analytics(_) => return None,
+        | Analytics(_)
+        | GetTenantBudget(_)
+        | PutTenantBudget(_)
+        | ListPlans(_)
+        | GetPlan { .. }
+        | PutPlan { .. }
+        | DeletePlan { .. }
+        | GetEndUser { .. } => return None,
     };
     Some(value)
 }

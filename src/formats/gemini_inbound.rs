@@ -1681,12 +1681,23 @@ pub fn error_body(err: &RelayError) -> (u16, Value) {
         | FieldNotSupported { .. } => (400, "INVALID_ARGUMENT"),
         // Google's front end answers an oversized body with 413 too.
         RequestTooLarge { .. } => (413, "INVALID_ARGUMENT"),
-        MissingApiKey | InvalidApiKey | KeyRevoked | KeyExpired | InvalidAdminToken => {
-            (401, "UNAUTHENTICATED")
-        }
-        TenantDisabled | AccessDenied { .. } | Forbidden | RegionNotServed { .. } => {
-            (403, "PERMISSION_DENIED")
-        }
+        MissingApiKey
+        | InvalidApiKey
+        | KeyRevoked
+        | KeyExpired
+        | InvalidAdminToken
+        | TokenInvalid { .. }
+        | TokenExpired
+        | TokenNotYetValid
+        | TokenLifetimeTooLong
+        | TokenWrongIssuer
+        | TokenWrongAudience => (401, "UNAUTHENTICATED"),
+        TenantDisabled
+        | AccessDenied { .. }
+        | Forbidden
+        | RoleForbidden { .. }
+        | OriginNotAllowed { .. }
+        | RegionNotServed { .. } => (403, "PERMISSION_DENIED"),
         ModelNotFound { .. } | NotFound { .. } => (404, "NOT_FOUND"),
         MethodNotAllowed { .. } => (405, "UNIMPLEMENTED"),
         Conflict { .. } => (409, "ABORTED"),

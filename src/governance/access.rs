@@ -35,6 +35,12 @@ pub fn check_rules(
 /// May this key use `model`? Both the tenant's and the key's allowlists must admit it
 /// (`None` admits everything).
 pub fn model_allowed(grant: &KeyGrant, groups: &ModelGroups, model: &str) -> bool {
+    list_admits(&grant.tenant_models, groups, model)
+        && list_admits(&grant.key_models, groups, model)
+}
+
+/// Does one allowlist admit `model`, directly or through a `@group` (`None` admits everything)?
+pub fn list_admits(list: &Option<Vec<String>>, groups: &ModelGroups, model: &str) -> bool {
     let admits_entry = |entry: &String| match entry.strip_prefix(GROUP_PREFIX) {
         // A group that no longer exists admits nothing: fail closed.
         Some(group) => groups
@@ -42,9 +48,7 @@ pub fn model_allowed(grant: &KeyGrant, groups: &ModelGroups, model: &str) -> boo
             .is_some_and(|members| members.iter().any(|m| m == model)),
         None => entry == model,
     };
-    let admits =
-        |list: &Option<Vec<String>>| list.as_ref().is_none_or(|l| l.iter().any(admits_entry));
-    admits(&grant.tenant_models) && admits(&grant.key_models)
+    list.as_ref().is_none_or(|l| l.iter().any(admits_entry))
 }
 
 /// Named sets of public models (`cheap`, `frontier`): an allowlist entry `@cheap` admits every

@@ -73,6 +73,20 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Strict base64url as JWS uses it (RFC 7515 §2): only the URL-safe alphabet, no padding, no
+/// whitespace, and zero trailing bits, so each byte string has exactly one spelling. Tokens
+/// are compared and cached by their text, which a lenient decoder would make ambiguous.
+pub fn decode_url_strict(text: &str) -> Option<Vec<u8>> {
+    let alphabet_only = text
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    if !alphabet_only || text.len() % 4 == 1 {
+        return None;
+    }
+    // The alphabet is checked; `decode` still refuses non-zero padding bits.
+    decode(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +130,17 @@ mod tests {
         assert_eq!(decode("Zh"), None, "non-zero padding bits");
         assert_eq!(decode("Z"), None, "a lone symbol carries no byte");
         assert_eq!(decode("Zm9v\nYmFy").as_deref(), Some(&b"foobar"[..]));
+    }
+
+    #[test]
+    fn strict_url_decoding_has_one_spelling() {
+        assert_eq!(decode_url_strict("").as_deref(), Some(&b""[..]));
+        assert_eq!(decode_url_strict("Zm9vYg").as_deref(), Some(&b"foob"[..]));
+        assert_eq!(decode_url_strict("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        for bad in [
+            "Zm9vYg==", "Zm9v Yg", "Zm9v\nYg", "+/8", "Zh", "Z", "Zm9vY", "é",
+        ] {
+            assert_eq!(decode_url_strict(bad), None, "{bad:?}");
+        }
     }
 }
