@@ -836,8 +836,7 @@ async fn finish_upstream(
             ledger.clone(),
         )
     } else {
-        let bytes =
-            read_with_deadline(&mut sent.response, &mut sent.deadline, sent.timeout_ms).await?;
+        let bytes = read_with_deadline(sent.response, &mut sent.deadline, sent.timeout_ms).await?;
         let reply = translate::reply(sent.plan.mode, bytes, upstream_model, reply_id, created_s)?;
         finish_reply(reply, client, rc, ledger)
     };
@@ -889,10 +888,9 @@ pub async fn count_tokens(
                 .unwrap_or(rc.settings.upstream_timeout_ms);
             let mut deadline = deadline(timeout_ms);
             let controller = Abort::new();
-            if let Ok(mut response) = send(&plan, &mut deadline, timeout_ms, &controller).await {
+            if let Ok(response) = send(&plan, &mut deadline, timeout_ms, &controller).await {
                 if response.status_code() == 200 {
-                    if let Ok(bytes) =
-                        read_with_deadline(&mut response, &mut deadline, timeout_ms).await
+                    if let Ok(bytes) = read_with_deadline(response, &mut deadline, timeout_ms).await
                     {
                         return Ok(json_response(200, bytes));
                     }

@@ -9,11 +9,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::future::{select, Either};
-use worker::{
-    AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit, Response,
-};
+use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{AbortController, AbortSignal, Delay, Response};
 
 use super::gcp_auth;
+use super::http::response_bytes;
 use super::objects::health::{self, Outcome};
 use super::relay::RelayCtx;
 use super::state::{now_ms, random_bytes};
@@ -288,7 +289,7 @@ pub(crate) async fn attempt(
         .map_or(timeout_ms, |t| t.min(timeout_ms));
     let total_until_ms = channel.total_timeout_ms.map(|t| now_ms() + t as i64);
     let mut deadline = deadline(first_ms);
-    let mut response = match send(&plan.request, &mut deadline, first_ms, controller).await {
+    let response = match send(&plan.request, &mut deadline, first_ms, controller).await {
         Ok(sent) => sent,
         Err(err) => {
             worker::console_warn!("request {} channel {}: {}", rc.request_id, channel.id, err);
@@ -313,7 +314,7 @@ pub(crate) async fn attempt(
         });
     }
     let retry_after = response.headers().get("retry-after").ok().flatten();
-    let body = read_with_deadline(&mut response, &mut deadline, timeout_ms)
+    let body = read_with_deadline(response, &mut deadline, timeout_ms)
         .await
         .unwrap_or_default();
     if channel.provider.uses_service_accounts() && matches!(status, 401 | 403) {
@@ -360,34 +361,34 @@ pub(crate) fn deadline(timeout_ms: u64) -> Deadline {
 }
 
 /// Fetch before the deadline. The caller keeps the controller, to abort the upstream later (an
-/// idle stream, a hedge that lost).
+/// idle stream, a hedge that lost). The runtime's `fetch(url, init)` is called directly: no
+/// `Request` object is built for it.
 pub(crate) async fn send(
     plan: &UpstreamRequest,
     deadline: &mut Deadline,
     timeout_ms: u64,
     controller: &Abort,
 ) -> Result<Response, RelayError> {
-    let headers = Headers::new();
+    let bad = |what: &str| RelayError::internal("upstream request", what);
+    let headers = worker::web_sys::Headers::new().map_err(|_| bad("headers"))?;
     for (name, value) in &plan.headers {
-        headers.set(name, value).map_err(|_| RelayError::Internal {
-            detail: format!("bad upstream header {name}"),
-        })?;
+        headers
+            .set(name, value)
+            .map_err(|_| bad(&format!("bad header {name}")))?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(
-            worker::js_sys::Uint8Array::from(plan.body.as_slice()).into(),
-        ));
-    let request = Request::new_with_init(&plan.url, &init).map_err(|e| RelayError::Internal {
-        detail: format!("upstream request: {e}"),
-    })?;
-    let signal = controller.signal.clone();
-    let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let init = worker::web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(&worker::js_sys::Uint8Array::from(plan.body.as_slice()));
+    init.set_signal(Some(&controller.signal));
+    let global: worker::web_sys::WorkerGlobalScope = worker::js_sys::global().unchecked_into();
+    let fetch = JsFuture::from(global.fetch_with_str_and_init(&plan.url, &init));
     match select(fetch, deadline).await {
-        Either::Left((Ok(response), _)) => Ok(response),
+        Either::Left((Ok(response), _)) => Ok(Response::from(
+            response.unchecked_into::<worker::web_sys::Response>(),
+        )),
         Either::Left((Err(e), _)) => {
-            worker::console_warn!("upstream fetch failed: {}", e);
+            worker::console_warn!("upstream fetch failed: {:?}", e);
             Err(RelayError::UpstreamUnreachable)
         }
         Either::Right(_) => {
@@ -400,11 +401,11 @@ pub(crate) async fn send(
 }
 
 pub(crate) async fn read_with_deadline(
-    response: &mut Response,
+    response: Response,
     deadline: &mut Deadline,
     timeout_ms: u64,
 ) -> Result<Vec<u8>, RelayError> {
-    let read = Box::pin(response.bytes());
+    let read = Box::pin(response_bytes(response));
     match select(read, deadline).await {
         Either::Left((Ok(bytes), _)) => Ok(bytes),
         Either::Left((Err(_), _)) => Err(RelayError::UpstreamStreamBroken),

@@ -1,16 +1,18 @@
 //! [edge] Writing usage rows after the response (`waitUntil`), by one of two paths:
 //!
-//! - **A Queue** (`USAGE_QUEUE` bound): each request sends its own row as one message; the
-//!   queue consumer (`consume`) inserts whole batches into D1, idempotent on the request id,
-//!   retried by the queue and dead-lettered after `max_retries` (wrangler.toml). This is the
-//!   path that scales past one D1 writer.
-//! - **Directly to D1** (no queue bound, e.g. on a plan without Queues): rows are batched per
-//!   isolate. A request puts its row in the isolate's queue and, if no writer is running,
-//!   becomes the writer and drains it (one D1 round trip for every row that arrived
-//!   meanwhile). Nobody waits for the writer: a request never awaits a promise that another
-//!   request's I/O resolves — workerd cancels such a request as hung. A writer cancelled
-//!   mid-batch puts the rows of that batch back for the next writer; `INSERT OR IGNORE` on the
-//!   request id makes a repeat harmless.
+//! - **A Queue** (`USAGE_QUEUE` bound): rows go to the queue as messages, each a JSON array of
+//!   the rows that were waiting (one send for many requests under load); the queue consumer
+//!   (`consume`) inserts whole batches into D1, idempotent on the request id, retried by the
+//!   queue and dead-lettered after `max_retries` (wrangler.toml). This is the path that scales
+//!   past one D1 writer.
+//! - **Directly to D1** (no queue bound, e.g. on a plan without Queues): one D1 batch for the
+//!   rows that were waiting.
+//!
+//! Either way rows are gathered per isolate: a request puts its row in the isolate's list and,
+//! if no writer is running, becomes the writer and drains the list. Nobody waits for the
+//! writer: a request never awaits a promise that another request's I/O resolves — workerd
+//! cancels such a request as hung. A writer cancelled mid-batch puts the rows of that batch
+//! back for the next writer; `INSERT OR IGNORE` on the request id makes a repeat harmless.
 //!
 //! A row that cannot be written after its retries is logged whole, so it can be replayed.
 
@@ -52,10 +54,6 @@ pub fn record_later(
     ctx.wait_until(async move {
         let Some(row) = row.await else { return };
         analytics_point(&env, &row);
-        let row = match send_to_queue(&env, row).await {
-            Ok(()) => return,
-            Err(row) => row,
-        };
         PENDING.with(|q| q.borrow_mut().push(row));
         if WRITING.with(|w| w.replace(true)) {
             // The running writer takes it: nothing here waits for another request's I/O.
@@ -66,28 +64,58 @@ pub fn record_later(
     });
 }
 
-/// The row as one queue message, when a queue is bound; the row back when it must be written
-/// directly (no queue, a message too large, or the send failed).
-async fn send_to_queue(env: &Env, row: UsageRow) -> Result<(), UsageRow> {
-    let Ok(queue) = env.queue(QUEUE_BINDING) else {
-        return Err(row);
-    };
-    let Ok(json) = serde_json::to_string(&row) else {
-        return Err(row);
-    };
-    if json.len() > MAX_MESSAGE_BYTES {
-        return Err(row);
+/// Rows as queue messages: JSON arrays of whole rows, each under the queue's message size. A
+/// row too large for any message on its own (large logged bodies) is returned by index, to be
+/// written directly.
+fn pack(rows: &[UsageRow]) -> (Vec<(String, Vec<usize>)>, Vec<usize>) {
+    let mut messages = Vec::new();
+    let mut direct = Vec::new();
+    let mut current = String::from("[");
+    let mut members = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Ok(json) = serde_json::to_string(row) else {
+            direct.push(i);
+            continue;
+        };
+        if json.len() + 2 > MAX_MESSAGE_BYTES {
+            direct.push(i);
+            continue;
+        }
+        if current.len() + json.len() + 2 > MAX_MESSAGE_BYTES {
+            current.push(']');
+            messages.push((
+                std::mem::replace(&mut current, String::from("[")),
+                std::mem::take(&mut members),
+            ));
+        }
+        if members.is_empty() {
+            current.push_str(&json);
+        } else {
+            current.push(',');
+            current.push_str(&json);
+        }
+        members.push(i);
     }
-    // Text, not an object: one string crosses into JS instead of a tree of values.
-    let message = RawMessageBuilder::new(JsValue::from_str(&json))
-        .build_with_content_type(QueueContentType::Text);
-    match queue.send_raw(message).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
+    if !members.is_empty() {
+        current.push(']');
+        messages.push((current, members));
+    }
+    (messages, direct)
+}
+
+/// Send packed rows to the queue; the indices of rows whose message could not be sent.
+async fn send_to_queue(queue: &worker::Queue, rows: &[UsageRow]) -> Vec<usize> {
+    let (messages, mut direct) = pack(rows);
+    for (text, members) in messages {
+        // Text, not an object: one string crosses into JS instead of a tree of values.
+        let message = RawMessageBuilder::new(JsValue::from_str(&text))
+            .build_with_content_type(QueueContentType::Text);
+        if let Err(e) = queue.send_raw(message).await {
             worker::console_warn!("usage queue send failed, writing directly: {}", e);
-            Err(row)
+            direct.extend(members);
         }
     }
+    direct
 }
 
 /// Clears the writer flag however the writer ends, cancellation included.
@@ -112,6 +140,7 @@ impl Drop for InFlight {
 }
 
 async fn drain(env: &Env) {
+    let queue = env.queue(QUEUE_BINDING).ok();
     let store = Store::new(env);
     loop {
         let rows: Vec<UsageRow> = PENDING.with(|q| {
@@ -124,9 +153,19 @@ async fn drain(env: &Env) {
         }
         let mut batch = InFlight(Some(rows));
         let rows = batch.0.as_deref().unwrap_or_default();
-        match &store {
-            Ok(store) => write_with_retries(store, rows).await,
-            Err(e) => lost(rows, e),
+        let direct: Vec<usize> = match &queue {
+            Some(queue) => send_to_queue(queue, rows).await,
+            None => (0..rows.len()).collect(),
+        };
+        if !direct.is_empty() {
+            let direct: Vec<UsageRow> = direct
+                .iter()
+                .filter_map(|&i| rows.get(i).cloned())
+                .collect();
+            match &store {
+                Ok(store) => write_with_retries(store, &direct).await,
+                Err(e) => lost(&direct, e),
+            }
         }
         batch.0 = None;
     }
@@ -161,6 +200,14 @@ fn lost(rows: &[UsageRow], e: &RelayError) {
     }
 }
 
+/// What one queue message holds: the rows a writer gathered, or one row.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Rows {
+    Many(Vec<UsageRow>),
+    One(Box<UsageRow>),
+}
+
 /// The queue consumer: one D1 batch for the whole message batch. A failure retries the batch
 /// (the queue redelivers it, then dead-letters it after `max_retries`); rows already written
 /// by an earlier delivery are skipped by `INSERT OR IGNORE`. A message that is not a usage row
@@ -169,10 +216,11 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: &Env) -> worker::Result<
     let mut rows = Vec::new();
     for message in batch.raw_iter() {
         let text = message.body().as_string().unwrap_or_default();
-        match serde_json::from_str::<UsageRow>(&text) {
-            Ok(row) => rows.push(row),
+        match serde_json::from_str::<Rows>(&text) {
+            Ok(Rows::Many(many)) => rows.extend(many),
+            Ok(Rows::One(one)) => rows.push(*one),
             Err(e) => {
-                worker::console_error!("usage queue: not a usage row ({}): {}", e, text);
+                worker::console_error!("usage queue: not usage rows ({}): {}", e, text);
                 message.ack();
             }
         }
@@ -185,7 +233,17 @@ pub async fn consume(batch: MessageBatch<JsValue>, env: &Env) -> worker::Result<
         return Ok(());
     }
     let written = match Store::new(env) {
-        Ok(store) => store.insert_usage_batch(&rows).await,
+        Ok(store) => {
+            let mut result = Ok(());
+            // A message holds up to a batch of rows; D1 takes them a batch at a time.
+            for chunk in rows.chunks(BATCH_ROWS) {
+                result = store.insert_usage_batch(chunk).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
         Err(e) => Err(e),
     };
     match written {
