@@ -86,16 +86,16 @@ async fn dispatch(
         Err(e) => return relay::client_error(format, &e),
     };
     let settings = Settings::get(env);
-    let store = Store::new(env);
-    // The relay path builds its own store per read; a missing binding fails it here.
-    let rc = store.as_ref().map(|_| RelayCtx {
+    // The relay path reads through the isolate's caches and builds a store only for what it
+    // must load; the admin API works on the store directly.
+    let rc = RelayCtx {
         env,
         ctx,
         settings: &settings,
         request_id,
         started_ms,
         timing: Default::default(),
-    });
+    };
     let is_admin = route.is_admin();
     let result = match route {
         Route::Health => Ok(json_value(
@@ -105,9 +105,9 @@ async fn dispatch(
         Route::Dashboard => dashboard(),
         Route::Admin(route) => {
             async {
-                let store = store.as_ref().map_err(Clone::clone)?;
-                let actor = admin::check_admin(&req, &settings, store).await?;
-                admin::handle(req, route, store, env, request_id, &actor).await
+                let store = Store::new(env)?;
+                let actor = admin::check_admin(&req, &settings, &store).await?;
+                admin::handle(req, route, &store, env, request_id, &actor).await
             }
             .await
         }
@@ -154,10 +154,8 @@ async fn dispatch(
         relay::client_error(format, &e)
     });
     // Every relay response says what it waited on, refusals before the relay path included.
-    if let Ok(rc) = &rc {
-        if !is_admin && !response.headers().has("server-timing").unwrap_or(false) {
-            rc.server_timing(&mut response);
-        }
+    if !is_admin && !response.headers().has("server-timing").unwrap_or(false) {
+        rc.server_timing(&mut response);
     }
     response
 }
@@ -165,9 +163,8 @@ async fn dispatch(
 /// The relay API's caller, by its key.
 async fn with_key<'r, 'a>(
     req: &Request,
-    rc: &'r Result<RelayCtx<'a>, &RelayError>,
+    rc: &'r RelayCtx<'a>,
 ) -> Result<(&'r RelayCtx<'a>, Rc<KeyGrant>), RelayError> {
-    let rc = rc.as_ref().map_err(|e| (*e).clone())?;
     Ok((rc, relay::authenticate(req, rc).await?))
 }
 
